@@ -1,0 +1,211 @@
+"""Command line: run, run-all, summary, show, diff.
+
+Errors a user can cause end in one line on stderr and exit code 2; an interrupted run exits 130
+(Ctrl-C) or 143 (SIGTERM) after saving what it finished; a failed or diverged step exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+from . import __version__, analysis, plots
+from .config import Config, ConfigError, flatten, load_config, to_dict, to_yaml
+from .data import ENV_VAR, DataError
+from .model import build_model, count_params, has_fc
+from .outputs import read_metrics, write_text
+from .runner import EXIT_FAILED, run_seeds, run_step
+from .runtime import UserError
+from .summary import summary_text
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of the usage block plus the error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _common(p: argparse.ArgumentParser, training: bool) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.dropout=0.05 (repeatable)")
+    if not training:
+        return
+    p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (train.device)")
+    p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument("--data-dir", help=f"folder with the four MNIST IDX files (default: ${ENV_VAR}, then data/mnist; "
+                                      "downloaded there when missing)")
+    p.add_argument("--out", default="results", help="results folder (default: results/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run of the same step")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="mnist-drill", description="A staged CNN design drill on MNIST.")
+    parser.add_argument("--version", action="version", version=f"mnist-drill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("run", help="train one step")
+    p.add_argument("config", help="a step config, e.g. configs/step3_dropout.yaml")
+    p.add_argument("--seeds", help="train once per seed, e.g. 1,2,3, and tabulate mean and spread")
+    _common(p, training=True)
+
+    p = sub.add_parser("run-all", help="train every configs/step*.yaml in order and write progression.md")
+    p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
+    _common(p, training=True)
+
+    p = sub.add_parser("summary", help="the model layer by layer (shapes, params, receptive field); no data")
+    p.add_argument("config")
+    _common(p, training=False)
+
+    p = sub.add_parser("show", help="the resolved config as YAML")
+    p.add_argument("config")
+    _common(p, training=False)
+
+    p = sub.add_parser("diff", help="what one step's resolved config changes from another's")
+    p.add_argument("old")
+    p.add_argument("new")
+    _common(p, training=False)
+    return parser
+
+
+def _overrides(args) -> list[str]:
+    extra = [f"train.{k}={getattr(args, k)}" for k in ("epochs", "device", "seed") if getattr(args, k, None) is not None]
+    return [*args.overrides, *extra]
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text}: expected integers separated by commas, e.g. 1,2,3") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds {text}: expected distinct non-negative integers, e.g. 1,2,3")
+    return seeds
+
+
+def cmd_run(args) -> int:
+    cfg = load_config(args.config, _overrides(args))
+    step_dir = Path(args.out) / cfg.name
+    if args.seeds:
+        results = run_seeds(cfg, _parse_seeds(args.seeds), step_dir, args.data_dir,
+                            overwrite=args.overwrite, resume=args.resume)
+        print(f"wrote {step_dir / 'analysis.md'}")
+        return max(r.exit_code for r in results)
+    result = run_step(cfg, step_dir, args.data_dir, overwrite=args.overwrite, resume=args.resume)
+    print(f"wrote {result.run_dir}/")
+    return result.exit_code
+
+
+def step_configs(folder: Path) -> list[Path]:
+    """configs/step<N>_*.yaml ordered by N."""
+    found = [(int(m.group(1)), p) for p in folder.glob("step*.yaml") if (m := re.match(r"step(\d+)", p.name))]
+    if not found:
+        raise UserError(f"{folder}: no step*.yaml configs here (pass --configs DIR)")
+    return [p for _, p in sorted(found)]
+
+
+def _reuse(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
+    """The outcome of an already finished run (for run-all --resume), or None."""
+    if not (run_dir / "model.pt").is_file():
+        return None
+    params = count_params(build_model(cfg.model)[0])[0]
+    return analysis.assess(read_metrics(run_dir / "metrics.csv"), cfg, params, has_fc(cfg.model))
+
+
+def cmd_run_all(args) -> int:
+    out = Path(args.out)
+    entries, exit_code = [], 0
+    for path in step_configs(Path(args.configs)):
+        print(f"== {path}")
+        try:
+            cfg = load_config(path, _overrides(args))
+        except ConfigError as err:
+            print(f"mnist-drill: error: {err}", file=sys.stderr)
+            entries.append((Config(name=path.stem), None, "config error"))
+            exit_code = EXIT_FAILED
+            continue
+        run_dir = out / cfg.name
+        reused = _reuse(cfg, run_dir) if args.resume else None
+        if reused is not None:
+            print(f"{cfg.name}: already complete in {run_dir}")
+            entries.append((cfg, reused, "completed"))
+            continue
+        try:
+            result = run_step(cfg, run_dir, args.data_dir, overwrite=args.overwrite,
+                              resume=args.resume and (run_dir / "checkpoint.pt").is_file())
+        except (ConfigError, UserError) as err:
+            print(f"mnist-drill: error: {err}", file=sys.stderr)
+            entries.append((cfg, None, "failed"))
+            exit_code = EXIT_FAILED
+            continue
+        entries.append((cfg, result.outcome, result.status))
+        if result.status == "interrupted":
+            exit_code = result.exit_code
+            break
+        exit_code = exit_code or result.exit_code
+    write_progression(out, entries)
+    return exit_code
+
+
+def write_progression(out: Path, entries: list) -> None:
+    write_text(out / "progression.md", analysis.progression_markdown(entries))
+    done = [(cfg, o) for cfg, o, _ in entries if o is not None]
+    if done:
+        plots.progression([c.name for c, _ in done], [o.params for _, o in done],
+                          [o.best_test_acc for _, o in done], out / "progression.png", done[-1][0].target.test_acc)
+    print(f"wrote {out / 'progression.md'}")
+
+
+def cmd_summary(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    model, layers = build_model(cfg.model)
+    print(summary_text(cfg, model, layers))
+    return 0
+
+
+def cmd_show(args) -> int:
+    print(to_yaml(load_config(args.config, args.overrides)), end="")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    old_cfg, new_cfg = load_config(args.old, args.overrides), load_config(args.new, args.overrides)
+    old, new = flatten(to_dict(old_cfg)), flatten(to_dict(new_cfg))
+    meta = ("name", "change")  # what a step is called, not what it trains
+    changed = [k for k in dict.fromkeys([*old, *new])
+               if k not in meta and old.get(k, "<absent>") != new.get(k, "<absent>")]
+    print(f"--- {args.old} ({old_cfg.name})\n+++ {args.new} ({new_cfg.name}): {new_cfg.change or '(no change note)'}")
+    for key in changed:
+        print(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
+    if not changed:
+        print("(no change)")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "summary": cmd_summary, "show": cmd_show, "diff": cmd_diff}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, DataError, UserError) as err:
+        print(f"mnist-drill: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mnist-drill: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""Typed, frozen config tree and its strict YAML loader.
+
+Precedence: dataclass defaults < YAML (a file may `extends:` another, path relative to itself)
+< `--set section.key=value`. Mappings merge key by key; lists (the block list) are replaced whole.
+Every file and every `--set` is checked on its own before merging, so an error names the file
+(or the `--set`) it came from and the dotted key, in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .blocks import BLOCK_SPECS, BlockSpec
+
+
+class ConfigError(Exception):
+    """A config the user wrote is wrong; the message is one line, ready to print."""
+
+
+def _check(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}: {why}")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """What the drill asks of a step; analysis.md reports each one as met or not."""
+
+    test_acc: float = 99.4  # percent
+    max_params: int = 8000  # strictly fewer than this
+    max_epochs: int = 15
+    no_fc: bool = True
+    consistent_epochs: int = 3  # test_acc must hold the target in each of the last N epochs
+
+    def __post_init__(self):
+        _check(0 < self.test_acc <= 100, "test_acc", "must be in (0, 100]")
+        _check(self.max_params >= 1, "max_params", "must be >= 1")
+        _check(self.max_epochs >= 1, "max_epochs", "must be >= 1")
+        _check(self.consistent_epochs >= 1, "consistent_epochs", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: Optional[str] = None  # None: --data-dir, then $MNIST_DRILL_DATA, then ./data/mnist
+    batch_size: int = 128
+    test_batch_size: int = 2000  # evaluation has no gradients, so big batches are cheap
+    train_subset: Optional[int] = None  # first N training images (smoke runs, tests)
+    test_subset: Optional[int] = None
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.test_batch_size >= 1, "test_batch_size", "must be >= 1")
+        for name in ("train_subset", "test_subset"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, name, "must be >= 1 (or null for all)")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Batch augmentation on the training device, applied before normalisation, black fill.
+
+    Each knob means what the torchvision transform of the same name means.
+    """
+
+    rotation: float = 0.0  # degrees: angle ~ U(-rotation, rotation), as RandomRotation
+    translate: float = 0.0  # fraction of width/height, as RandomAffine(translate=(t, t))
+    scale: tuple[float, float] = (1.0, 1.0)  # as RandomAffine(scale=...)
+    shear: float = 0.0  # degrees, x-shear ~ U(-shear, shear), as RandomAffine(shear=...)
+    brightness: float = 0.0  # factor ~ U(1-b, 1+b), as ColorJitter(brightness=b)
+    contrast: float = 0.0  # factor ~ U(1-c, 1+c), as ColorJitter(contrast=c)
+    interpolation: Literal["nearest", "bilinear"] = "nearest"  # torchvision's default is nearest
+
+    def __post_init__(self):
+        _check(0 <= self.rotation <= 180, "rotation", "must be in [0, 180] degrees")
+        _check(0 <= self.translate < 1, "translate", "must be in [0, 1)")
+        _check(0 < self.scale[0] <= self.scale[1], "scale", "must be [low, high] with 0 < low <= high")
+        _check(0 <= self.shear < 90, "shear", "must be in [0, 90) degrees")
+        _check(0 <= self.brightness < 1, "brightness", "must be in [0, 1)")
+        _check(0 <= self.contrast < 1, "contrast", "must be in [0, 1)")
+
+    @property
+    def enabled(self) -> bool:
+        return (self.rotation, self.translate, self.scale, self.shear, self.brightness, self.contrast) != (
+            0.0, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network as a list of blocks. `bn` and `dropout` are defaults for every conv-like block
+    that does not set its own, so "add BN everywhere" is a one-line change."""
+
+    blocks: tuple[BlockSpec, ...] = ()
+    bn: bool = False
+    dropout: float = 0.0
+    in_channels: int = 1
+    input_size: int = 28  # pixels, square
+    num_classes: int = 10
+
+    def __post_init__(self):
+        _check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        _check(self.in_channels >= 1, "in_channels", "must be >= 1")
+        _check(self.input_size >= 1, "input_size", "must be >= 1")
+        _check(self.num_classes >= 2, "num_classes", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        _check(self.lr > 0, "lr", "must be > 0")
+        _check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _check(not self.nesterov or self.momentum > 0, "nesterov", "needs momentum > 0")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: Literal["none", "step", "onecycle", "plateau"] = "none"
+    step_size: int = 6  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    max_lr: float = 0.1  # onecycle: peak learning rate
+    pct_start: float = 0.25  # onecycle: fraction of steps spent warming up
+    div_factor: float = 10.0  # onecycle: initial lr = max_lr / div_factor
+    final_div_factor: float = 100.0  # onecycle: final lr = initial lr / final_div_factor
+    factor: float = 0.1  # plateau: decay factor on test_loss plateaus
+    patience: int = 2  # plateau: epochs without improvement before decaying
+
+    def __post_init__(self):
+        _check(self.step_size >= 1, "step_size", "must be >= 1")
+        _check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
+        _check(self.max_lr > 0, "max_lr", "must be > 0")
+        _check(0 < self.pct_start < 1, "pct_start", "must be in (0, 1)")
+        _check(self.div_factor > 0 and self.final_div_factor > 0, "div_factor", "must be > 0")
+        _check(0 < self.factor < 1, "factor", "must be in (0, 1)")
+        _check(self.patience >= 0, "patience", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 15
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast is faster but changes results
+    channels_last: bool = True  # memory layout only: same numbers, faster convolutions
+    compile: bool = False  # torch.compile the model (CUDA; slow to start)
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "epochs", "must be >= 1")
+        _check(self.seed >= 0, "seed", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "run"  # the output folder's name; defaults to the config file's stem
+    change: str = ""  # one line: what this step changes from the one before it
+    target: TargetConfig = field(default_factory=TargetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
+               "must be a plain folder name")
+
+
+# ---------------------------------------------------------------- dict -> dataclass, strictly
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return "a list" if args[-1] is Ellipsis else f"a list of {len(args)} numbers"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        if args[-1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad
+        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is BlockSpec:
+        return _block(value, path)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad
+        return _dataclass(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")
+
+
+def _dataclass(cls: type, raw: dict, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    prefix = f"{path}." if path else ""
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key{_suggest(str(key), names)}")
+        kwargs[key] = _convert(value, hints[key], f"{prefix}{key}")
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in kwargs:
+            raise ConfigError(f"{prefix}{f.name}: missing required key")
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # raised by __post_init__ as "field: why"
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def _block(raw: Any, path: str) -> BlockSpec:
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise ConfigError(f"{path}: a block is a mapping with a 'type' key, got {raw!r}")
+    kind = raw["type"]
+    if kind not in BLOCK_SPECS:
+        raise ConfigError(f"{path}.type: unknown block type {kind!r}{_suggest(str(kind), sorted(BLOCK_SPECS))}")
+    return _dataclass(BLOCK_SPECS[kind], {k: v for k, v in raw.items() if k != "type"}, path)
+
+
+# ---------------------------------------------------------------- files, extends, --set
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve() if path.exists() else path
+    if path in seen:
+        cycle = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"{path}: extends cycle: {cycle}")
+    raw = _read_yaml(path)
+    parent = raw.pop("extends", None)
+    _validate(raw, str(path))  # each file on its own, so errors name the file they are in
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a path, got {parent!r}")
+    parent_path = path.parent / parent
+    if not parent_path.exists():
+        raise ConfigError(f"{path}: extends: no such file {parent_path}")
+    return _merge(_load_chain(parent_path, (*seen, path)), raw)
+
+
+def _validate(raw: dict, source: str) -> Config:
+    try:
+        return _dataclass(Config, raw, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def parse_set(item: str) -> dict:
+    """'model.dropout=0.1' -> {'model': {'dropout': 0.1}}; the value is read as YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item}: expected section.key=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item}: the value is not valid YAML") from None
+    tree: Any = value
+    for part in reversed(key.strip().split(".")):
+        tree = {part: tree}
+    return tree
+
+
+def load_config(path: str | Path, overrides: list[str] = (), defaults: Optional[dict] = None) -> Config:
+    """Load a step config: defaults < YAML chain < overrides ('section.key=value' strings)."""
+    path = Path(path)
+    raw = _load_chain(path)
+    raw.setdefault("name", path.stem)
+    for item in overrides:
+        tree = parse_set(item)
+        _validate(tree, f"--set {item}")
+        raw = _merge(raw, tree)
+    return _validate(raw, str(path))
+
+
+def to_dict(cfg: Any) -> Any:
+    """The config as plain YAML-able data; blocks carry their `type` first."""
+    if dataclasses.is_dataclass(cfg):
+        out = {"type": cfg.TYPE} if isinstance(cfg, BlockSpec) else {}
+        for f in dataclasses.fields(cfg):
+            out[f.name] = to_dict(getattr(cfg, f.name))
+        return out
+    if isinstance(cfg, tuple):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=100)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys to leaf values; list items are indexed (model.blocks[2].out)."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        out = {f"{prefix}.length": len(data)}
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}[{i}]"))
+        return out
+    return {prefix: data}

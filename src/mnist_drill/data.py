@@ -1,0 +1,133 @@
+"""MNIST as tensors: find or download the four IDX files, verify them, and keep them on the device.
+
+Training never goes through a per-sample PIL/DataLoader pipeline: the whole set (47 MB as float)
+lives on the training device, is shuffled by index each epoch, and is augmented a batch at a time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+MEAN, STD = 0.1307, 0.3081  # of the MNIST training pixels in [0, 1]
+
+# MD5 of the decompressed contents: these identify the data whatever gzip produced the files.
+FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+DEFAULT_DIR = Path("data/mnist")
+ENV_VAR = "MNIST_DRILL_DATA"
+
+
+class DataError(Exception):
+    """The data is missing or broken; the message is one line, ready to print."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # (N, 1, 28, 28) float in [0, 1], not yet normalised
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def resolve_dir(cli_dir: Optional[str], cfg_dir: Optional[str]) -> Path:
+    """--data-dir, then $MNIST_DRILL_DATA, then the config's data.dir, then ./data/mnist."""
+    return Path(cli_dir or os.environ.get(ENV_VAR) or cfg_dir or DEFAULT_DIR).expanduser()
+
+
+def _locate(root: Path, name: str) -> Optional[Path]:
+    # torchvision's downloader puts the files under MNIST/raw; plain copies sit in the folder itself.
+    for folder in (root, root / "MNIST" / "raw"):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _download(root: Path) -> None:
+    from torchvision.datasets import MNIST
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for train in (True, False):
+            MNIST(str(root), train=train, download=True)
+    except Exception as err:  # offline, DNS, HTTP, disk: all end the same way for the user
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"MNIST is not in {root} and downloading it failed ({reason[:120]}); "
+                        f"put the four IDX files there, or pass --data-dir / set {ENV_VAR}") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{path}: cannot be read: corrupt or truncated ({err})") from None
+
+
+def parse_idx(data: bytes, path: Path, expect_dims: int) -> torch.Tensor:
+    """An IDX file of unsigned bytes: magic 0x00000801 (labels) or 0x00000803 (images)."""
+    magic = 0x800 + expect_dims
+    if len(data) < 4 + 4 * expect_dims or struct.unpack(">I", data[:4])[0] != magic:
+        raise DataError(f"{path}: wrong magic number (not an IDX file of {expect_dims}-D unsigned bytes)")
+    dims = struct.unpack(f">{expect_dims}I", data[4:4 + 4 * expect_dims])
+    body = data[4 + 4 * expect_dims:]
+    if len(body) != torch.Size(dims).numel():
+        raise DataError(f"{path}: header says {dims} but holds {len(body)} bytes")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
+
+
+def load_file(root: Path, name: str, verify: bool = True) -> torch.Tensor:
+    path = _locate(root, name)
+    if path is None:
+        raise DataError(f"{root}: missing {name}[.gz]")
+    data = read_bytes(path)
+    if verify and hashlib.md5(data).hexdigest() != FILES[name]:
+        raise DataError(f"{path}: checksum mismatch: the contents are not the official MNIST file")
+    return parse_idx(data, path, 3 if "images" in name else 1)
+
+
+def load_split(root: Path, train: bool, subset: Optional[int] = None, verify: bool = True) -> Split:
+    prefix = "train" if train else "t10k"
+    images = load_file(root, f"{prefix}-images-idx3-ubyte", verify)
+    labels = load_file(root, f"{prefix}-labels-idx1-ubyte", verify)
+    if len(images) != len(labels):
+        raise DataError(f"{root}: {prefix} has {len(images)} images but {len(labels)} labels")
+    if subset is not None:
+        images, labels = images[:subset], labels[:subset]
+    return Split(images.unsqueeze(1).float().div_(255), labels.long())
+
+
+def load_mnist(root: Path, train_subset: Optional[int] = None, test_subset: Optional[int] = None,
+               download: bool = True) -> tuple[Split, Split]:
+    """(train, test) on the CPU; downloads into `root` when files are missing and download is allowed."""
+    if not root.exists() and not download:
+        raise DataError(f"{root}: no such data directory; pass --data-dir or set {ENV_VAR}")
+    missing = [name for name in FILES if _locate(root, name) is None]
+    if missing:
+        if not download:
+            raise DataError(f"{root}: missing {', '.join(missing)}; pass --data-dir or set {ENV_VAR}")
+        _download(root)
+    return load_split(root, True, train_subset), load_split(root, False, test_subset)
+
+
+def to_device(split: Split, device: torch.device) -> Split:
+    return Split(split.images.to(device), split.labels.to(device))
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    return (images - MEAN) / STD

@@ -1,0 +1,62 @@
+"""Device, precision and seed: chosen once, here, for the whole run."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import torch
+
+from .config import TrainConfig
+
+
+class UserError(Exception):
+    """Something the user asked for cannot be done; the message is one line, ready to print."""
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python and torch (CPU and every CUDA device); numpy is not used for randomness."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure(cfg: TrainConfig) -> torch.device:
+    """Pick the device, seed everything, and set the numerics the config asks for."""
+    device = choose_device(cfg.device)
+    seed_everything(cfg.seed)
+    if device.type == "cuda":
+        # fp32 means fp32: TF32 matmuls would change results between GPU generations.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return device
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast when asked for (an explicit, result-changing speed option); otherwise nothing."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

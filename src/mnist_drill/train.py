@@ -1,0 +1,150 @@
+"""The training and evaluation loops over device-resident tensors.
+
+No host sync inside an epoch except when the progress bar is redrawn: losses and correct counts
+accumulate on the device and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .augment import augment_batch
+from .config import Config
+from .data import Split, normalize
+from .runtime import autocast
+
+BAR_EVERY = 50  # batches between progress-bar redraws (each one is a host sync)
+METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, batch: int):
+        super().__init__(f"the loss became NaN or infinite in epoch {epoch}, batch {batch}; "
+                         "lower the learning rate")
+        self.epoch, self.batch = epoch, batch
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    acc: float  # percent
+    predictions: torch.Tensor  # (N,) on the device
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                           weight_decay=o.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
+    """The scheduler, or None. OneCycle steps every batch, the others once per epoch."""
+    s = cfg.scheduler
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=s.max_lr, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
+            pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor)
+    if s.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
+    return None
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size
+
+
+def _prepare(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    images = normalize(images)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def _progress(total: int, desc: str):
+    # A bar on a terminal; nothing at all in a log file (the per-epoch line says it all there).
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+
+def train_epoch(model: nn.Module, data: Split, optimizer, scheduler, cfg: Config, epoch: int,
+                device: torch.device) -> tuple[float, float]:
+    """One pass over the shuffled training set; returns (mean loss, accuracy %) as measured while
+    training (dropout on, augmented images), as the drill's notebooks report it."""
+    model.train()
+    n, bs = len(data), cfg.data.batch_size
+    batches = steps_per_epoch(n, bs)
+    order = torch.randperm(n, device=device)
+    batch_losses = torch.zeros(batches, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    per_batch_scheduler = cfg.scheduler.name == "onecycle"
+    with _progress(batches, f"epoch {epoch}") as bar:
+        for i in range(batches):
+            idx = order[i * bs:(i + 1) * bs]
+            x = _prepare(augment_batch(data.images[idx], cfg.augment), cfg.train.channels_last)
+            y = data.labels[idx]
+            with autocast(device, cfg.train.precision):
+                out = model(x)
+                loss = F.nll_loss(out.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_batch_scheduler:
+                scheduler.step()
+            batch_losses[i] = loss.detach()
+            correct += (out.argmax(1) == y).sum()
+            if (i + 1) % BAR_EVERY == 0 or i + 1 == batches:
+                _check_finite(batch_losses[:i + 1], epoch)
+                bar.update(i + 1 - bar.n)
+                bar.set_postfix(loss=f"{batch_losses[i].item():.4f}", acc=f"{100 * correct.item() / min(n, (i + 1) * bs):.2f}")
+    _check_finite(batch_losses, epoch)
+    sizes = torch.full((batches,), float(bs), device=device)
+    sizes[-1] = n - bs * (batches - 1)
+    mean_loss = (batch_losses * sizes).sum() / n
+    return mean_loss.item(), 100.0 * correct.item() / n
+
+
+def _check_finite(losses: torch.Tensor, epoch: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        raise NonFiniteLoss(epoch, int(bad.nonzero()[0]) + 1)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: Split, cfg: Config, device: torch.device) -> Evaluation:
+    model.eval()
+    total_loss = torch.zeros((), device=device)
+    predictions = []
+    for start in range(0, len(data), cfg.data.test_batch_size):
+        x = _prepare(data.images[start:start + cfg.data.test_batch_size], cfg.train.channels_last)
+        y = data.labels[start:start + cfg.data.test_batch_size]
+        with autocast(device, cfg.train.precision):
+            out = model(x).float()
+        total_loss += F.nll_loss(out, y, reduction="sum")
+        predictions.append(out.argmax(1))
+    predictions = torch.cat(predictions)
+    correct = (predictions == data.labels).sum().item()
+    return Evaluation(total_loss.item() / len(data), 100.0 * correct / len(data), predictions)
+
+
+def run_epoch(model, train: Split, test: Split, optimizer, scheduler, cfg: Config, epoch: int,
+              device: torch.device) -> tuple[dict, Evaluation]:
+    """Train then test once; returns the metrics row (METRIC_COLUMNS) and the test evaluation."""
+    start = time.perf_counter()
+    lr = optimizer.param_groups[0]["lr"]
+    train_loss, train_acc = train_epoch(model, train, optimizer, scheduler, cfg, epoch, device)
+    result = evaluate(model, test, cfg, device)
+    if cfg.scheduler.name == "step":
+        scheduler.step()
+    elif cfg.scheduler.name == "plateau":
+        scheduler.step(result.loss)
+    row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": result.loss,
+           "test_acc": result.acc, "lr": lr, "seconds": time.perf_counter() - start}
+    return row, result
