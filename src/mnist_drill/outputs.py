@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import csv
 import io
 import json
@@ -103,6 +104,7 @@ def git_commit(repo: Path) -> tuple[str | None, bool | None]:
         return None, None
 
 
+@functools.lru_cache(maxsize=1)
 def provenance() -> dict:
     """Versions of everything that decides the numbers."""
     import torch
