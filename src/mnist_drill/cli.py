@@ -7,6 +7,7 @@ Errors a user can cause end in one line on stderr and exit code 2; an interrupte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -14,9 +15,9 @@ from typing import Optional
 
 from . import __version__, analysis, plots
 from .config import Config, ConfigError, flatten, load_config, to_dict, to_yaml
-from .data import ENV_VAR, DataError
+from .data import ENV_VAR, DataError, load_mnist
 from .model import build_model, count_params, has_fc
-from .outputs import read_metrics, write_text
+from .outputs import read_metrics, write_json, write_text
 from .runner import EXIT_FAILED, run_seeds, run_step
 from .runtime import UserError
 from .summary import summary_text
@@ -59,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run-all", help="train every configs/step*.yaml in order and write progression.md")
     p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
+    _common(p, training=True)
+
+    p = sub.add_parser("bench", help="time an epoch of mnist-drill's pipeline against the classic DataLoader loop")
+    p.add_argument("config")
+    p.add_argument("--repeats", type=int, default=2, help="interleaved timed epochs per pipeline (default 2)")
+    p.add_argument("--train-subset", type=int, help="time on the first N training images (default: all)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
     _common(p, training=True)
 
     p = sub.add_parser("summary", help="the model layer by layer (shapes, params, receptive field); no data")
@@ -176,21 +184,55 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_diff(args) -> int:
-    old_cfg, new_cfg = load_config(args.old, args.overrides), load_config(args.new, args.overrides)
-    old, new = flatten(to_dict(old_cfg)), flatten(to_dict(new_cfg))
+def _block_text(block) -> str:
+    """A block as its YAML flow mapping, keeping only fields that differ from the defaults."""
+    fields = {f.name: getattr(block, f.name) for f in dataclasses.fields(block)}
+    defaults = {f.name: f.default for f in dataclasses.fields(block) if f.default is not dataclasses.MISSING}
+    shown = {k: v for k, v in fields.items() if k not in defaults or defaults[k] != v}
+    return "{" + ", ".join([f"type: {block.TYPE}", *(f"{k}: {v}" for k, v in shown.items())]) + "}"
+
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    """One line per changed setting; blocks are compared position by position."""
     meta = ("name", "change")  # what a step is called, not what it trains
-    changed = [k for k in dict.fromkeys([*old, *new])
-               if k not in meta and old.get(k, "<absent>") != new.get(k, "<absent>")]
-    print(f"--- {args.old} ({old_cfg.name})\n+++ {args.new} ({new_cfg.name}): {new_cfg.change or '(no change note)'}")
-    for key in changed:
-        print(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
-    if not changed:
-        print("(no change)")
+    flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(new))
+    lines = [f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}"
+             for k in dict.fromkeys([*flat_old, *flat_new])
+             if not k.startswith(("model.blocks", *meta)) and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")]
+    a, b = old.model.blocks, new.model.blocks
+    for i in range(max(len(a), len(b))):
+        before = _block_text(a[i]) if i < len(a) else "<absent>"
+        after = _block_text(b[i]) if i < len(b) else "<absent>"
+        if before != after:
+            lines.append(f"model.blocks[{i}]: {before} -> {after}")
+    return lines
+
+
+def cmd_diff(args) -> int:
+    old, new = load_config(args.old, args.overrides), load_config(args.new, args.overrides)
+    print(f"--- {args.old} ({old.name})\n+++ {args.new} ({new.name}): {new.change or '(no change note)'}")
+    print("\n".join(config_changes(old, new)) or "(no change)")
     return 0
 
 
-COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "summary": cmd_summary, "show": cmd_show, "diff": cmd_diff}
+def cmd_bench(args) -> int:
+    from .bench import report, run_bench
+    from .data import resolve_dir
+
+    cfg = load_config(args.config, _overrides(args))
+    if args.repeats < 1 or (args.train_subset is not None and args.train_subset < cfg.data.batch_size):
+        raise UserError("--repeats must be >= 1 and --train-subset at least one batch")
+    data_dir = resolve_dir(args.data_dir, cfg.data.dir)
+    load_mnist(data_dir)  # verify (or download) the files before any timing
+    result = run_bench(cfg, data_dir, args.repeats, args.train_subset)
+    print(report(result))
+    if args.json:
+        write_json(Path(args.json), result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show, "diff": cmd_diff}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
