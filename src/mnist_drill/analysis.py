@@ -37,7 +37,7 @@ class Outcome:
 
 
 def verdict(train_acc: float, test_acc: float, target_acc: float) -> str:
-    if train_acc - test_acc > GAP_TOLERANCE:
+    if round(train_acc - test_acc, 6) > GAP_TOLERANCE:  # 99.9 - 99.6 is 0.30000000000001 in floats
         return "over-fitting"
     if train_acc < target_acc:
         return "under-fitting"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -18,7 +19,7 @@ from .config import Config, ConfigError, flatten, load_config, to_dict, to_yaml
 from .data import ENV_VAR, DataError, load_mnist
 from .model import build_model, count_params, has_fc
 from .outputs import read_metrics, write_json, write_text
-from .runner import EXIT_FAILED, run_seeds, run_step
+from .runner import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated, run_seeds, run_step
 from .runtime import UserError
 from .summary import summary_text
 
@@ -235,8 +236,13 @@ def cmd_bench(args) -> int:
 COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show, "diff": cmd_diff}
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)  # so SIGTERM unwinds like Ctrl-C: files stay whole
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, DataError, UserError) as err:
@@ -244,7 +250,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("mnist-drill: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGINT
+    except Terminated:
+        print("mnist-drill: terminated", file=sys.stderr)
+        return EXIT_SIGTERM
     except BrokenPipeError:
         return 1
 

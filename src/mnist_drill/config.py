@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -200,6 +201,9 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
 
 
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def _convert(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -243,6 +247,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
@@ -329,7 +335,10 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     parent_path = path.parent / parent
     if not parent_path.exists():
         raise ConfigError(f"{path}: extends: no such file {parent_path}")
-    return _merge(_load_chain(parent_path, (*seen, path)), raw)
+    base = _load_chain(parent_path, (*seen, path))
+    for key in ("name", "change"):  # these describe the parent step, not the one extending it
+        base.pop(key, None)
+    return _merge(base, raw)
 
 
 def _validate(raw: dict, source: str) -> Config:

@@ -47,7 +47,7 @@ def misclassified(images: torch.Tensor, labels: torch.Tensor, predictions: torch
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, shown.tolist()):
-        ax.imshow(images[i, 0].cpu(), cmap="gray_r")
+        ax.imshow(images[i, 0].cpu().numpy(), cmap="gray_r")
         ax.set_title(f"{labels[i].item()}→{predictions[i].item()}", fontsize=9)
     fig.suptitle(f"{title}: {len(wrong)} misclassified (true→predicted), first {len(shown)} shown")
     _save(fig, path)

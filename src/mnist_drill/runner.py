@@ -6,10 +6,8 @@ SIGTERM or a diverging loss lose at most the epoch in progress, and `--resume` c
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -27,13 +25,14 @@ from .outputs import (prepare_run_dir, provenance, read_metrics, save_torch, wri
                       write_text)
 from .runtime import UserError, configure, rng_state, set_rng_state
 from .summary import summary_text
-from .train import METRIC_COLUMNS, NonFiniteLoss, make_optimizer, make_scheduler, run_epoch, steps_per_epoch
+from .train import (METRIC_COLUMNS, NonFiniteLoss, check_schedule, make_optimizer, make_scheduler, run_epoch,
+                    steps_per_epoch)
 
 EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 1, 130, 143
 
 
 class Terminated(Exception):
-    """SIGTERM arrived; handled like Ctrl-C but exits 143."""
+    """SIGTERM arrived (the CLI turns the signal into this); handled like Ctrl-C but exits 143."""
 
 
 @dataclass
@@ -43,22 +42,6 @@ class StepResult:
     status: str  # completed | interrupted | diverged
     exit_code: int
     outcome: Optional[analysis.Outcome]
-
-
-@contextlib.contextmanager
-def sigterm_raises():
-    def handler(signum, frame):
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @functools.lru_cache(maxsize=2)
@@ -76,9 +59,10 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
              resume: bool = False, echo: Callable[[str], None] = print) -> StepResult:
     """Train one step into `run_dir`. User errors (config, data, device, folder) raise before anything
     is written; interruptions and divergence are reported in the result, with outputs written."""
+    device = configure(cfg.train)  # seeds torch, so the initial weights below follow train.seed
     model, layers = build_model(cfg.model)
-    device = configure(cfg.train)
     train_cpu, test_cpu = _load_cpu(resolve_dir(data_dir, cfg.data.dir), cfg.data.train_subset, cfg.data.test_subset)
+    check_schedule(cfg, steps_per_epoch(len(train_cpu), cfg.data.batch_size))
     prepare_run_dir(run_dir, overwrite, resume)
     config_text = to_yaml(cfg)
     if resume and (run_dir / "config.yaml").read_text() != config_text:
@@ -117,15 +101,14 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
         f"{cfg.train.epochs} epochs")
     status, exit_code, note, last_eval = "completed", 0, "", None
     try:
-        with sigterm_raises():
-            for epoch in range(start_epoch, cfg.train.epochs + 1):
-                row, last_eval = run_epoch(net, train, test, optimizer, scheduler, cfg, epoch, device)
-                rows.append(row)
-                write_metrics(run_dir / "metrics.csv", rows, METRIC_COLUMNS)
-                save_torch(run_dir / "checkpoint.pt", {
-                    "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state()})
-                log(epoch_line(row, cfg.train.epochs))
+        for epoch in range(start_epoch, cfg.train.epochs + 1):
+            row, last_eval = run_epoch(net, train, test, optimizer, scheduler, cfg, epoch, device)
+            rows.append(row)
+            write_metrics(run_dir / "metrics.csv", rows, METRIC_COLUMNS)
+            save_torch(run_dir / "checkpoint.pt", {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state()})
+            log(epoch_line(row, cfg.train.epochs))
     except (KeyboardInterrupt, Terminated) as err:
         exit_code = EXIT_SIGINT if isinstance(err, KeyboardInterrupt) else EXIT_SIGTERM
         status = "interrupted"

@@ -4,7 +4,10 @@ then torchsummary's own table as a cross-check. Needs no data and no training.""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
+
+import torch
 
 from torchsummary import summary as torchsummary
 
@@ -44,8 +47,10 @@ def summary_text(cfg: Config, model: Net, layers: list[LayerInfo]) -> str:
     total, trainable = count_params(model)
     macs = macs_per_image(layers)
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        torchsummary(model, input_shape(cfg.model), device="cpu")
+    # torchsummary runs a forward pass on random input: do it on a copy, in eval mode, with the RNG
+    # state restored afterwards, so writing a summary never changes the run that follows.
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buf):
+        torchsummary(copy.deepcopy(model).eval(), input_shape(cfg.model), device="cpu")
     return "\n".join([
         f"Model of {cfg.name}" + (f": {cfg.change}" if cfg.change else ""), "",
         layer_table(cfg, layers), "",

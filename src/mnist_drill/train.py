@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import augment_batch
-from .config import Config
+from .config import Config, ConfigError
 from .data import Split, normalize
 from .runtime import autocast
 
@@ -48,6 +48,7 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
     """The scheduler, or None. OneCycle steps every batch, the others once per epoch."""
+    check_schedule(cfg, steps_per_epoch)
     s = cfg.scheduler
     if s.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
@@ -58,6 +59,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoc
     if s.name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
     return None
+
+
+def check_schedule(cfg: Config, batches: int) -> None:
+    """Refuse a one-cycle warm-up shorter than two steps (torch divides by its length minus one)."""
+    s = cfg.scheduler
+    if s.name == "onecycle" and s.pct_start * cfg.train.epochs * batches <= 1:
+        raise ConfigError(f"scheduler.pct_start: {s.pct_start} of {cfg.train.epochs * batches} steps leaves "
+                          "one-cycle less than 2 warm-up steps; raise pct_start, epochs or the training set")
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

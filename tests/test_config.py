@@ -1,0 +1,291 @@
+"""The strict config loader: defaults, extends chains, --set overrides, one-line errors, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
+from mnist_drill.config import (AugmentConfig, Config, ConfigError, ModelConfig, TrainConfig, flatten, load_config,
+                                parse_set, to_dict, to_yaml)
+
+REPO = Path(__file__).resolve().parents[1]
+STEP_CONFIGS = sorted((REPO / "configs").glob("step*.yaml"))
+ALL_CONFIGS = [*STEP_CONFIGS, REPO / "configs" / "seeds" / "seed002_12k.yaml"]
+
+
+# ---------------------------------------------------------------- defaults and merging
+
+def test_defaults_fill_everything_not_in_the_file(write_config):
+    cfg = load_config(write_config("minimal.yaml", "model: {bn: true}"))
+    assert cfg.name == "minimal"  # the file's stem
+    assert cfg.model.bn is True
+    assert cfg.model.dropout == ModelConfig().dropout == 0.0
+    assert cfg.train == TrainConfig()
+    assert cfg.augment == AugmentConfig()
+    assert cfg.data.batch_size == 128
+    assert cfg.target.test_acc == 99.4 and cfg.target.max_params == 8000
+
+
+def test_extends_chain_merges_mappings_key_by_key_and_replaces_lists(write_config):
+    write_config("base.yaml", """
+        name: base
+        optim: {name: sgd, lr: 0.02, momentum: 0.8}
+        model:
+          bn: true
+          dropout: 0.1
+          blocks:
+            - {type: conv, out: 8}
+            - {type: conv, out: 16}
+            - {type: gap}
+            - {type: head}
+        """)
+    write_config("middle.yaml", """
+        extends: base.yaml
+        name: middle
+        optim: {lr: 0.05}
+        model:
+          blocks:
+            - {type: conv, out: 4}
+            - {type: gap}
+            - {type: head}
+        """)
+    leaf = write_config("sub/leaf.yaml", """
+        extends: ../middle.yaml
+        name: leaf
+        model: {dropout: 0.2}
+        """)
+    cfg = load_config(leaf)
+    assert cfg.name == "leaf"
+    assert cfg.optim.name == "sgd" and cfg.optim.lr == 0.05 and cfg.optim.momentum == 0.8  # merged key by key
+    assert cfg.model.bn is True and cfg.model.dropout == 0.2
+    assert cfg.model.blocks == (ConvSpec(out=4), GapSpec(), HeadSpec())  # the list replaced whole
+
+
+def changed_keys(old: Config, new: Config) -> set[str]:
+    a, b = flatten(to_dict(old)), flatten(to_dict(new))
+    return {k for k in a.keys() | b.keys() if k not in ("name", "change") and a.get(k) != b.get(k)}
+
+
+@pytest.mark.parametrize("old, new, changed", [
+    ("step1_skeleton", "step2_bn", {"model.bn"}),
+    ("step2_bn", "step3_dropout", {"model.dropout"}),
+    ("step5_capacity", "step6_augmentation", {"augment.rotation"}),
+])
+def test_a_step_inherits_everything_it_does_not_change(old, new, changed):
+    old_cfg, new_cfg = (load_config(REPO / "configs" / f"{n}.yaml") for n in (old, new))
+    assert changed_keys(old_cfg, new_cfg) == changed
+    assert new_cfg.name == new and new_cfg.change != old_cfg.change
+
+
+def test_step7_keeps_the_augmentation_and_adds_one_cycle():
+    step6 = load_config(REPO / "configs" / "step6_augmentation.yaml")
+    step7 = load_config(REPO / "configs" / "step7_lr_scheduler.yaml")
+    assert step7.scheduler.name == "onecycle" and step6.scheduler.name == "none"
+    assert step7.augment == step6.augment and step7.augment.rotation > 0
+    assert step7.model == step6.model
+
+
+def test_precedence_defaults_then_yaml_then_set(write_config):
+    path = write_config("p.yaml", "model: {dropout: 0.05, bn: true}\ntrain: {epochs: 4}")
+    cfg = load_config(path)
+    assert (cfg.model.dropout, cfg.train.epochs, cfg.train.seed) == (0.05, 4, 1)
+    cfg = load_config(path, ["model.dropout=0.1", "train.seed=7"])
+    assert (cfg.model.dropout, cfg.model.bn, cfg.train.epochs, cfg.train.seed) == (0.1, True, 4, 7)
+    # later --set wins over earlier
+    assert load_config(path, ["train.epochs=2", "train.epochs=3"]).train.epochs == 3
+
+
+def test_set_can_replace_the_block_list(write_config):
+    path = write_config("p.yaml", "model: {blocks: [{type: conv, out: 8}, {type: gap}, {type: head}]}")
+    cfg = load_config(path, ["model.blocks=[{type: gap}, {type: head}]"])
+    assert cfg.model.blocks == (GapSpec(), HeadSpec())
+
+
+def test_child_without_a_name_is_named_after_its_own_file(write_config):
+    # Config.name "defaults to the config file's stem"; a child that does not set a name must not
+    # inherit its parent's (both runs would then write into the same results folder).
+    write_config("parent.yaml", "name: parent\nmodel: {bn: true}")
+    child = write_config("child.yaml", "extends: parent.yaml\nmodel: {dropout: 0.1}")
+    assert load_config(child).name == "child"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("optim: {lr: 1e-3}", 0.001),
+    ("optim: {lr: 5e-2}", 0.05),
+    ("optim: {lr: 0.001}", 0.001),
+    ("optim: {lr: 1}", 1.0),
+])
+def test_numbers_in_scientific_notation_are_numbers(write_config, text, expected):
+    # PyYAML reads `1e-3` (no dot) as a string; a config loader that asks for "a number" should
+    # still accept the way everyone writes learning rates.
+    assert load_config(write_config("lr.yaml", text)).optim.lr == pytest.approx(expected)
+
+
+def test_set_accepts_scientific_notation(write_config):
+    path = write_config("p.yaml", "model: {bn: true}")
+    assert load_config(path, ["optim.lr=1e-3"]).optim.lr == pytest.approx(0.001)
+
+
+# ---------------------------------------------------------------- errors: one line, file and key
+
+@pytest.mark.parametrize("text, fragments", [
+    ("model: {dropotu: 0.1}", ["model.dropotu", "unknown key", "did you mean 'dropout'"]),
+    ("trian: {epochs: 3}", ["trian", "unknown key", "did you mean 'train'"]),
+    ("model: {blocks: [{type: conv, out: 8, kernal: 3}]}", ["model.blocks[0].kernal", "did you mean 'kernel'"]),
+    ("train: {epochs: ten}", ["train.epochs", "expected an integer", "'ten'"]),
+    ("train: {epochs: true}", ["train.epochs", "expected an integer", "True"]),
+    ("model: {bn: 1}", ["model.bn", "expected true/false"]),
+    ("optim: {lr: fast}", ["optim.lr", "expected a number"]),
+    ("augment: {interpolation: cubic}", ["augment.interpolation", "'nearest'", "'bilinear'"]),
+    ("augment: {scale: [0.9]}", ["augment.scale", "a list of 2 numbers"]),
+    ("model: {dropout: 1.0}", ["model.dropout", "[0, 1)"]),
+    ("train: {epochs: 0}", ["train.epochs", ">= 1"]),
+    ("augment: {rotation: -1}", ["augment.rotation", "[0, 180]"]),
+    ("augment: {scale: [1.2, 1.1]}", ["augment.scale", "low <= high"]),
+    ("optim: {lr: 0}", ["optim.lr", "> 0"]),
+    ("target: {test_acc: 101}", ["target.test_acc", "(0, 100]"]),
+    ("name: a/b", ["name", "plain folder name"]),
+    ("model: {blocks: [{type: conv, out: 0}]}", ["model.blocks[0].out", ">= 1"]),
+    ("model: {blocks: [{type: conv, out: 8, dropout: 1.5}]}", ["model.blocks[0].dropout", "[0, 1)"]),
+    ("model: {blocks: [{type: gap}, {type: conv, out: 8, kernel: 0}]}", ["model.blocks[1].kernel", ">= 1"]),
+    ("model: {blocks: [{type: convv, out: 8}]}", ["model.blocks[0].type", "unknown block type 'convv'",
+                                                  "did you mean 'conv'"]),
+    ("model: {blocks: [{type: conv}]}", ["model.blocks[0].out", "missing required key"]),
+    ("model: {blocks: [{out: 8}]}", ["model.blocks[0]", "'type'"]),
+    ("model: {blocks: [conv]}", ["model.blocks[0]", "mapping"]),
+    ("model: [1, 2]", ["model", "expected a mapping"]),
+])
+def test_errors_name_the_file_and_the_dotted_key(write_config, text, fragments):
+    path = write_config("bad.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_an_error_in_a_parent_file_names_the_parent(write_config):
+    parent = write_config("parent.yaml", "model: {dropotu: 0.1}")
+    child = write_config("child.yaml", "extends: parent.yaml\nmodel: {bn: true}")
+    with pytest.raises(ConfigError, match="did you mean 'dropout'") as info:
+        load_config(child)
+    assert str(info.value).startswith(f"{parent.resolve()}: model.dropotu")
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_missing_extends_file(write_config, tmp_path):
+    path = write_config("child.yaml", "extends: nothere.yaml\nmodel: {bn: true}")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "extends" in str(info.value) and str(tmp_path / "nothere.yaml") in str(info.value)
+
+
+def test_extends_must_be_a_path(write_config):
+    with pytest.raises(ConfigError, match="extends: expected a path"):
+        load_config(write_config("c.yaml", "extends: [a.yaml]"))
+
+
+@pytest.mark.parametrize("files", [
+    {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"},
+    {"a.yaml": "extends: a.yaml\n"},
+    {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: c.yaml\n", "c.yaml": "extends: b.yaml\n"},
+])
+def test_extends_cycle(write_config, files):
+    for name, text in files.items():
+        write_config(name, text)
+    with pytest.raises(ConfigError, match="extends cycle"):
+        load_config(Path(write_config("a.yaml", files["a.yaml"])))
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("", ["the file is empty"]),
+    ("# only a comment\n", ["the file is empty"]),
+    ("model:\n  bn: true\n   dropout: 0.1\n", ["invalid YAML", "line 3", "column"]),
+    ("model: {bn: true\n", ["invalid YAML", "line", "column"]),
+    ("- a\n- b\n", ["expected a mapping at the top level", "list"]),
+    ("just a string\n", ["expected a mapping at the top level", "str"]),
+])
+def test_file_level_errors(write_config, text, fragments):
+    path = write_config("f.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_invalid_yaml_reports_the_exact_position(write_config):
+    path = write_config("f.yaml", "model:\n  bn: true\n   dropout: 0.1\n")
+    with pytest.raises(ConfigError, match=r"at line 3, column 11"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("item, fragments", [
+    ("model.dropotu=0.1", ["--set model.dropotu=0.1", "model.dropotu", "did you mean 'dropout'"]),
+    ("model.dropout=1.5", ["--set model.dropout=1.5", "model.dropout", "[0, 1)"]),
+    ("train.epochs=ten", ["--set train.epochs=ten", "expected an integer"]),
+    ("nodot", ["--set nodot", "section.key=value"]),
+    ("=3", ["--set =3", "section.key=value"]),
+    ("model.dropout=[0.1", ["--set model.dropout=[0.1", "not valid YAML"]),
+])
+def test_set_errors_name_the_set(write_config, item, fragments):
+    path = write_config("ok.yaml", "model: {bn: true}")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, [item])
+    message = str(info.value)
+    assert message.startswith("--set "), message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_parse_set_builds_a_nested_mapping():
+    assert parse_set("model.dropout=0.1") == {"model": {"dropout": 0.1}}
+    assert parse_set("augment.scale=[0.9, 1.1]") == {"augment": {"scale": [0.9, 1.1]}}
+    assert parse_set("change=") == {"change": ""}
+
+
+# ---------------------------------------------------------------- round trip, frozen, flatten
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.stem)
+def test_to_yaml_round_trip(path, tmp_path):
+    cfg = load_config(path, ["augment.scale=[0.9, 1.1]"])
+    dumped = tmp_path / "dumped.yaml"
+    dumped.write_text(to_yaml(cfg))
+    assert load_config(dumped) == cfg
+
+
+def test_to_dict_puts_the_block_type_first():
+    cfg = Config(model=ModelConfig(blocks=(ConvSpec(out=8), MaxPoolSpec())))
+    blocks = to_dict(cfg)["model"]["blocks"]
+    assert [list(b)[0] for b in blocks] == ["type", "type"]
+    assert blocks[0]["type"] == "conv" and blocks[0]["out"] == 8 and blocks[1]["type"] == "maxpool"
+
+
+@pytest.mark.parametrize("assign", [
+    lambda c: setattr(c, "name", "other"),
+    lambda c: setattr(c.model, "dropout", 0.5),
+    lambda c: setattr(c.train, "epochs", 3),
+    lambda c: setattr(c.model.blocks[0], "out", 3),
+])
+def test_configs_are_frozen(assign):
+    cfg = load_config(REPO / "configs" / "step3_dropout.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        assign(cfg)
+
+
+def test_flatten_indexes_block_lists():
+    cfg = Config(model=ModelConfig(blocks=(ConvSpec(out=8), GapSpec())))
+    flat = flatten(to_dict(cfg))
+    assert flat["model.blocks.length"] == 2
+    assert flat["model.blocks[0].out"] == 8 and flat["model.blocks[1].type"] == "gap"
+    assert flat["model.dropout"] == 0.0 and flat["augment.scale"] == [1.0, 1.0]
