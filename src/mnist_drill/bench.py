@@ -26,9 +26,11 @@ from .runtime import configure
 from .train import evaluate, make_optimizer, train_epoch
 
 
-def _classic_root(data_dir: Path) -> Path:
-    """torchvision's MNIST wants the decompressed files in <root>/MNIST/raw: make such a folder."""
-    root = Path(tempfile.mkdtemp(prefix="mnist-drill-bench-"))
+WARMUP_BATCHES = 20
+
+
+def _classic_root(data_dir: Path, root: Path) -> Path:
+    """torchvision's MNIST wants the decompressed files in <root>/MNIST/raw: put them there."""
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in FILES:
@@ -36,7 +38,7 @@ def _classic_root(data_dir: Path) -> Path:
     return root
 
 
-def classic_loaders(root: Path, cfg: Config, device: torch.device, train_subset: Optional[int]):
+def classic_loaders(root: Path, cfg: Config, device: torch.device):
     from torchvision import datasets, transforms
 
     a = cfg.augment
@@ -51,8 +53,10 @@ def classic_loaders(root: Path, cfg: Config, device: torch.device, train_subset:
     to_tensor = [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
     train = datasets.MNIST(str(root), train=True, transform=transforms.Compose(augment + to_tensor))
     test = datasets.MNIST(str(root), train=False, transform=transforms.Compose(to_tensor))
-    if train_subset:
-        train = Subset(train, range(train_subset))
+    if cfg.data.train_subset:
+        train = Subset(train, range(cfg.data.train_subset))
+    if cfg.data.test_subset:
+        test = Subset(test, range(cfg.data.test_subset))
     # The course notebooks' loader settings.
     kwargs = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
     bs = cfg.data.batch_size
@@ -103,14 +107,18 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, train_subset: Optional[int] = None,
-              echo=print) -> dict:
+def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict:
+    """Time both pipelines on cfg's model and data (data.train_subset / test_subset shrink the sets)."""
+    with tempfile.TemporaryDirectory(prefix="mnist-drill-bench-") as tmp:
+        return _bench(cfg, data_dir, repeats, echo, _classic_root(data_dir, Path(tmp)))
+
+
+def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     device = configure(cfg.train)
-    train_cpu = load_split(data_dir, True, train_subset)
-    test_cpu = load_split(data_dir, False)
+    train_cpu = load_split(data_dir, True, cfg.data.train_subset)
+    test_cpu = load_split(data_dir, False, cfg.data.test_subset)
     train, test = to_device(train_cpu, device), to_device(test_cpu, device)
-    root = _classic_root(data_dir)
-    classic_train_loader, classic_test_loader = classic_loaders(root, cfg, device, train_subset)
+    classic_train_loader, classic_test_loader = classic_loaders(root, cfg, device)
 
     def fresh(ours: bool):
         model = build_model(cfg.model)[0].to(device)
@@ -123,9 +131,9 @@ def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, train_subset: Optio
     net = torch.compile(ours_model) if cfg.train.compile else ours_model
 
     # Warm-up: allocator, cuDNN/oneDNN kernel choice, DataLoader worker start.
-    warm = Split(train.images[:20 * cfg.data.batch_size], train.labels[:20 * cfg.data.batch_size])
+    warm = Split(train.images[:WARMUP_BATCHES * cfg.data.batch_size], train.labels[:WARMUP_BATCHES * cfg.data.batch_size])
     train_epoch(net, warm, ours_opt, _Noop(), cfg, 0, device)
-    classic_train(classic_model, classic_train_loader, classic_opt, device, max_batches=20)
+    classic_train(classic_model, classic_train_loader, classic_opt, device, max_batches=WARMUP_BATCHES)
 
     times = {"ours_train": [], "classic_train": [], "ours_test": [], "classic_test": []}
     for r in range(repeats):

@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _common(p: argparse.ArgumentParser, training: bool) -> None:
+def _common(p: argparse.ArgumentParser, training: bool, writes: bool = True) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set model.dropout=0.05 (repeatable)")
     if not training:
@@ -43,6 +43,8 @@ def _common(p: argparse.ArgumentParser, training: bool) -> None:
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
     p.add_argument("--data-dir", help=f"folder with the four MNIST IDX files (default: ${ENV_VAR}, then data/mnist; "
                                       "downloaded there when missing)")
+    if not writes:
+        return
     p.add_argument("--out", default="results", help="results folder (default: results/)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run of the same step")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
@@ -66,9 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time an epoch of mnist-drill's pipeline against the classic DataLoader loop")
     p.add_argument("config")
     p.add_argument("--repeats", type=int, default=2, help="interleaved timed epochs per pipeline (default 2)")
-    p.add_argument("--train-subset", type=int, help="time on the first N training images (default: all)")
     p.add_argument("--json", help="also write the figures to this JSON file")
-    _common(p, training=True)
+    _common(p, training=True, writes=False)
 
     p = sub.add_parser("summary", help="the model layer by layer (shapes, params, receptive field); no data")
     p.add_argument("config")
@@ -221,11 +222,11 @@ def cmd_bench(args) -> int:
     from .data import resolve_dir
 
     cfg = load_config(args.config, _overrides(args))
-    if args.repeats < 1 or (args.train_subset is not None and args.train_subset < cfg.data.batch_size):
-        raise UserError("--repeats must be >= 1 and --train-subset at least one batch")
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats}: must be >= 1")
     data_dir = resolve_dir(args.data_dir, cfg.data.dir)
     load_mnist(data_dir)  # verify (or download) the files before any timing
-    result = run_bench(cfg, data_dir, args.repeats, args.train_subset)
+    result = run_bench(cfg, data_dir, args.repeats)
     print(report(result))
     if args.json:
         write_json(Path(args.json), result)
