@@ -218,7 +218,10 @@ def test_a_failed_download_says_where_it_looked_and_what_to_do(tmp_path, monkeyp
 
 def test_download_is_used_when_files_are_missing(tmp_path, data_dir, monkeypatch):
     """A successful 'download' (here: copying the files the way torchvision lays them out) is loaded."""
-    def fake_download(root: Path) -> None:
+    asked = []
+
+    def fake_download(root: Path, missing: list) -> None:
+        asked.extend(missing)
         raw = root / "MNIST" / "raw"
         raw.mkdir(parents=True)
         for name in FILES:
@@ -227,3 +230,4 @@ def test_download_is_used_when_files_are_missing(tmp_path, data_dir, monkeypatch
     monkeypatch.setattr(data_mod, "_download", fake_download)
     train, test = load_mnist(tmp_path / "fresh", 10, 10)
     assert (len(train), len(test)) == (10, 10)
+    assert sorted(asked) == sorted(FILES)

@@ -56,7 +56,7 @@ def _locate(root: Path, name: str) -> Optional[Path]:
     return None
 
 
-def _download(root: Path) -> None:
+def _download(root: Path, missing: list[str]) -> None:
     from torchvision.datasets import MNIST
 
     try:
@@ -65,7 +65,8 @@ def _download(root: Path) -> None:
             MNIST(str(root), train=train, download=True)
     except Exception as err:  # offline, DNS, HTTP, disk: all end the same way for the user
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"MNIST is not in {root} and downloading it failed ({reason[:120]}); "
+        raise DataError(f"MNIST is not in {root} (missing {', '.join(missing)}) and downloading it failed "
+                        f"({reason[:120]}); "
                         f"put the four IDX files there, or pass --data-dir / set {ENV_VAR}") from None
 
 
@@ -121,7 +122,7 @@ def load_mnist(root: Path, train_subset: Optional[int] = None, test_subset: Opti
     if missing:
         if not download:
             raise DataError(f"{root}: missing {', '.join(missing)}; pass --data-dir or set {ENV_VAR}")
-        _download(root)
+        _download(root, missing)
     return load_split(root, True, train_subset), load_split(root, False, test_subset)
 
 
