@@ -139,6 +139,15 @@ def test_analysis_markdown_without_any_finished_epoch():
     assert "## Target" in text and "## Results" not in text
 
 
+def test_a_diverged_run_is_not_given_a_fitting_verdict():
+    cfg = config()
+    o = assess(rows_from([7.4], [9.8]), cfg, 7000, False)
+    text = analysis_markdown(cfg, o, "diverged", "the loss became NaN or infinite in epoch 2, batch 3")
+    assert "Verdict: **diverged**" in text and "over-fitting" not in text
+    table = progression_markdown([(cfg, o, "diverged")])
+    assert "| diverged |" in table and "over-fitting" not in table
+
+
 def test_seeds_markdown_has_a_row_per_seed_and_mean_and_sd():
     cfg = config()
     outcomes = {seed: assess(rows_from(accs), cfg, 7000, False)

@@ -109,8 +109,11 @@ def analysis_markdown(cfg: Config, outcome: Optional[Outcome], status: str, note
               f"- Best test accuracy: {o.best_test_acc:.2f}% (epoch {o.best_test_epoch})",
               f"- Final train / test accuracy: {o.final_train_acc:.2f}% / {o.final_test_acc:.2f}% "
               f"(gap {o.gap:+.2f} points)", "",
-              "## Analysis", "",
-              f"- Verdict: **{o.verdict}**: {ADVICE[o.verdict]}"]
+              "## Analysis", ""]
+    if status == "diverged":  # the gap of a diverged run says nothing about fitting
+        lines.append("- Verdict: **diverged**: the loss became NaN or infinite; lower the learning rate.")
+    else:
+        lines.append(f"- Verdict: **{o.verdict}**: {ADVICE[o.verdict]}")
     if o.first_target_epoch is None:
         lines.append(f"- The test accuracy never reached {t.test_acc}%.")
     else:
@@ -158,7 +161,7 @@ def progression_markdown(entries: list[tuple[Config, Optional[Outcome], str]]) -
             continue
         met = sum(o.targets.values())
         mark = f"{met}/{len(o.targets)}" + (" ✔" if o.all_met else "")
-        verdict_text = o.verdict if status == "completed" else f"{o.verdict} ({status})"
+        verdict_text = {"completed": o.verdict, "diverged": "diverged"}.get(status, f"{o.verdict} ({status})")
         lines.append(f"| {cfg.name} | {cfg.change} | {o.params:,} | {o.best_train_acc:.2f} | "
                      f"{o.best_test_acc:.2f} | {o.gap:+.2f} | {verdict_text} | {mark} |")
     lines += ["", "![progression](progression.png)", ""]
