@@ -166,22 +166,10 @@ class PointwiseSpec(BlockSpec):
 
 
 @dataclass(frozen=True)
-class SepConvSpec(BlockSpec):
-    """Depthwise-separable convolution: ~k*k times fewer weights than a full conv."""
+class SepConvSpec(ConvSpec):
+    """Depthwise-separable convolution: the same keys as `conv`, ~k*k times fewer weights."""
 
     TYPE: ClassVar[str] = "sepconv"
-    out: int
-    kernel: int = 3
-    padding: int = 0
-    stride: int = 1
-    dilation: int = 1
-    bias: bool = False
-    bn: Optional[bool] = None
-    dropout: Optional[float] = None
-    relu: bool = True
-
-    def __post_init__(self):
-        _check_common(self)
 
     def build(self, cin: int, size: int, d: Defaults) -> Built:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
