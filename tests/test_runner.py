@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from mnist_drill.config import ConfigError, load_config
 from mnist_drill.outputs import read_metrics
-from mnist_drill.runner import epoch_line, run_step
+from mnist_drill.runner import epoch_line, finished_run, run_step
 from mnist_drill.runtime import UserError
 
 
@@ -48,6 +50,27 @@ def test_resume_needs_the_same_config(tiny_cfg, tmp_path, data_dir):
     (run / "checkpoint.pt").write_bytes(b"not loaded")
     with pytest.raises(UserError, match="--resume needs the same config"):
         run_step(tiny_cfg, run, str(data_dir), resume=True, echo=quiet)
+
+
+def test_a_finished_run_is_reused_only_for_the_same_config(tiny_cfg, tmp_path, data_dir):
+    run = tmp_path / "run"
+    assert finished_run(tiny_cfg, run) is None  # nothing there yet
+    result = run_step(tiny_cfg, run, str(data_dir), echo=quiet)
+    reused = finished_run(tiny_cfg, run)
+    # Read back from metrics.csv (6 significant digits), not retrained.
+    assert (reused.params, reused.verdict, reused.epochs) == (result.outcome.params, result.outcome.verdict, 1)
+    assert reused.best_test_acc == pytest.approx(result.outcome.best_test_acc, abs=1e-3)
+    other = dataclasses.replace(tiny_cfg, optim=dataclasses.replace(tiny_cfg.optim, lr=0.5))
+    with pytest.raises(UserError, match="finished run of a different config"):
+        finished_run(other, run)
+
+
+def test_an_interrupted_run_is_not_reused(tiny_cfg, tmp_path, data_dir):
+    run = tmp_path / "run"
+    run_step(tiny_cfg, run, str(data_dir), echo=quiet)
+    info = (run / "run.json").read_text()
+    (run / "run.json").write_text(info.replace('"status": "completed"', '"status": "interrupted"'))
+    assert finished_run(tiny_cfg, run) is None
 
 
 def test_a_config_that_does_not_build_writes_nothing(tmp_path, data_dir, write_config, tiny):

@@ -17,9 +17,9 @@ from typing import Optional
 from . import __version__, analysis, plots
 from .config import Config, ConfigError, flatten, load_config, to_dict, to_yaml
 from .data import ENV_VAR, DataError, load_mnist
-from .model import build_model, count_params, has_fc
-from .outputs import read_metrics, write_json, write_text
-from .runner import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated, run_seeds, run_step
+from .model import build_model
+from .outputs import write_json, write_text
+from .runner import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated, finished_run, run_seeds, run_step
 from .runtime import UserError
 from .summary import summary_text
 
@@ -122,14 +122,6 @@ def step_configs(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _reuse(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
-    """The outcome of an already finished run (for run-all --resume), or None."""
-    if not (run_dir / "model.pt").is_file():
-        return None
-    params = count_params(build_model(cfg.model)[0])[0]
-    return analysis.assess(read_metrics(run_dir / "metrics.csv"), cfg, params, has_fc(cfg.model))
-
-
 def cmd_run_all(args) -> int:
     out = Path(args.out)
     entries, exit_code = [], 0
@@ -143,12 +135,12 @@ def cmd_run_all(args) -> int:
             exit_code = EXIT_FAILED
             continue
         run_dir = out / cfg.name
-        reused = _reuse(cfg, run_dir) if args.resume else None
-        if reused is not None:
-            print(f"{cfg.name}: already complete in {run_dir}")
-            entries.append((cfg, reused, "completed"))
-            continue
         try:
+            reused = finished_run(cfg, run_dir) if args.resume else None
+            if reused is not None:
+                print(f"{cfg.name}: already complete in {run_dir}")
+                entries.append((cfg, reused, "completed"))
+                continue
             result = run_step(cfg, run_dir, args.data_dir, overwrite=args.overwrite,
                               resume=args.resume and (run_dir / "checkpoint.pt").is_file())
         except (ConfigError, UserError) as err:

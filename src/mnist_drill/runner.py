@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -146,6 +147,22 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     return StepResult(cfg, run_dir, status, exit_code, outcome)
 
 
+def finished_run(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
+    """The outcome of a run of exactly `cfg` that already completed in `run_dir` (what --resume skips
+    instead of retraining), or None when there is none. A completed run of another config is an error."""
+    try:
+        status = json.loads((run_dir / "run.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+    if status != "completed":
+        return None
+    if (run_dir / "config.yaml").read_text() != to_yaml(cfg):
+        raise UserError(f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
+                        "pass --overwrite to replace it or --out to write elsewhere")
+    params = count_params(build_model(cfg.model)[0])[0]
+    return analysis.assess(read_metrics(run_dir / "metrics.csv"), cfg, params, has_fc(cfg.model))
+
+
 def run_seeds(cfg: Config, seeds: list[int], step_dir: Path, data_dir: Optional[str] = None, *,
               overwrite: bool = False, resume: bool = False, echo: Callable[[str], None] = print) -> list[StepResult]:
     """Train the step once per seed into `step_dir/seed_<n>/`, then write the per-seed table."""
@@ -155,13 +172,10 @@ def run_seeds(cfg: Config, seeds: list[int], step_dir: Path, data_dir: Optional[
     for seed in seeds:
         seed_dir = step_dir / f"seed_{seed}"
         seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-        done = resume and (seed_dir / "model.pt").is_file()
-        if done:
+        done = finished_run(seeded, seed_dir) if resume else None
+        if done is not None:
             echo(f"seed {seed}: already complete in {seed_dir}")
-            rows = read_metrics(seed_dir / "metrics.csv")
-            params = count_params(build_model(cfg.model)[0])[0]
-            results.append(StepResult(seeded, seed_dir, "completed", 0,
-                                      analysis.assess(rows, seeded, params, has_fc(cfg.model))))
+            results.append(StepResult(seeded, seed_dir, "completed", 0, done))
             continue
         result = run_step(seeded, seed_dir, data_dir, resume=resume and (seed_dir / "checkpoint.pt").is_file(),
                           echo=echo)
