@@ -77,6 +77,7 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    versions = provenance()  # now: the code that trains, not what the checkout holds when it ends
     write_text(run_dir / "config.yaml", config_text)
     write_text(run_dir / "summary.txt", summary_text(cfg, model, layers))
     params = count_params(model)[0]
@@ -133,7 +134,7 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     write_text(run_dir / "analysis.md", analysis.analysis_markdown(cfg, outcome, status, note, wrong is not None))
     seconds = [r["seconds"] for r in rows[start_epoch - 1:]]
     write_json(run_dir / "run.json", {
-        **provenance(), "config": cfg.name, "status": status, "note": note, "device": str(device),
+        **versions, "config": cfg.name, "status": status, "note": note, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "seed": cfg.train.seed, "precision": cfg.train.precision, "params": params,
         "macs_per_image": macs_per_image(layers), "epochs_finished": len(rows),
