@@ -9,7 +9,7 @@ import pytest
 
 from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
 from mnist_drill.config import (AugmentConfig, Config, ConfigError, ModelConfig, TrainConfig, flatten, load_config,
-                                parse_set, to_dict, to_yaml)
+                                parse_set, to_dict, to_yaml, trains_alike)
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_CONFIGS = sorted((REPO / "configs").glob("step*.yaml"))
@@ -289,3 +289,18 @@ def test_flatten_indexes_block_lists():
     assert flat["model.blocks.length"] == 2
     assert flat["model.blocks[0].out"] == 8 and flat["model.blocks[1].type"] == "gap"
     assert flat["model.dropout"] == 0.0 and flat["augment.scale"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.name)
+def test_a_saved_config_trains_alike_its_config(path):
+    cfg = load_config(path)
+    assert trains_alike(to_yaml(cfg), cfg)
+
+
+def test_trains_alike_ignores_the_name_and_change_note_only(write_config):
+    cfg = load_config(write_config("a.yaml", "name: a\nchange: first note\nmodel: {dropout: 0.05}"))
+    renamed = load_config(write_config("b.yaml", "name: b\nchange: another note\nmodel: {dropout: 0.05}"))
+    retuned = load_config(write_config("c.yaml", "name: a\nchange: first note\nmodel: {dropout: 0.1}"))
+    assert trains_alike(to_yaml(renamed), cfg)
+    assert not trains_alike(to_yaml(retuned), cfg)
+    assert not trains_alike("just text\n", cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__, analysis, plots
-from .config import Config, ConfigError, flatten, load_config, to_dict, to_yaml
+from .config import DESCRIPTIVE_KEYS, Config, ConfigError, flatten, load_config, to_dict, to_yaml
 from .data import ENV_VAR, DataError, load_mnist
 from .model import build_model
 from .outputs import write_json, write_text
@@ -188,11 +188,10 @@ def _block_text(block) -> str:
 
 def config_changes(old: Config, new: Config) -> list[str]:
     """One line per changed setting; blocks are compared position by position."""
-    meta = ("name", "change")  # what a step is called, not what it trains
     flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(new))
     lines = [f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}"
              for k in dict.fromkeys([*flat_old, *flat_new])
-             if not k.startswith(("model.blocks", *meta)) and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")]
+             if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS)) and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")]
     a, b = old.model.blocks, new.model.blocks
     for i in range(max(len(a), len(b))):
         before = _block_text(a[i]) if i < len(a) else "<absent>"

@@ -391,6 +391,19 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=100)
 
 
+DESCRIPTIVE_KEYS = ("name", "change")  # what a step is called and why, not what it trains
+
+
+def trains_alike(saved_yaml: str, cfg: Config) -> bool:
+    """Whether a run folder's saved config.yaml trains exactly what `cfg` trains (the name and the
+    change note may differ: they describe the step, they don't change a number)."""
+    saved, ours = yaml.safe_load(saved_yaml), yaml.safe_load(to_yaml(cfg))
+    if not isinstance(saved, dict):
+        return False
+    return {k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS} == \
+        {k: v for k, v in ours.items() if k not in DESCRIPTIVE_KEYS}
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted keys to leaf values; list items are indexed (model.blocks[2].out)."""
     if isinstance(data, dict):

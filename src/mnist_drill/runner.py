@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from . import analysis, plots
-from .config import Config, to_yaml
+from .config import Config, to_yaml, trains_alike
 from .data import Split, load_mnist, resolve_dir, to_device
 from .model import build_model, count_params, has_fc, macs_per_image
 from .outputs import (prepare_run_dir, provenance, read_metrics, save_torch, write_json, write_metrics,
@@ -66,7 +66,7 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     check_schedule(cfg, steps_per_epoch(len(train_cpu), cfg.data.batch_size))
     prepare_run_dir(run_dir, overwrite, resume)
     config_text = to_yaml(cfg)
-    if resume and (run_dir / "config.yaml").read_text() != config_text:
+    if resume and not trains_alike((run_dir / "config.yaml").read_text(), cfg):
         raise UserError(f"{run_dir}: --resume needs the same config as the run it continues "
                         "(compare with its config.yaml)")
 
@@ -157,7 +157,7 @@ def finished_run(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
         return None
     if status != "completed":
         return None
-    if (run_dir / "config.yaml").read_text() != to_yaml(cfg):
+    if not trains_alike((run_dir / "config.yaml").read_text(), cfg):
         raise UserError(f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
                         "pass --overwrite to replace it or --out to write elsewhere")
     params = count_params(build_model(cfg.model)[0])[0]
