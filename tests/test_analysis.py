@@ -159,6 +159,7 @@ def test_seeds_markdown_has_a_row_per_seed_and_mean_and_sd():
     # finals 99.4, 99.6, 99.5: mean 99.50, sd 0.10; bests 99.5 (first), 99.6, 99.5: mean 99.53, sd 0.06
     assert "| mean ± sd | | 99.50 ± 0.10 | 99.53 ± 0.06 |" in text
     assert "All seeds meet every target: **not met**" in text  # seed 2 dips below 99.4
+    assert re.search(r"^\| 2 \|.*\| 99\.30 / 99\.40 / 99\.60 \| \*\*not met\*\* \|", text, re.M)
 
 
 def test_seeds_markdown_with_one_seed_has_zero_spread():
