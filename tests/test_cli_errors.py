@@ -46,9 +46,10 @@ def _damaged_data(src, dst, how: str) -> None:
 
 
 DATA_CASES = {
+    "missing directory": ["nowhere", "downloading it failed", "--data-dir"],
     "missing file": ["t10k-labels-idx1-ubyte", "missing"],
     "truncated gz": ["t10k-labels-idx1-ubyte.gz", "corrupt or truncated"],
-    "wrong magic": ["t10k-labels-idx1-ubyte.gz", "checksum mismatch"],  # the checksum is read first
+    "wrong magic": ["t10k-labels-idx1-ubyte.gz", "wrong magic number"],
     "checksum": ["t10k-labels-idx1-ubyte.gz", "checksum mismatch"],
 }
 
@@ -66,10 +67,14 @@ def results(tmp_path_factory, cli_many, data_dir, yaml_writer, tiny_factory):
     tiny = yaml_writer(tmp, "tiny.yaml", tiny_factory())
     for name in DATA_CASES:
         folder = tmp / ("data_" + name.replace(" ", "_"))
-        _damaged_data(data_dir, folder, name)
+        if name == "missing directory":
+            folder = tmp / "nowhere"
+        else:
+            _damaged_data(data_dir, folder, name)
         # a missing file would be downloaded: send any download to a closed local port
         offline = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
-        calls[f"data: {name}"] = (["run", tiny, "--data-dir", folder, "--out", tmp / f"out_{folder.name}"], offline)
+        calls[f"data: {name}"] = (["run", tiny, "--data-dir", folder, "--out", tmp / f"out_{name.replace(' ', '_')}"],
+                                  offline)
     calls["set: unknown key"] = ["show", tiny, "--set", "model.dropotu=0.1"]
     calls["set: wrong type"] = ["show", tiny, "--set", "train.epochs=many"]
     return cli_many(calls), tmp
@@ -95,7 +100,7 @@ def test_data_mistakes(results, error_line, name):
     line = error_line(proc)
     for fragment in DATA_CASES[name]:
         assert fragment in line, line
-    assert not (tmp / f"out_data_{name.replace(' ', '_')}").exists()
+    assert not (tmp / f"out_{name.replace(' ', '_')}").exists()
 
 
 @pytest.mark.parametrize("name, fragments", [

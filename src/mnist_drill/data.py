@@ -97,9 +97,11 @@ def load_file(root: Path, name: str, verify: bool = True) -> torch.Tensor:
     if path is None:
         raise DataError(f"{root}: missing {name}[.gz]")
     data = read_bytes(path)
+    # The format first, so a wrong or swapped file is named as such; then the exact contents.
+    tensor = parse_idx(data, path, 3 if "images" in name else 1)
     if verify and hashlib.md5(data).hexdigest() != FILES[name]:
         raise DataError(f"{path}: checksum mismatch: the contents are not the official MNIST file")
-    return parse_idx(data, path, 3 if "images" in name else 1)
+    return tensor
 
 
 def load_split(root: Path, train: bool, subset: Optional[int] = None, verify: bool = True) -> Split:
