@@ -2,7 +2,8 @@
 
 The classic loop is the course's: torchvision `datasets.MNIST` + per-sample PIL transforms +
 `DataLoader` + a tqdm bar with `loss.item()` every batch; test with `.item()` per batch. Ours keeps
-the data on the device and augments whole batches. Both train a fresh copy of the same model with
+the data on the device and augments whole batches; its model draws dropout masks the cheap way
+(blocks.Dropout), where the classic model has torch's nn.Dropout as the notebooks do. Both train a fresh copy of the same model with
 the same optimizer, interleaved (A B A B ...) after a warm-up, so machine noise hits both alike.
 """
 
@@ -16,9 +17,11 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from .blocks import Dropout
 from .config import Config
 from .data import FILES, MEAN, STD, Split, _locate, load_split, read_bytes, to_device
 from .model import build_model, count_params, macs_per_image
@@ -62,6 +65,15 @@ def classic_loaders(root: Path, cfg: Config, device: torch.device):
     bs = cfg.data.batch_size
     return (DataLoader(train, batch_size=bs, shuffle=True, **kwargs),
             DataLoader(test, batch_size=bs, shuffle=True, **kwargs))
+
+
+def with_torch_dropout(model: nn.Module) -> nn.Module:
+    """The same network with torch's nn.Dropout in place of ours: the classic loop's model."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, Dropout):
+                setattr(module, name, nn.Dropout(child.p))
+    return model
 
 
 def classic_train(model, loader, optimizer, device, max_batches: Optional[int] = None) -> int:
@@ -124,6 +136,8 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
         model = build_model(cfg.model)[0].to(device)
         if ours and cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if not ours:
+            model = with_torch_dropout(model)
         return model, make_optimizer(model, cfg)
 
     ours_model, ours_opt = fresh(True)
