@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 
 import pytest
 
@@ -133,3 +134,22 @@ def test_provenance_has_versions():
 
 def test_git_commit_outside_a_checkout(tmp_path):
     assert git_commit(tmp_path) == (None, None)
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_regenerated_results(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "src" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "metrics.csv").write_text("epoch\n1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    commit, dirty = git_commit(tmp_path / "src")
+    assert len(commit) == 40 and dirty is False
+    (tmp_path / "results" / "metrics.csv").write_text("epoch\n1\n2\n")
+    assert git_commit(tmp_path / "src") == (commit, False)
+    (tmp_path / "src" / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "src") == (commit, True)

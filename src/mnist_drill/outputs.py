@@ -90,7 +90,11 @@ def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
 
 
 def git_commit(repo: Path) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding `repo`, or (None, None) outside git."""
+    """(commit, dirty) of the checkout holding `repo`, or (None, None) outside git.
+
+    Dirty means a tracked file outside results/ differs from the commit: regenerating the committed
+    results in place must not mark the runs that do it as made from modified code.
+    """
     def git(*args):
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
 
@@ -98,7 +102,7 @@ def git_commit(repo: Path) -> tuple[str | None, bool | None]:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return None, None
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results").stdout.strip())
         return head.stdout.strip(), dirty
     except (OSError, subprocess.SubprocessError):
         return None, None
