@@ -183,6 +183,17 @@ def test_dropout_keeps_channels_last_and_passes_gradients_through_the_kept_eleme
     assert bool((x.grad[~kept] == 0).all())
 
 
+@pytest.mark.parametrize("grad_format", [torch.contiguous_format, torch.channels_last])
+def test_dropout_gradient_is_the_upstream_gradient_through_the_same_mask(grad_format):
+    torch.manual_seed(4)
+    x = (torch.rand(4, 16, 6, 6) + 1).contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = Dropout(0.3).train()(x)
+    upstream = torch.randn(4, 16, 6, 6).contiguous(memory_format=grad_format)
+    out.backward(upstream)
+    kept = (out.detach() != 0).float()
+    assert torch.allclose(x.grad, upstream * kept / 0.7)
+
+
 def test_dropout_is_the_identity_in_eval_mode_and_at_p_zero():
     x = torch.randn(4, 3, 5, 5)
     assert torch.equal(Dropout(0.5).eval()(x), x)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mnist_drill.config import TrainConfig
-from mnist_drill.runtime import UserError, autocast, choose_device, configure, rng_state, set_rng_state
+from mnist_drill.runtime import (UserError, autocast, choose_device, configure, device_name, rng_state,
+                                 set_rng_state)
 
 
 @pytest.fixture
@@ -18,6 +19,14 @@ def no_cuda(monkeypatch):
 
 def test_cpu_is_always_there():
     assert choose_device("cpu") == torch.device("cpu")
+
+
+def test_cpu_device_name_gives_the_model_and_threads(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    name = device_name(torch.device("cpu"))
+    model, threads = name.rsplit(", ", 1)
+    assert threads == "3 threads"
+    assert model and model != "unknown CPU"
 
 
 def test_auto_falls_back_to_cpu(no_cuda):

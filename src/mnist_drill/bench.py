@@ -25,7 +25,7 @@ from .blocks import Dropout
 from .config import Config
 from .data import FILES, MEAN, STD, Split, _locate, load_split, read_bytes, to_device
 from .model import build_model, count_params, macs_per_image
-from .runtime import configure
+from .runtime import configure, device_name
 from .train import evaluate, make_optimizer, train_epoch
 
 
@@ -164,7 +164,7 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "config": cfg.name, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "device_name": device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "params": count_params(ours_model)[0],
         "macs_per_image": macs, "train_images": n_train, "test_images": n_test, "repeats": repeats,
         "precision": cfg.train.precision, "channels_last": cfg.train.channels_last, "compile": cfg.train.compile,
@@ -191,8 +191,8 @@ class _Noop:
 def report(result: dict) -> str:
     r = result
     return "\n".join([
-        f"{r['config']} on {r['device']}{' (' + r['device_name'] + ')' if r['device_name'] else ''}, torch {r['torch']}, "
-        f"{r['threads']} threads; {r['params']:,} params, {r['macs_per_image']:,} MACs/image; "
+        f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch']}; "
+        f"{r['params']:,} params, {r['macs_per_image']:,} MACs/image; "
         f"{r['repeats']} interleaved repeats, medians",
         f"train epoch ({r['train_images']:,} images): mnist-drill {r['ours_train_img_s']:,.0f} img/s, "
         f"classic {r['classic_train_img_s']:,.0f} img/s -> {r['train_ratio']:.2f}x "

@@ -85,9 +85,41 @@ def dropped_positions(n: int, p: float, device: torch.device) -> torch.Tensor:
     return hits[hits < n]
 
 
+def _storage(t: torch.Tensor) -> torch.Tensor:
+    """All of a freshly allocated dense tensor's elements as one flat view, in memory order (which
+    differs from the logical order for channels_last; an i.i.d. mask doesn't care)."""
+    return t.as_strided((t.numel(),), (1,))
+
+
+class _DropPositions(torch.autograd.Function):
+    """y = x / (1 - p) with the dropped positions set to 0, and the same for the gradient.
+
+    One scaling pass each way plus a scatter of ~n*p zeros, where a mask tensor would cost a fill and
+    a tensor multiply forward and another multiply backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        out = x * (1 / (1 - p))  # a new dense tensor in x's memory format
+        dropped = dropped_positions(out.numel(), p, x.device)
+        _storage(out).index_fill_(0, dropped, 0)
+        ctx.save_for_backward(dropped)
+        ctx.scale, ctx.size, ctx.stride = 1 / (1 - p), out.size(), out.stride()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (dropped,) = ctx.saved_tensors
+        # Same strides as the forward output, so a storage position is the same element in both.
+        grad_x = torch.empty_strided(ctx.size, ctx.stride, dtype=grad.dtype, device=grad.device)
+        torch.mul(grad, ctx.scale, out=grad_x)
+        _storage(grad_x).index_fill_(0, dropped, 0)
+        return grad_x, None
+
+
 class Dropout(nn.Module):
     """Element-wise dropout with nn.Dropout's meaning (zero each element with probability p, scale
-    the rest by 1/(1-p)), drawing its mask from the gaps between zeros on the CPU.
+    the rest by 1/(1-p)), drawing the dropped positions from the gaps between them on the CPU.
 
     torch's CPU kernel draws one random number per element; at p=0.02 that was 29 % of a training
     step on 2 cores (benchmarks/README.md). Drawing the gaps needs about n*p numbers instead. On
@@ -106,10 +138,7 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
-        mask = torch.full_like(x, 1 / (1 - self.p))  # keeps x's memory format (channels_last)
-        storage = mask.as_strided((mask.numel(),), (1,))  # every element once: order is irrelevant to an i.i.d. mask
-        storage.index_fill_(0, dropped_positions(mask.numel(), self.p, x.device), 0)
-        return x * mask
+        return _DropPositions.apply(x, self.p)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -126,7 +155,7 @@ class ConvBNReLU(nn.Sequential):
         if bn:
             layers.append(nn.BatchNorm2d(cout))
         if relu:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))
         if dropout > 0:
             layers.append(Dropout(dropout))
         super().__init__(*layers)

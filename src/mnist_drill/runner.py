@@ -24,7 +24,7 @@ from .data import Split, load_mnist, resolve_dir, to_device
 from .model import build_model, count_params, has_fc, macs_per_image
 from .outputs import (prepare_run_dir, provenance, read_metrics, save_torch, write_json, write_metrics,
                       write_text)
-from .runtime import UserError, configure, rng_state, set_rng_state
+from .runtime import UserError, configure, device_name, rng_state, set_rng_state
 from .summary import summary_text
 from .train import (METRIC_COLUMNS, NonFiniteLoss, check_schedule, make_optimizer, make_scheduler, run_epoch,
                     steps_per_epoch)
@@ -135,7 +135,7 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     seconds = [r["seconds"] for r in rows[start_epoch - 1:]]
     write_json(run_dir / "run.json", {
         **versions, "config": cfg.name, "status": status, "note": note, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "device_name": device_name(device),
         "seed": cfg.train.seed, "precision": cfg.train.precision, "params": params,
         "macs_per_image": macs_per_image(layers), "epochs_finished": len(rows),
         "misclassified": wrong, "started": started.isoformat(timespec="seconds"),

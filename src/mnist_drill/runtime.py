@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 import random
 
 import torch
@@ -20,6 +21,25 @@ def choose_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """What the run ran on, for run.json and the bench: the GPU's name, or the CPU's model and the
+    threads torch uses (machines of the same kind differ, and timings differ with them)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{_cpu_model()}, {torch.get_num_threads()} threads"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def seed_everything(seed: int) -> None:
