@@ -21,11 +21,11 @@ def test_cpu_is_always_there():
     assert choose_device("cpu") == torch.device("cpu")
 
 
-def test_cpu_device_name_gives_the_model_and_threads(monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    name = device_name(torch.device("cpu"))
-    model, threads = name.rsplit(", ", 1)
-    assert threads == "3 threads"
+@pytest.mark.parametrize("threads, says", [(1, "1 thread"), (3, "3 threads")])
+def test_cpu_device_name_gives_the_model_and_threads(monkeypatch, threads, says):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    model, count = device_name(torch.device("cpu")).rsplit(", ", 1)
+    assert count == says
     assert model and model != "unknown CPU"
 
 

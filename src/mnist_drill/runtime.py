@@ -28,7 +28,8 @@ def device_name(device: torch.device) -> str:
     threads torch uses (machines of the same kind differ, and timings differ with them)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{_cpu_model()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{_cpu_model()}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def _cpu_model() -> str:
