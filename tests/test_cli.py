@@ -136,7 +136,7 @@ def test_show_prints_the_resolved_config(quick):
     assert shown["model"]["dropout"] == step3["model"]["dropout"] > 0  # set by step3
     assert shown["model"]["bn"] is True  # inherited from step2
     assert shown["train"]["epochs"] == 4  # from --set
-    assert shown["data"]["test_batch_size"] == 1000  # a default
+    assert shown["data"]["test_batch_size"] == 128  # a default
     assert shown["model"]["blocks"][0] == {"type": "conv", "out": 8, "kernel": 3, "padding": 0, "stride": 1,
                                            "dilation": 1, "bias": False, "bn": None, "dropout": None,
                                            "relu": True}
