@@ -15,13 +15,9 @@ from torch.profiler import ProfilerActivity, profile
 from mnist_drill.config import load_config
 from mnist_drill.data import Split, load_split, resolve_dir, to_device
 from mnist_drill.model import build_model
-from mnist_drill.runtime import configure
+from mnist_drill.bench import NoSchedule
+from mnist_drill.runtime import configure, device_name, place
 from mnist_drill.train import make_optimizer, train_epoch
-
-
-class _Noop:
-    def step(self):
-        pass
 
 
 def main() -> None:
@@ -37,22 +33,20 @@ def main() -> None:
     cfg = load_config(args.config, [f"train.device={args.device}", *args.set])
     device = configure(cfg.train)
     train = to_device(load_split(resolve_dir(args.data_dir, cfg.data.dir), True), device)
-    model = build_model(cfg.model)[0].to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = place(build_model(cfg.model)[0], device, cfg.train)
     optimizer = make_optimizer(model, cfg)
 
     def batches(k: int) -> Split:
         n = k * cfg.data.batch_size
         return Split(train.images[:n], train.labels[:n])
 
-    train_epoch(model, batches(10), optimizer, _Noop(), cfg, 0, device)
+    train_epoch(model, batches(10), optimizer, NoSchedule(), cfg, 0, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        train_epoch(model, batches(args.batches), optimizer, _Noop(), cfg, 1, device)
+        train_epoch(model, batches(args.batches), optimizer, NoSchedule(), cfg, 1, device)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"{cfg.name}: {args.batches} training batches of {cfg.data.batch_size} on {device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{cfg.name}: {args.batches} training batches of {cfg.data.batch_size} on {device_name(device)}, "
+          f"torch {torch.__version__}")
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnist_drill.config import TrainConfig
-from mnist_drill.runtime import (UserError, autocast, choose_device, configure, device_name, rng_state,
+from mnist_drill.runtime import (UserError, autocast, choose_device, configure, device_name, place, rng_state,
                                  set_rng_state)
 
 
@@ -64,3 +64,9 @@ def test_fp32_means_no_autocast():
 def test_bf16_autocasts():
     with autocast(torch.device("cpu"), "bf16"):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_place_puts_the_model_in_the_layout_the_config_asks_for(channels_last):
+    model = place(torch.nn.Conv2d(3, 4, 3), torch.device("cpu"), TrainConfig(channels_last=channels_last))
+    assert model.weight.is_contiguous(memory_format=torch.channels_last) == channels_last

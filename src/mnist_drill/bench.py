@@ -25,7 +25,7 @@ from .blocks import Dropout
 from .config import Config
 from .data import FILES, MEAN, STD, Split, _locate, load_split, read_bytes, to_device
 from .model import build_model, count_params, macs_per_image
-from .runtime import configure, device_name
+from .runtime import configure, device_name, place
 from .train import evaluate, make_optimizer, train_epoch
 
 
@@ -133,11 +133,8 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     classic_train_loader, classic_test_loader = classic_loaders(root, cfg, device)
 
     def fresh(ours: bool):
-        model = build_model(cfg.model)[0].to(device)
-        if ours and cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if not ours:
-            model = with_torch_dropout(model)
+        model = build_model(cfg.model)[0]
+        model = place(model, device, cfg.train) if ours else with_torch_dropout(model.to(device))
         return model, make_optimizer(model, cfg)
 
     ours_model, ours_opt = fresh(True)
@@ -146,12 +143,12 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
 
     # Warm-up: allocator, cuDNN/oneDNN kernel choice, DataLoader worker start.
     warm = Split(train.images[:WARMUP_BATCHES * cfg.data.batch_size], train.labels[:WARMUP_BATCHES * cfg.data.batch_size])
-    train_epoch(net, warm, ours_opt, _Noop(), cfg, 0, device)
+    train_epoch(net, warm, ours_opt, NoSchedule(), cfg, 0, device)
     classic_train(classic_model, classic_train_loader, classic_opt, device, max_batches=WARMUP_BATCHES)
 
     times = {"ours_train": [], "classic_train": [], "ours_test": [], "classic_test": []}
     for r in range(repeats):
-        times["ours_train"].append(_timed(lambda: train_epoch(net, train, ours_opt, _Noop(), cfg, r + 1, device), device))
+        times["ours_train"].append(_timed(lambda: train_epoch(net, train, ours_opt, NoSchedule(), cfg, r + 1, device), device))
         times["classic_train"].append(_timed(lambda: classic_train(classic_model, classic_train_loader, classic_opt,
                                                                    device), device))
         times["ours_test"].append(_timed(lambda: evaluate(net, test, cfg, device), device))
@@ -181,7 +178,7 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     return result
 
 
-class _Noop:
+class NoSchedule:
     """Stands in for the scheduler: timing must not walk a schedule past its end."""
 
     def step(self):

@@ -52,7 +52,7 @@ class TargetConfig:
 class DataConfig:
     dir: Optional[str] = None  # None: --data-dir, then $MNIST_DRILL_DATA, then ./data/mnist
     batch_size: int = 128
-    test_batch_size: int = 128  # no gradients; small enough that its activations stay in cache (benchmarks/README.md)
+    test_batch_size: int = 128  # among the fastest on 2 CPU cores, same predictions at any size (benchmarks/README.md)
     train_subset: Optional[int] = None  # first N training images (smoke runs, tests)
     test_subset: Optional[int] = None
 

@@ -24,7 +24,7 @@ from .data import Split, load_mnist, resolve_dir, to_device
 from .model import build_model, count_params, has_fc, macs_per_image
 from .outputs import (prepare_run_dir, provenance, read_metrics, save_torch, write_json, write_metrics,
                       write_text)
-from .runtime import UserError, configure, device_name, rng_state, set_rng_state
+from .runtime import UserError, configure, device_name, place, rng_state, set_rng_state
 from .summary import summary_text
 from .train import (METRIC_COLUMNS, NonFiniteLoss, check_schedule, make_optimizer, make_scheduler, run_epoch,
                     steps_per_epoch)
@@ -83,8 +83,7 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     params = count_params(model)[0]
 
     train, test = to_device(train_cpu, device), to_device(test_cpu, device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
+    model = place(model, device, cfg.train)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(train), cfg.data.batch_size))
     rows, start_epoch = [], 1

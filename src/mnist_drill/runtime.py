@@ -62,6 +62,12 @@ def configure(cfg: TrainConfig) -> torch.device:
     return device
 
 
+def place(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> torch.nn.Module:
+    """The model on its device, in the memory layout the config asks for."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return model.to(device, memory_format=memory_format)
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast when asked for (an explicit, result-changing speed option); otherwise nothing."""
     if precision == "bf16":
