@@ -70,3 +70,40 @@ def test_bf16_autocasts():
 def test_place_puts_the_model_in_the_layout_the_config_asks_for(channels_last):
     model = place(torch.nn.Conv2d(3, 4, 3), torch.device("cpu"), TrainConfig(channels_last=channels_last))
     assert model.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+_MAPPED_BLOCKS = """
+import ctypes, sys
+import torch
+from mnist_drill.runtime import keep_freed_memory
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Mallinfo2
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+before = libc.mallinfo2().hblks
+x = torch.empty(1 << 20)  # 4 MiB: above the threshold glibc has reached by itself after importing torch
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+def _glibc_mallinfo2() -> bool:
+    import ctypes
+    try:
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _glibc_mallinfo2(), reason="counts mmapped blocks with glibc's mallinfo2")
+@pytest.mark.parametrize("mode, new_mapped_blocks", [("default", "1"), ("keep", "0")])
+def test_keep_freed_memory_serves_megabyte_tensors_from_the_heap(mode, new_mapped_blocks):
+    # A fresh process each: glibc raises its mmap threshold by itself once big blocks are freed.
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, mode], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == new_mapped_blocks

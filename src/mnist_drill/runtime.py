@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import platform
 import random
 
@@ -49,10 +51,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks for reuse instead of handing them back to the kernel.
+
+    torch has no caching allocator on the CPU: every activation and gradient of a batch is a fresh
+    malloc of 0.1-1.5 MB here. glibc hands such blocks back to the kernel on free (munmap, or a
+    trim of the heap's top) and takes them again for the next batch, which costs page faults and
+    page zeroing every batch. Blocks up to 32 MB now come from the heap, which is never trimmed:
+    the process keeps its peak heap size. Same numbers, fewer system calls; both pipelines of
+    `mnist-drill bench` got about 12 % faster (benchmarks/README.md). Returns False where the C
+    library has no mallopt (not glibc), and changes nothing there.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
 def configure(cfg: TrainConfig) -> torch.device:
     """Pick the device, seed everything, and set the numerics the config asks for."""
     device = choose_device(cfg.device)
     seed_everything(cfg.seed)
+    if device.type == "cpu":
+        keep_freed_memory()
     if device.type == "cuda":
         # fp32 means fp32: TF32 matmuls would change results between GPU generations.
         torch.backends.cuda.matmul.allow_tf32 = False
