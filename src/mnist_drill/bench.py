@@ -165,6 +165,7 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "params": count_params(ours_model)[0],
         "macs_per_image": macs, "train_images": n_train, "test_images": n_test, "repeats": repeats,
         "precision": cfg.train.precision, "channels_last": cfg.train.channels_last, "compile": cfg.train.compile,
+        "fast_batchnorm": cfg.train.fast_batchnorm,
         "batch_size": cfg.data.batch_size, "test_batch_size": cfg.data.test_batch_size,
         "seconds": times,
         "ours_train_img_s": n_train / med["ours_train"], "classic_train_img_s": n_train / med["classic_train"],

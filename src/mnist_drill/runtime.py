@@ -10,6 +10,7 @@ import random
 
 import torch
 
+from .batchnorm import use_row_batchnorm
 from .config import TrainConfig
 
 
@@ -90,9 +91,10 @@ def configure(cfg: TrainConfig) -> torch.device:
 
 
 def place(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> torch.nn.Module:
-    """The model on its device, in the memory layout the config asks for."""
+    """The model on its device, in the memory layout and with the BatchNorm the config asks for."""
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    return model.to(device, memory_format=memory_format)
+    model = model.to(device, memory_format=memory_format)
+    return use_row_batchnorm(model) if cfg.fast_batchnorm else model
 
 
 def autocast(device: torch.device, precision: str):
