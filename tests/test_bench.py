@@ -25,6 +25,7 @@ def test_bench_smoke(cli, data_dir, tmp_path):
     for key in ("ours_train_img_s", "classic_train_img_s", "ours_test_img_s", "classic_test_img_s"):
         assert figures[key] > 0
     assert abs(figures["train_ratio"] - figures["ours_train_img_s"] / figures["classic_train_img_s"]) < 1e-9
+    assert figures["versions"]["torch"] == torch.__version__ and "git_commit" in figures["versions"]
 
 
 def test_bench_rejects_zero_repeats(cli, data_dir):

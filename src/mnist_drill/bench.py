@@ -25,6 +25,7 @@ from .blocks import Dropout
 from .config import Config
 from .data import FILES, MEAN, STD, Split, _locate, load_split, read_bytes, to_device
 from .model import build_model, count_params, macs_per_image
+from .outputs import provenance
 from .runtime import configure, device_name, place
 from .train import evaluate, make_optimizer, train_epoch
 
@@ -176,6 +177,7 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     # Training costs about 3x the forward pass (forward, input gradients, weight gradients); 1 MAC = 2 FLOPs.
     result["ours_train_flop_s"] = result["ours_train_img_s"] * macs * 2 * 3
     result["ours_test_flop_s"] = result["ours_test_img_s"] * macs * 2
+    result["versions"] = provenance()  # the code and libraries measured, as in every run.json
     return result
 
 
