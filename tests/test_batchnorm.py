@@ -51,7 +51,8 @@ def test_trains_like_torch_batchnorm(shape, momentum):
         torch.testing.assert_close(x_row.grad, x_native.grad, rtol=1e-4, atol=1e-5)
     assert out_row.is_contiguous(memory_format=CL)
     for name in ("weight", "bias"):
-        torch.testing.assert_close(getattr(row, name).grad, getattr(native, name).grad, rtol=1e-4, atol=1e-4)
+        # sums over 3 x 43,264 products in fp32: the two summation orders differ by ~1e-4 relative
+        torch.testing.assert_close(getattr(row, name).grad, getattr(native, name).grad, rtol=1e-3, atol=1e-3)
     for name in ("running_mean", "running_var"):
         torch.testing.assert_close(getattr(row, name), getattr(native, name), rtol=1e-5, atol=1e-6)
     assert row.num_batches_tracked == native.num_batches_tracked == 3
