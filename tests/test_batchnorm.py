@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from mnist_drill import batchnorm
 from mnist_drill.batchnorm import FEW_CHANNELS, RowBatchNorm2d, use_row_batchnorm
 from mnist_drill.blocks import Dropout
 from mnist_drill.config import TrainConfig, load_config
@@ -105,3 +106,16 @@ def test_a_step7_model_learns_the_same_with_it():
         nn.functional.nll_loss(net.train()(x), y).backward()
     for (name, p_native), p_row in zip(native.named_parameters(), row.parameters()):
         torch.testing.assert_close(p_row.grad, p_native.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_is_torch_batchnorm_off_the_cpu(monkeypatch):
+    # "meta" stands in for CUDA: a device that is not the CPU, available without a GPU.
+    def no_rows(*args):
+        raise AssertionError("the CPU row kernel ran off the CPU")
+
+    monkeypatch.setattr(batchnorm._RowBatchNorm, "apply", no_rows)
+    _, row = _pair(8)
+    row = row.to("meta").train()
+    x = torch.empty(4, 8, 6, 6, device="meta").contiguous(memory_format=CL)
+    out = row(x)
+    assert out.device.type == "meta" and out.shape == x.shape

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from mnist_drill import blocks
 from mnist_drill.blocks import (BLOCK_SPECS, ConvSpec, Defaults, Dropout, GapSpec, HeadSpec, LargeConvSpec, LinearSpec,
                                 MaxPoolSpec, Op, PointwiseSpec, SepConvSpec, TransitionSpec, dropped_positions,
                                 out_size)
@@ -207,3 +208,14 @@ def test_dropout_masks_repeat_with_the_seed():
         torch.manual_seed(7)
         masks.append(Dropout(0.1).train()(x))
     assert torch.equal(*masks)
+
+
+def test_dropout_off_the_cpu_is_torchs_kernel(monkeypatch):
+    # "meta" stands in for CUDA here: a device that is not the CPU, available without a GPU.
+    def no_cpu_draw(*args):
+        raise AssertionError("the CPU position draw ran off the CPU")
+
+    monkeypatch.setattr(blocks, "dropped_positions", no_cpu_draw)
+    x = torch.empty(4, 8, 6, 6, device="meta").contiguous(memory_format=torch.channels_last)
+    out = Dropout(0.1).train()(x)
+    assert out.device.type == "meta" and out.shape == x.shape
