@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
-from mnist_drill.config import (AugmentConfig, Config, ConfigError, ModelConfig, TrainConfig, flatten, load_config,
+from mnist_drill.errors import ConfigError
+from mnist_drill.config import (AugmentConfig, Config, ModelConfig, TrainConfig, flatten, load_config,
                                 parse_set, to_dict, to_yaml, trains_alike)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from mnist_drill import data as data_mod
-from mnist_drill.data import (ENV_VAR, FILES, MEAN, STD, DataError, load_file, load_mnist, load_split, normalize,
+from mnist_drill.errors import DataError
+from mnist_drill.data import (ENV_VAR, FILES, MEAN, STD, load_file, load_mnist, load_split, normalize,
                               parse_idx, read_bytes, resolve_dir)
 
 LABELS = "train-labels-idx1-ubyte"

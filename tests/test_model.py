@@ -10,7 +10,8 @@ import torch
 
 from mnist_drill.blocks import (ConvSpec, GapSpec, HeadSpec, LargeConvSpec, LinearSpec, MaxPoolSpec, PointwiseSpec,
                                 SepConvSpec, TransitionSpec)
-from mnist_drill.config import ConfigError, ModelConfig, load_config
+from mnist_drill.errors import ConfigError
+from mnist_drill.config import ModelConfig, load_config
 from mnist_drill.model import build_model, check_forward, count_params, has_fc, input_shape, macs_per_image
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 
 from mnist_drill.outputs import (atomic_path, git_commit, prepare_run_dir, provenance, read_metrics, save_torch,
                                  write_json, write_metrics, write_text)
-from mnist_drill.runtime import UserError
+from mnist_drill.errors import UsageError
 from mnist_drill.train import METRIC_COLUMNS
 
 
@@ -86,7 +86,7 @@ def test_a_previous_run_is_never_overwritten_silently(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("precious")
-    with pytest.raises(UserError) as info:
+    with pytest.raises(UsageError) as info:
         prepare_run_dir(run, overwrite=False, resume=False)
     assert "--overwrite" in str(info.value) and str(run) in str(info.value)
     assert (run / "metrics.csv").read_text() == "precious"
@@ -104,9 +104,9 @@ def test_resume_needs_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("old")
-    with pytest.raises(UserError, match="no checkpoint.pt to resume from"):
+    with pytest.raises(UsageError, match="no checkpoint.pt to resume from"):
         prepare_run_dir(run, overwrite=False, resume=True)
-    with pytest.raises(UserError, match="no checkpoint.pt"):
+    with pytest.raises(UsageError, match="no checkpoint.pt"):
         prepare_run_dir(tmp_path / "missing", overwrite=False, resume=True)
     (run / "checkpoint.pt").write_bytes(b"x")
     prepare_run_dir(run, overwrite=False, resume=True)
@@ -115,9 +115,9 @@ def test_resume_needs_a_checkpoint(tmp_path):
 
 def test_a_file_in_the_way(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match="not a folder"):
+    with pytest.raises(UsageError, match="not a folder"):
         prepare_run_dir(tmp_path / "file", overwrite=True, resume=False)
-    with pytest.raises(UserError, match="cannot write here"):
+    with pytest.raises(UsageError, match="cannot write here"):
         prepare_run_dir(tmp_path / "file" / "run", overwrite=False, resume=False)
     assert (tmp_path / "file").read_text() == "x"
 

@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from mnist_drill.config import ConfigError, load_config
+from mnist_drill.errors import ConfigError
+from mnist_drill.config import load_config
 from mnist_drill.outputs import read_metrics
 from mnist_drill.runner import epoch_line, finished_run, run_step
-from mnist_drill.runtime import UserError
+from mnist_drill.errors import UsageError
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_resume_needs_the_same_config(tiny_cfg, tmp_path, data_dir):
     run.mkdir()
     (run / "config.yaml").write_text("name: something else\n")
     (run / "checkpoint.pt").write_bytes(b"not loaded")
-    with pytest.raises(UserError, match="--resume needs the same config"):
+    with pytest.raises(UsageError, match="--resume needs the same config"):
         run_step(tiny_cfg, run, str(data_dir), resume=True, echo=quiet)
 
 
@@ -61,7 +62,7 @@ def test_a_finished_run_is_reused_only_for_the_same_config(tiny_cfg, tmp_path, d
     assert (reused.params, reused.verdict, reused.epochs) == (result.outcome.params, result.outcome.verdict, 1)
     assert reused.best_test_acc == pytest.approx(result.outcome.best_test_acc, abs=1e-3)
     other = dataclasses.replace(tiny_cfg, optim=dataclasses.replace(tiny_cfg.optim, lr=0.5))
-    with pytest.raises(UserError, match="finished run of a different config"):
+    with pytest.raises(UsageError, match="finished run of a different config"):
         finished_run(other, run)
 
 
@@ -85,7 +86,7 @@ def test_a_missing_gpu_writes_nothing(tmp_path, data_dir, write_config, tiny, mo
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     tiny["train"]["device"] = "cuda"
     cfg = load_config(write_config("cuda.yaml", tiny))
-    with pytest.raises(UserError, match="CUDA is not available"):
+    with pytest.raises(UsageError, match="CUDA is not available"):
         run_step(cfg, tmp_path / "run", str(data_dir), echo=quiet)
     assert not (tmp_path / "run").exists()
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mnist_drill.config import TrainConfig
-from mnist_drill.runtime import (UserError, autocast, choose_device, configure, device_name, place, rng_state,
+from mnist_drill.errors import UsageError
+from mnist_drill.runtime import (autocast, choose_device, configure, device_name, place, rng_state,
                                  set_rng_state)
 
 
@@ -34,7 +35,7 @@ def test_auto_falls_back_to_cpu(no_cuda):
 
 
 def test_cuda_without_a_gpu_is_a_user_error(no_cuda):
-    with pytest.raises(UserError, match=r"--device cuda: CUDA is not available"):
+    with pytest.raises(UsageError, match=r"--device cuda: CUDA is not available"):
         choose_device("cuda")
 
 

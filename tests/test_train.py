@@ -189,8 +189,8 @@ def test_onecycle_with_very_few_steps_does_not_crash(n, batch, epochs):
     # 4 steps in all with pct_start 0.25 (e.g. step 7 with --epochs 1 on a 512-image subset) makes
     # torch's OneCycleLR divide by zero in its first step; the run must either work or stop with a
     # one-line config error, never a ZeroDivisionError traceback.
-    from mnist_drill.config import ConfigError
-    from mnist_drill.runtime import UserError
+    from mnist_drill.errors import ConfigError
+    from mnist_drill.errors import UsageError
 
     c = cfg(batch=batch, scheduler="onecycle", epochs=epochs, max_lr=0.1, pct_start=0.25)
     model = Linear()
@@ -199,5 +199,5 @@ def test_onecycle_with_very_few_steps_does_not_crash(n, batch, epochs):
         scheduler = make_scheduler(optimizer, c, steps_per_epoch(n, batch))
         for epoch in range(1, epochs + 1):
             run_epoch(model, split(n), split(20), optimizer, scheduler, c, epoch, CPU)
-    except (ConfigError, UserError):
+    except (ConfigError, UsageError):
         pass

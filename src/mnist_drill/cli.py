@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__, analysis, plots
-from .config import DESCRIPTIVE_KEYS, Config, ConfigError, flatten, load_config, to_dict, to_yaml
-from .data import ENV_VAR, DataError, load_mnist
+from .config import DESCRIPTIVE_KEYS, Config, flatten, load_config, to_dict, to_yaml
+from .data import ENV_VAR, load_mnist
+from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, ConfigError, DrillError, Terminated, UsageError, report
 from .model import build_model
 from .outputs import write_json, write_text
-from .runner import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated, finished_run, run_seeds, run_step
-from .runtime import UserError
+from .runner import finished_run, run_seeds, run_step
 from .summary import summary_text
-
-EXIT_USAGE = 2
 
 
 class Parser(argparse.ArgumentParser):
@@ -95,9 +93,9 @@ def _parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise UserError(f"--seeds {text}: expected integers separated by commas, e.g. 1,2,3") from None
+        raise UsageError(f"--seeds {text}: expected integers separated by commas, e.g. 1,2,3") from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UserError(f"--seeds {text}: expected distinct non-negative integers, e.g. 1,2,3")
+        raise UsageError(f"--seeds {text}: expected distinct non-negative integers, e.g. 1,2,3")
     return seeds
 
 
@@ -118,7 +116,7 @@ def step_configs(folder: Path) -> list[Path]:
     """configs/step<N>_*.yaml ordered by N."""
     found = [(int(m.group(1)), p) for p in folder.glob("step*.yaml") if (m := re.match(r"step(\d+)", p.name))]
     if not found:
-        raise UserError(f"{folder}: no step*.yaml configs here (pass --configs DIR)")
+        raise UsageError(f"{folder}: no step*.yaml configs here (pass --configs DIR)")
     return [p for _, p in sorted(found)]
 
 
@@ -143,7 +141,7 @@ def cmd_run_all(args) -> int:
                 continue
             result = run_step(cfg, run_dir, args.data_dir, overwrite=args.overwrite,
                               resume=args.resume and (run_dir / "checkpoint.pt").is_file())
-        except (ConfigError, UserError) as err:
+        except (ConfigError, UsageError) as err:
             print(f"mnist-drill: error: {err}", file=sys.stderr)
             entries.append((cfg, None, "failed"))
             exit_code = EXIT_FAILED
@@ -214,7 +212,7 @@ def cmd_bench(args) -> int:
 
     cfg = load_config(args.config, _overrides(args))
     if args.repeats < 1:
-        raise UserError(f"--repeats {args.repeats}: must be >= 1")
+        raise UsageError(f"--repeats {args.repeats}: must be >= 1")
     data_dir = resolve_dir(args.data_dir, cfg.data.dir)
     load_mnist(data_dir)  # verify (or download) the files before any timing
     result = run_bench(cfg, data_dir, args.repeats)
@@ -237,9 +235,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _raise_terminated)  # so SIGTERM unwinds like Ctrl-C: files stay whole
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DataError, UserError) as err:
-        print(f"mnist-drill: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except DrillError as err:
+        return report(err)
     except KeyboardInterrupt:
         print("mnist-drill: interrupted", file=sys.stderr)
         return EXIT_SIGINT

@@ -20,10 +20,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .blocks import BLOCK_SPECS, BlockSpec
-
-
-class ConfigError(Exception):
-    """A config the user wrote is wrong; the message is one line, ready to print."""
+from .errors import ConfigError
 
 
 def _check(ok: bool, key: str, why: str) -> None:

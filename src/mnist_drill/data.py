@@ -16,6 +16,8 @@ from typing import Optional
 
 import torch
 
+from .errors import DataError
+
 MEAN, STD = 0.1307, 0.3081  # of the MNIST training pixels in [0, 1]
 
 # MD5 of the decompressed contents: these identify the data whatever gzip produced the files.
@@ -27,10 +29,6 @@ FILES = {
 }
 DEFAULT_DIR = Path("data/mnist")
 ENV_VAR = "MNIST_DRILL_DATA"
-
-
-class DataError(Exception):
-    """The data is missing or broken; the message is one line, ready to print."""
 
 
 @dataclass(frozen=True)

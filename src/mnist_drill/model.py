@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Defaults, LinearSpec, out_size
-from .config import ConfigError, ModelConfig
+from .config import ModelConfig
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .runtime import UserError
+from .errors import UsageError
 
 OUTPUT_FILES = ("config.yaml", "metrics.csv", "summary.txt", "analysis.md", "curves.png", "misclassified.png",
                 "model.pt", "checkpoint.pt", "run.json", "train.log")
@@ -69,15 +69,15 @@ def read_metrics(path: Path) -> list[dict]:
 def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
     """Create the run folder; refuse to write into a previous run unless asked to."""
     if path.exists() and not path.is_dir():
-        raise UserError(f"{path}: exists and is not a folder")
+        raise UsageError(f"{path}: exists and is not a folder")
     holds_run = path.is_dir() and any(path.iterdir())
     if resume:
         if not (path / "checkpoint.pt").is_file():
-            raise UserError(f"{path}: no checkpoint.pt to resume from")
+            raise UsageError(f"{path}: no checkpoint.pt to resume from")
         return
     if holds_run:
         if not overwrite:
-            raise UserError(f"{path}: already holds a run; pass --overwrite to replace it, --resume to continue "
+            raise UsageError(f"{path}: already holds a run; pass --overwrite to replace it, --resume to continue "
                             "it, or --out to write elsewhere")
         shutil.rmtree(path)
     try:
@@ -86,7 +86,7 @@ def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise UserError(f"{path}: cannot write here ({err.strerror})") from None
+        raise UsageError(f"{path}: cannot write here ({err.strerror})") from None
 
 
 def git_commit(repo: Path) -> tuple[str | None, bool | None]:

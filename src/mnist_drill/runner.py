@@ -24,17 +24,11 @@ from .data import Split, load_mnist, resolve_dir, to_device
 from .model import build_model, count_params, has_fc, macs_per_image
 from .outputs import (prepare_run_dir, provenance, read_metrics, save_torch, write_json, write_metrics,
                       write_text)
-from .runtime import UserError, configure, device_name, place, rng_state, set_rng_state
+from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated, UsageError
+from .runtime import configure, device_name, place, rng_state, set_rng_state
 from .summary import summary_text
 from .train import (METRIC_COLUMNS, NonFiniteLoss, check_schedule, make_optimizer, make_scheduler, run_epoch,
                     steps_per_epoch)
-
-EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 1, 130, 143
-
-
-class Terminated(Exception):
-    """SIGTERM arrived (the CLI turns the signal into this); handled like Ctrl-C but exits 143."""
-
 
 @dataclass
 class StepResult:
@@ -67,7 +61,7 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     prepare_run_dir(run_dir, overwrite, resume)
     config_text = to_yaml(cfg)
     if resume and not trains_alike((run_dir / "config.yaml").read_text(), cfg):
-        raise UserError(f"{run_dir}: --resume needs the same config as the run it continues "
+        raise UsageError(f"{run_dir}: --resume needs the same config as the run it continues "
                         "(compare with its config.yaml)")
 
     def log(line: str) -> None:
@@ -157,7 +151,7 @@ def finished_run(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
     if status != "completed":
         return None
     if not trains_alike((run_dir / "config.yaml").read_text(), cfg):
-        raise UserError(f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
+        raise UsageError(f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
                         "pass --overwrite to replace it or --out to write elsewhere")
     params = count_params(build_model(cfg.model)[0])[0]
     return analysis.assess(read_metrics(run_dir / "metrics.csv"), cfg, params, has_fc(cfg.model))

@@ -12,15 +12,12 @@ import torch
 
 from .batchnorm import use_row_batchnorm
 from .config import TrainConfig
-
-
-class UserError(Exception):
-    """Something the user asked for cannot be done; the message is one line, ready to print."""
+from .errors import UsageError
 
 
 def choose_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
+        raise UsageError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)

@@ -16,7 +16,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import augment_batch
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError
 from .data import Split, normalize
 from .runtime import autocast
 

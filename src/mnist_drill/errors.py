@@ -1,0 +1,54 @@
+"""Everything a user can cause, and the exit code each ends with: one base class, one table.
+
+A `DrillError` carries a one-line message that names the file, key or option at fault and says
+what to do; the CLI prints it as `mnist-drill: error: <message>` and exits with its code. Nothing
+else in the package prints an error or picks an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# The exit codes of `mnist-drill`, for scripts and CI (README: "Exit codes").
+EXIT_OK = 0
+EXIT_FAILED = 1  # a step, seed or trial ran and failed (diverged, crashed); the others still ran
+EXIT_USAGE = 2  # a mistake in the command line, a config, the data or a run folder; nothing was trained
+EXIT_STORAGE = 74  # an output could not be written (disk full, no permission): sysexits' EX_IOERR
+EXIT_SIGINT = 130  # Ctrl-C: finished epochs are kept, --resume continues
+EXIT_SIGTERM = 143  # SIGTERM: the same
+
+
+class DrillError(Exception):
+    """Something the user asked for cannot be done; the message is one line, ready to print."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(DrillError):
+    """A config file, `--set` or `--vary` is wrong: names the file (or option) and the dotted key."""
+
+
+class DataError(DrillError):
+    """MNIST is missing, broken or cannot be downloaded."""
+
+
+class UsageError(DrillError):
+    """An option, device, run folder or input file cannot be used as asked."""
+
+
+class StorageError(DrillError):
+    """An output could not be written; what finished before it is intact."""
+
+    exit_code = EXIT_STORAGE
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (the CLI turns the signal into this); unwinds like Ctrl-C but exits 143.
+
+    A BaseException, as KeyboardInterrupt is, so no `except Exception` swallows it."""
+
+
+def report(err: BaseException) -> int:
+    """Print the one line for a user-caused error and return its exit code."""
+    print(f"mnist-drill: error: {err}", file=sys.stderr)
+    return getattr(err, "exit_code", EXIT_FAILED)
