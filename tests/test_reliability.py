@@ -43,7 +43,7 @@ def snapshot(run: Path) -> dict:
 
     return {
         "metrics": read("metrics.csv", lambda p: metrics_without_seconds(run)) or [],
-        "checkpoint epoch": read("checkpoint.pt", lambda p: torch.load(p, weights_only=False)["epoch"]),
+        "checkpoint epoch": read("checkpoint.pt", lambda p: torch.load(p, weights_only=True)["epoch"]),
         "model.pt": (run / "model.pt").exists(),
         "analysis": read("analysis.md", lambda p: p.read_text()) or "",
         "run.json": read("run.json", lambda p: json.loads(p.read_text())) or {},

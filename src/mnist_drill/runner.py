@@ -22,10 +22,10 @@ from . import analysis, plots
 from .config import Config, to_yaml, trains_alike
 from .data import Split, load_mnist, resolve_dir, to_device
 from .model import build_model, count_params, has_fc, macs_per_image
-from .outputs import (prepare_run_dir, provenance, read_metrics, save_torch, write_json, write_metrics,
-                      write_text)
+from .outputs import prepare_run_dir, provenance, read_metrics, write_json, write_metrics, write_text
 from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated, UsageError
-from .runtime import configure, device_name, place, rng_state, set_rng_state
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, save_weights
+from .runtime import configure, device_name, place
 from .summary import summary_text
 from .train import (METRIC_COLUMNS, NonFiniteLoss, check_schedule, make_optimizer, make_scheduler, run_epoch,
                     steps_per_epoch)
@@ -82,14 +82,9 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(train), cfg.data.batch_size))
     rows, start_epoch = [], 1
     if resume:
-        ckpt = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        rows, start_epoch = read_metrics(run_dir / "metrics.csv")[:ckpt["epoch"]], ckpt["epoch"] + 1
-        log(f"resuming {cfg.name} after epoch {ckpt['epoch']}")
+        done = load_checkpoint(run_dir, model, optimizer, scheduler, device)
+        rows, start_epoch = read_metrics(run_dir / "metrics.csv")[:done], done + 1
+        log(f"resuming {cfg.name} after epoch {done}")
     net = torch.compile(model) if cfg.train.compile else model
 
     log(f"{cfg.name}: {params:,} params, {macs_per_image(layers):,} MACs/image, device {device}, seed {cfg.train.seed}, "
@@ -100,9 +95,7 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
             row, last_eval = run_epoch(net, train, test, optimizer, scheduler, cfg, epoch, device)
             rows.append(row)
             write_metrics(run_dir / "metrics.csv", rows, METRIC_COLUMNS)
-            save_torch(run_dir / "checkpoint.pt", {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state()})
+            save_checkpoint(run_dir, epoch, model, optimizer, scheduler)
             log(epoch_line(row, cfg.train.epochs))
     except (KeyboardInterrupt, Terminated) as err:
         exit_code = EXIT_SIGINT if isinstance(err, KeyboardInterrupt) else EXIT_SIGTERM
@@ -119,8 +112,8 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     if rows:
         plots.curves(rows, run_dir / "curves.png", cfg.name, cfg.target.test_acc)
     if status == "completed":
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # model.pt holds the finished weights
-        save_torch(run_dir / "model.pt", model.state_dict())
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
+        save_weights(run_dir, model)
         if last_eval is not None:
             wrong = plots.misclassified(test.images, test.labels, last_eval.predictions,
                                         run_dir / "misclassified.png", cfg.name)
