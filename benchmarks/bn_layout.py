@@ -1,5 +1,5 @@
 """Forward + backward time of one BatchNorm2d layer in channels_last, with a copy to
-channels-first and back around it, and as train.fast_batchnorm's RowBatchNorm2d, for the layer
+channels-first and back around it, and as train.fast_batchnorm's FastBatchNorm2d, for the layer
 shapes of the drill's models.
 
     python benchmarks/bn_layout.py
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from mnist_drill.batchnorm import RowBatchNorm2d
+from mnist_drill.fast_batchnorm import FastBatchNorm2d
 
 SHAPES = [(64, 8, 26), (64, 10, 12), (64, 12, 24), (64, 16, 24), (64, 16, 10), (64, 32, 24)]  # N, C, H=W
 
@@ -33,7 +33,7 @@ def main() -> None:
     for n, c, h in SHAPES:
         x = torch.randn(n, c, h, h).contiguous(memory_format=torch.channels_last).requires_grad_()
         grad = torch.randn_like(x)
-        bn, row = torch.nn.BatchNorm2d(c), RowBatchNorm2d(c)
+        bn, row = torch.nn.BatchNorm2d(c), FastBatchNorm2d(c)
         direct = _microseconds(lambda: torch.autograd.grad(bn(x), x, grad))
         via = _microseconds(lambda: torch.autograd.grad(
             bn(x.contiguous()).contiguous(memory_format=torch.channels_last), x, grad))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mnist_drill.bench import with_torch_dropout
-from mnist_drill.blocks import Dropout
+from mnist_drill.fast_dropout import FastDropout
 from mnist_drill.config import load_config
 from mnist_drill.model import build_model, count_params
 
@@ -38,10 +38,10 @@ def test_bench_rejects_zero_repeats(cli, data_dir):
 
 def test_the_classic_model_is_the_same_network_with_torchs_dropout():
     ours = build_model(load_config("configs/step7_lr_scheduler.yaml").model)[0]
-    rates = [m.p for m in ours.modules() if isinstance(m, Dropout)]
+    rates = [m.p for m in ours.modules() if isinstance(m, FastDropout)]
     classic = with_torch_dropout(build_model(load_config("configs/step7_lr_scheduler.yaml").model)[0])
     assert rates and [m.p for m in classic.modules() if isinstance(m, nn.Dropout)] == rates
-    assert not any(isinstance(m, Dropout) for m in classic.modules())
+    assert not any(isinstance(m, FastDropout) for m in classic.modules())
     classic.load_state_dict(ours.state_dict())  # same parameters, same names
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(ours.eval()(x), classic.eval()(x))

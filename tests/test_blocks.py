@@ -7,12 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_drill import blocks
-from mnist_drill.blocks import (BLOCK_SPECS, ConvSpec, Defaults, Dropout, GapSpec, HeadSpec, LargeConvSpec, LinearSpec,
-                                MaxPoolSpec, Op, PointwiseSpec, SepConvSpec, TransitionSpec, dropped_positions,
+from mnist_drill.config import ModelConfig
+from mnist_drill.fast_dropout import FastDropout
+from mnist_drill.model import with_model_defaults
+from mnist_drill.blocks import (BLOCK_SPECS, ConvSpec, GapSpec, HeadSpec, LargeConvSpec, LinearSpec,
+                                MaxPoolSpec, Op, PointwiseSpec, SepConvSpec, TransitionSpec,
                                 out_size)
 
-NO_BN, BN = Defaults(bn=False), Defaults(bn=True)
+NO_BN, BN = ModelConfig(bn=False), ModelConfig(bn=True)
 
 # (spec, in channels, in size, model defaults, expected params, expected output shape, expected MACs)
 CASES = {
@@ -60,7 +62,7 @@ def test_registry_maps_each_yaml_name_to_its_spec():
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_predicted_shape_params_and_macs(case):
     spec, cin, size, defaults, params, shape, macs = case
-    built = spec.build(cin, size, defaults)
+    built = with_model_defaults(spec, defaults).build(cin, size)
     predicted = size
     for op in built.ops:
         predicted = out_size(predicted, op)
@@ -75,33 +77,33 @@ def test_predicted_shape_params_and_macs(case):
 
 
 @pytest.mark.parametrize("spec, defaults, bn, dropout", [
-    (ConvSpec(out=4), Defaults(bn=True, dropout=0.1), True, True),
-    (ConvSpec(out=4, bn=False, dropout=0.0), Defaults(bn=True, dropout=0.1), False, False),
-    (ConvSpec(out=4, bn=True, dropout=0.2), Defaults(), True, True),
-    (SepConvSpec(out=4), Defaults(bn=True, dropout=0.1), True, True),
-    (PointwiseSpec(out=4), Defaults(bn=True, dropout=0.1), True, True),
-    (TransitionSpec(out=4), Defaults(bn=True, dropout=0.1), True, True),
-    (LinearSpec(out=4), Defaults(bn=True, dropout=0.1), False, True),
-    (HeadSpec(out=4), Defaults(bn=True, dropout=0.1), False, False),
-    (LargeConvSpec(out=4), Defaults(bn=True, dropout=0.1), False, False),
+    (ConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
+    (ConvSpec(out=4, bn=False, dropout=0.0), ModelConfig(bn=True, dropout=0.1), False, False),
+    (ConvSpec(out=4, bn=True, dropout=0.2), ModelConfig(), True, True),
+    (SepConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
+    (PointwiseSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
+    (TransitionSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
+    (LinearSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, True),
+    (HeadSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, False),
+    (LargeConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, False),
 ])
 def test_blocks_inherit_model_defaults_unless_they_set_their_own(spec, defaults, bn, dropout):
-    module = spec.build(2, 6, defaults).module
+    module = with_model_defaults(spec, defaults).build(2, 6).module
     kinds = [type(m) for m in module.modules()]
     assert (nn.BatchNorm2d in kinds) == bn
-    assert (Dropout in kinds) == dropout
+    assert (FastDropout in kinds) == dropout
     if dropout:
-        rate = next(m.p for m in module.modules() if isinstance(m, Dropout))
+        rate = next(m.p for m in module.modules() if isinstance(m, FastDropout))
         assert rate == (spec.dropout if spec.dropout is not None else defaults.dropout)
 
 
 @pytest.mark.parametrize("spec", [HeadSpec(out=10), LargeConvSpec(out=10)])
 def test_output_layers_have_no_relu(spec):
-    assert not any(isinstance(m, nn.ReLU) for m in spec.build(4, 3, Defaults(bn=True)).module.modules())
+    assert not any(isinstance(m, nn.ReLU) for m in with_model_defaults(spec, ModelConfig(bn=True)).build(4, 3).module.modules())
 
 
 def test_sepconv_is_depthwise_then_pointwise():
-    module = SepConvSpec(out=16).build(8, 10, Defaults()).module
+    module = with_model_defaults(SepConvSpec(out=16), ModelConfig()).build(8, 10).module
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.groups, c.kernel_size) for c in convs] == [
         (8, 8, 8, (3, 3)), (8, 16, 1, (1, 1))]
@@ -134,88 +136,3 @@ def test_out_size(op, size, expected):
 def test_specs_reject_out_of_range_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
-
-
-# ---------------------------------------------------------------- dropout
-
-@pytest.mark.parametrize("n, p", [(1, 0.5), (10, 0.02), (200_000, 0.02), (200_000, 0.3)])
-def test_dropped_positions_are_sorted_distinct_and_in_range(n, p):
-    torch.manual_seed(0)
-    hits = dropped_positions(n, p, torch.device("cpu"))
-    assert hits.dtype == torch.long
-    assert bool((hits >= 0).all()) and bool((hits < n).all())
-    assert bool((hits[1:] > hits[:-1]).all())
-
-
-@pytest.mark.parametrize("p", [0.02, 0.1, 0.5])
-def test_dropped_positions_hit_each_element_with_probability_p_over_the_whole_range(p):
-    torch.manual_seed(1)
-    n, draws = 50_000, 40
-    counts = torch.zeros(n)
-    for _ in range(draws):
-        counts[dropped_positions(n, p, torch.device("cpu"))] += 1
-    # Per tenth of the range: mean rate within 6 standard errors of p (a truncated draw fails the last tenth).
-    per_tenth = counts.view(10, -1).mean(1) / draws
-    se = (p * (1 - p) / (draws * n / 10)) ** 0.5
-    assert torch.allclose(per_tenth, torch.full((10,), p), atol=6 * se)
-    # Independent neighbours: the rate of a hit next to a hit is p as well.
-    both = ((counts[1:] > 0) & (counts[:-1] > 0)).float().mean()
-    either = 1 - (1 - p) ** draws
-    assert abs(both.item() - either ** 2) < 0.02
-
-
-def test_dropout_zeroes_and_scales_like_torch():
-    torch.manual_seed(2)
-    x = torch.rand(64, 16, 24, 24) + 1  # no zeros of its own
-    out = Dropout(0.25).train()(x)
-    dropped = out == 0
-    assert abs(dropped.float().mean().item() - 0.25) < 0.005
-    assert torch.allclose(out[~dropped], x[~dropped] / 0.75)
-
-
-def test_dropout_keeps_channels_last_and_passes_gradients_through_the_kept_elements():
-    torch.manual_seed(3)
-    x = torch.randn(8, 4, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
-    out = Dropout(0.5).train()(x)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    out.sum().backward()
-    kept = out.detach() != 0
-    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 2.0))
-    assert bool((x.grad[~kept] == 0).all())
-
-
-@pytest.mark.parametrize("grad_format", [torch.contiguous_format, torch.channels_last])
-def test_dropout_gradient_is_the_upstream_gradient_through_the_same_mask(grad_format):
-    torch.manual_seed(4)
-    x = (torch.rand(4, 16, 6, 6) + 1).contiguous(memory_format=torch.channels_last).requires_grad_()
-    out = Dropout(0.3).train()(x)
-    upstream = torch.randn(4, 16, 6, 6).contiguous(memory_format=grad_format)
-    out.backward(upstream)
-    kept = (out.detach() != 0).float()
-    assert torch.allclose(x.grad, upstream * kept / 0.7)
-
-
-def test_dropout_is_the_identity_in_eval_mode_and_at_p_zero():
-    x = torch.randn(4, 3, 5, 5)
-    assert torch.equal(Dropout(0.5).eval()(x), x)
-    assert torch.equal(Dropout(0.0).train()(x), x)
-
-
-def test_dropout_masks_repeat_with_the_seed():
-    x = torch.ones(2, 8, 10, 10)
-    masks = []
-    for _ in range(2):
-        torch.manual_seed(7)
-        masks.append(Dropout(0.1).train()(x))
-    assert torch.equal(*masks)
-
-
-def test_dropout_off_the_cpu_is_torchs_kernel(monkeypatch):
-    # "meta" stands in for CUDA here: a device that is not the CPU, available without a GPU.
-    def no_cpu_draw(*args):
-        raise AssertionError("the CPU position draw ran off the CPU")
-
-    monkeypatch.setattr(blocks, "dropped_positions", no_cpu_draw)
-    x = torch.empty(4, 8, 6, 6, device="meta").contiguous(memory_format=torch.channels_last)
-    out = Dropout(0.1).train()(x)
-    assert out.device.type == "meta" and out.shape == x.shape

@@ -3,7 +3,7 @@
 The classic loop is the course's: torchvision `datasets.MNIST` + per-sample PIL transforms +
 `DataLoader` + a tqdm bar with `loss.item()` every batch; test with `.item()` per batch. Ours keeps
 the data on the device and augments whole batches; its model draws dropout masks the cheap way
-(blocks.Dropout), where the classic model has torch's nn.Dropout as the notebooks do. Both train a fresh copy of the same model with
+(fast_dropout.FastDropout), where the classic model has torch's nn.Dropout as the notebooks do. Both train a fresh copy of the same model with
 the same optimizer, interleaved (A B A B ...) after a warm-up, so machine noise hits both alike.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from .blocks import Dropout
+from .fast_dropout import FastDropout
 from .config import Config
 from .data import FILES, MEAN, STD, Split, _locate, load_split, read_bytes, to_device
 from .model import build_model, count_params, macs_per_image
@@ -72,7 +72,7 @@ def with_torch_dropout(model: nn.Module) -> nn.Module:
     """The same network with torch's nn.Dropout in place of ours: the classic loop's model."""
     for module in list(model.modules()):
         for name, child in module.named_children():
-            if isinstance(child, Dropout):
+            if isinstance(child, FastDropout):
                 setattr(module, name, nn.Dropout(child.p))
     return model
 

@@ -7,13 +7,13 @@ multiply-accumulates are computed from the specs alone, without running the mode
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .fast_dropout import FastDropout
 
 
 class Op(NamedTuple):
@@ -39,14 +39,6 @@ class BlockSpec:
     TYPE: ClassVar[str] = ""
 
 
-@dataclass(frozen=True)
-class Defaults:
-    """Model-wide defaults a block inherits when its own field is null."""
-
-    bn: bool = False
-    dropout: float = 0.0
-
-
 def out_size(size: int, op: Op) -> int:
     return (size + 2 * op.padding - op.dilation * (op.kernel - 1) - 1) // op.stride + 1
 
@@ -61,86 +53,6 @@ def _check_common(spec) -> None:
             raise ValueError(f"{name}: must be >= 1")
     if getattr(spec, "padding", 0) < 0:
         raise ValueError("padding: must be >= 0")
-
-
-# ---------------------------------------------------------------- modules
-
-def dropped_positions(n: int, p: float, device: torch.device) -> torch.Tensor:
-    """The sorted indices in [0, n) that an i.i.d. Bernoulli(p) draw over n elements hits.
-
-    The gaps between the hits of i.i.d. Bernoulli(p) trials are i.i.d. Geometric(p), so drawing the
-    gaps (about n*p random numbers) gives the same distribution as drawing all n trials.
-    """
-    log_keep = math.log1p(-p)
-    found, last = [], -1
-    while last < n - 1:
-        expected = (n - 1 - last) * p
-        draws = int(expected + 6 * math.sqrt(expected) + 16)  # one round almost always covers [0, n)
-        gaps = torch.rand(draws, dtype=torch.float64, device=device)  # u in [0, 1), so 1 - u is in (0, 1]
-        gaps.neg_().log1p_().div_(log_keep).floor_().add_(1)  # P(gap > k) = (1 - p)^k
-        # Whole numbers far below 2**53, so float64 sums are exact; in place, and long only at the
-        # end, because each extra pass and allocation showed in the profile of a training step.
-        hits = torch.cumsum(gaps, 0).add_(last)
-        found.append(hits)
-        last = int(hits[-1])
-    hits = found[0] if len(found) == 1 else torch.cat(found)
-    return hits[:int(torch.searchsorted(hits, n))].long()  # sorted: a slice, not a boolean mask
-
-
-def _storage(t: torch.Tensor) -> torch.Tensor:
-    """All of a freshly allocated dense tensor's elements as one flat view, in memory order (which
-    differs from the logical order for channels_last; an i.i.d. mask doesn't care)."""
-    return t.as_strided((t.numel(),), (1,))
-
-
-class _DropPositions(torch.autograd.Function):
-    """y = x / (1 - p) with the dropped positions set to 0, and the same for the gradient.
-
-    One scaling pass each way plus a scatter of ~n*p zeros, where a mask tensor would cost a fill and
-    a tensor multiply forward and another multiply backward.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        out = x * (1 / (1 - p))  # a new dense tensor in x's memory format
-        dropped = dropped_positions(out.numel(), p, x.device)
-        _storage(out).index_fill_(0, dropped, 0)
-        ctx.save_for_backward(dropped)
-        ctx.scale, ctx.size, ctx.stride = 1 / (1 - p), out.size(), out.stride()
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (dropped,) = ctx.saved_tensors
-        # Same strides as the forward output, so a storage position is the same element in both.
-        grad_x = torch.empty_strided(ctx.size, ctx.stride, dtype=grad.dtype, device=grad.device)
-        torch.mul(grad, ctx.scale, out=grad_x)
-        _storage(grad_x).index_fill_(0, dropped, 0)
-        return grad_x, None
-
-
-class Dropout(nn.Module):
-    """Element-wise dropout with nn.Dropout's meaning (zero each element with probability p, scale
-    the rest by 1/(1-p)), drawing the dropped positions from the gaps between them on the CPU.
-
-    torch's CPU kernel draws one random number per element; at p=0.02 that was 29 % of a training
-    step on 2 cores (benchmarks/README.md). Drawing the gaps needs about n*p numbers instead. On
-    CUDA torch's kernel is already fast and needs no host sync, so it is used there.
-    """
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, training=True)
-        return _DropPositions.apply(x, self.p)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -159,7 +71,7 @@ class ConvBNReLU(nn.Sequential):
         if relu:
             layers.append(nn.ReLU(inplace=True))
         if dropout > 0:
-            layers.append(Dropout(dropout))
+            layers.append(FastDropout(dropout))
         super().__init__(*layers)
 
 
@@ -189,15 +101,11 @@ class LinearBlock(nn.Sequential):
         if relu:
             layers.append(nn.ReLU())
         if dropout > 0:
-            layers.append(Dropout(dropout))
+            layers.append(FastDropout(dropout))
         super().__init__(*layers)
 
 
 # ---------------------------------------------------------------- specs
-
-def _pick(own, default):
-    return default if own is None else own
-
 
 @dataclass(frozen=True)
 class ConvSpec(BlockSpec):
@@ -217,11 +125,11 @@ class ConvSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
+    def build(self, cin: int, size: int) -> Built:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
         module = ConvBNReLU(cin, self.out, self.kernel, padding=self.padding, stride=self.stride,
-                            dilation=self.dilation, bias=self.bias, bn=_pick(self.bn, d.bn), relu=self.relu,
-                            dropout=_pick(self.dropout, d.dropout))
+                            dilation=self.dilation, bias=self.bias, bn=self.bn, relu=self.relu,
+                            dropout=self.dropout)
         hw = out_size(size, op) ** 2
         return Built(module, self.out, [op], hw * self.out * cin * self.kernel ** 2)
 
@@ -240,9 +148,9 @@ class PointwiseSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
-        module = ConvBNReLU(cin, self.out, 1, bias=self.bias, bn=_pick(self.bn, d.bn), relu=self.relu,
-                            dropout=_pick(self.dropout, d.dropout))
+    def build(self, cin: int, size: int) -> Built:
+        module = ConvBNReLU(cin, self.out, 1, bias=self.bias, bn=self.bn, relu=self.relu,
+                            dropout=self.dropout)
         return Built(module, self.out, [], size * size * self.out * cin)
 
 
@@ -252,11 +160,11 @@ class SepConvSpec(ConvSpec):
 
     TYPE: ClassVar[str] = "sepconv"
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
+    def build(self, cin: int, size: int) -> Built:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
         module = SeparableConv(cin, self.out, self.kernel, padding=self.padding, stride=self.stride,
-                               dilation=self.dilation, bias=self.bias, bn=_pick(self.bn, d.bn), relu=self.relu,
-                               dropout=_pick(self.dropout, d.dropout))
+                               dilation=self.dilation, bias=self.bias, bn=self.bn, relu=self.relu,
+                               dropout=self.dropout)
         hw = out_size(size, op) ** 2
         return Built(module, self.out, [op], hw * cin * self.kernel ** 2 + hw * cin * self.out)
 
@@ -271,7 +179,7 @@ class MaxPoolSpec(BlockSpec):
         if self.kernel < 1 or (self.stride is not None and self.stride < 1):
             raise ValueError("kernel: must be >= 1")
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
+    def build(self, cin: int, size: int) -> Built:
         stride = self.stride or self.kernel
         return Built(nn.MaxPool2d(self.kernel, stride), cin, [Op(self.kernel, stride)], 0)
 
@@ -293,10 +201,10 @@ class TransitionSpec(BlockSpec):
         if self.pool < 1:
             raise ValueError("pool: must be >= 1")
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
+    def build(self, cin: int, size: int) -> Built:
         op = Op(self.pool, self.pool)
-        module = Transition(cin, self.out, pool=self.pool, bias=self.bias, bn=_pick(self.bn, d.bn),
-                            relu=self.relu, dropout=_pick(self.dropout, d.dropout))
+        module = Transition(cin, self.out, pool=self.pool, bias=self.bias, bn=self.bn,
+                            relu=self.relu, dropout=self.dropout)
         return Built(module, self.out, [op], out_size(size, op) ** 2 * cin * self.out)
 
 
@@ -306,7 +214,7 @@ class GapSpec(BlockSpec):
 
     TYPE: ClassVar[str] = "gap"
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
+    def build(self, cin: int, size: int) -> Built:
         return Built(nn.AdaptiveAvgPool2d(1), cin, [Op(size)], 0)
 
 
@@ -328,7 +236,7 @@ class LargeConvSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
+    def build(self, cin: int, size: int) -> Built:
         kernel = self.kernel or size
         op = Op(kernel)
         module = ConvBNReLU(cin, self.out, kernel, bias=self.bias, bn=self.bn, relu=self.relu,
@@ -348,7 +256,7 @@ class HeadSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
+    def build(self, cin: int, size: int) -> Built:
         module = ConvBNReLU(cin, self.out, 1, bias=self.bias, relu=False)
         return Built(module, self.out, [], size * size * self.out * cin)
 
@@ -366,9 +274,9 @@ class LinearSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int, d: Defaults) -> Built:
+    def build(self, cin: int, size: int) -> Built:
         fin = cin * size * size
-        module = LinearBlock(fin, self.out, bias=self.bias, relu=self.relu, dropout=_pick(self.dropout, d.dropout))
+        module = LinearBlock(fin, self.out, bias=self.bias, relu=self.relu, dropout=self.dropout)
         return Built(module, self.out, [Op(size)] if size > 1 else [], fin * self.out, flat=True)
 
 

@@ -154,7 +154,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast is faster but changes results
     channels_last: bool = True  # memory layout only: same numbers, faster convolutions
     compile: bool = False  # torch.compile the model (CUDA; slow to start)
-    fast_batchnorm: bool = False  # CPU BatchNorm for <16-channel layers (batchnorm.py): faster, changes results
+    fast_batchnorm: bool = False  # CPU BatchNorm for <16-channel layers (fast_batchnorm.py): faster, changes results
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", "must be >= 1")

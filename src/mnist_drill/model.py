@@ -6,13 +6,14 @@ layer needs a hand-computed input size and a block that does not fit is named be
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Defaults, LinearSpec, out_size
+from .blocks import BlockSpec, LinearSpec, out_size
 from .config import ModelConfig
 from .errors import ConfigError
 
@@ -39,18 +40,24 @@ class Net(nn.Module):
         return F.log_softmax(self.blocks(x).flatten(1), dim=1)
 
 
+def with_model_defaults(spec: BlockSpec, cfg: ModelConfig) -> BlockSpec:
+    """The block with its unset (null) `bn` and `dropout` taken from the model's: the one place
+    where "BN everywhere" or "dropout everywhere" reaches the blocks."""
+    unset = {name: getattr(cfg, name) for name in ("bn", "dropout") if getattr(spec, name, False) is None}
+    return dataclasses.replace(spec, **unset) if unset else spec
+
+
 def build_model(cfg: ModelConfig) -> tuple[Net, list[LayerInfo]]:
     """The model and one LayerInfo per block. Raises ConfigError naming the block that does not fit."""
     if not cfg.blocks:
         raise ConfigError("model.blocks: the model has no blocks")
-    defaults = Defaults(bn=cfg.bn, dropout=cfg.dropout)
     channels, size, rf, jump, flat = cfg.in_channels, cfg.input_size, 1, 1, False
     modules, layers = [], []
     for i, spec in enumerate(cfg.blocks):
         where = f"model.blocks[{i}] ({spec.TYPE})"
         if flat and not isinstance(spec, LinearSpec):
             raise ConfigError(f"{where}: follows a linear layer, whose output has no spatial map")
-        built = spec.build(channels, size, defaults)
+        built = with_model_defaults(spec, cfg).build(channels, size)
         for op in built.ops:
             if op.dilation * (op.kernel - 1) + 1 > size + 2 * op.padding:
                 raise ConfigError(f"{where}: kernel {op.kernel} (dilation {op.dilation}) does not fit the "

@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from .batchnorm import use_row_batchnorm
+from .fast_batchnorm import use_fast_batchnorm
 from .config import TrainConfig
 from .errors import UsageError
 
@@ -91,7 +91,7 @@ def place(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> tor
     """The model on its device, in the memory layout and with the BatchNorm the config asks for."""
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    return use_row_batchnorm(model) if cfg.fast_batchnorm else model
+    return use_fast_batchnorm(model) if cfg.fast_batchnorm else model
 
 
 def autocast(device: torch.device, precision: str):

@@ -1,4 +1,4 @@
-"""RowBatchNorm2d trains like nn.BatchNorm2d (to float rounding) where it applies, and is
+"""FastBatchNorm2d trains like nn.BatchNorm2d (to float rounding) where it applies, and is
 nn.BatchNorm2d bit for bit everywhere else."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_drill import batchnorm
-from mnist_drill.batchnorm import FEW_CHANNELS, RowBatchNorm2d, use_row_batchnorm
-from mnist_drill.blocks import Dropout
+from mnist_drill import fast_batchnorm
+from mnist_drill.fast_batchnorm import FEW_CHANNELS, FastBatchNorm2d, use_fast_batchnorm
+from mnist_drill.fast_dropout import FastDropout
 from mnist_drill.config import TrainConfig, load_config
 from mnist_drill.model import build_model
 from mnist_drill.runtime import place
@@ -27,7 +27,7 @@ def _pair(c: int, momentum=0.1):
     with torch.no_grad():
         native.weight.uniform_(0.5, 1.5)
         native.bias.uniform_(-0.5, 0.5)
-    row = RowBatchNorm2d(c, momentum=momentum)
+    row = FastBatchNorm2d(c, momentum=momentum)
     row.load_state_dict(native.state_dict())
     return native, row
 
@@ -79,12 +79,12 @@ def test_is_torch_batchnorm_where_it_does_not_apply(case):
     assert torch.equal(row.running_var, native.running_var)
 
 
-def test_use_row_batchnorm_keeps_the_model_and_its_state():
+def test_use_fast_batchnorm_keeps_the_model_and_its_state():
     model = build_model(load_config(REPO / "configs" / "step7_lr_scheduler.yaml").model)[0]
     before = copy.deepcopy(model.state_dict())
-    use_row_batchnorm(model)
+    use_fast_batchnorm(model)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(type(m) is RowBatchNorm2d for m in bns)
+    assert bns and all(type(m) is FastBatchNorm2d for m in bns)
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
 
@@ -94,12 +94,12 @@ def test_a_step7_model_learns_the_same_with_it():
     torch.manual_seed(0)
     model = build_model(cfg.model)[0]
     for m in model.modules():
-        if isinstance(m, Dropout):
+        if isinstance(m, FastDropout):
             m.p = 0.0  # the same forward pass in both
     native = place(copy.deepcopy(model), torch.device("cpu"), TrainConfig())
     row = place(model, torch.device("cpu"), TrainConfig(fast_batchnorm=True))
-    assert any(type(m) is RowBatchNorm2d for m in row.modules())
-    assert not any(type(m) is RowBatchNorm2d for m in native.modules())
+    assert any(type(m) is FastBatchNorm2d for m in row.modules())
+    assert not any(type(m) is FastBatchNorm2d for m in native.modules())
     x = _batch((32, 1, 28, 28))
     y = torch.randint(0, 10, (32,))
     for net in (native, row):
@@ -113,7 +113,7 @@ def test_is_torch_batchnorm_off_the_cpu(monkeypatch):
     def no_rows(*args):
         raise AssertionError("the CPU row kernel ran off the CPU")
 
-    monkeypatch.setattr(batchnorm._RowBatchNorm, "apply", no_rows)
+    monkeypatch.setattr(fast_batchnorm._FastBatchNormFunction, "apply", no_rows)
     _, row = _pair(8)
     row = row.to("meta").train()
     x = torch.empty(4, 8, 6, 6, device="meta").contiguous(memory_format=CL)
