@@ -13,11 +13,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mnist_drill.config import load_config
-from mnist_drill.data import Split, load_split, resolve_dir, to_device
-from mnist_drill.model import build_model
 from mnist_drill.bench import NoSchedule
-from mnist_drill.runtime import configure, device_name, place
-from mnist_drill.train import make_optimizer, train_epoch
+from mnist_drill.data import Split, resolve_dir
+from mnist_drill.runtime import device_name
+from mnist_drill.train import setup, train_epoch
 
 
 def main() -> None:
@@ -31,10 +30,8 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_config(args.config, [f"train.device={args.device}", *args.set])
-    device = configure(cfg.train)
-    train = to_device(load_split(resolve_dir(args.data_dir, cfg.data.dir), True), device)
-    model = place(build_model(cfg.model)[0], device, cfg.train)
-    optimizer = make_optimizer(model, cfg)
+    t = setup(cfg, resolve_dir(args.data_dir, cfg.data.dir))
+    device, train, model, optimizer = t.device, t.train, t.net, t.optimizer
 
     def batches(k: int) -> Split:
         n = k * cfg.data.batch_size

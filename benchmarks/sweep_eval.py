@@ -14,14 +14,15 @@ import argparse
 import statistics
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
+from mnist_drill.checkpoint import load_weights
 from mnist_drill.config import load_config
-from mnist_drill.data import load_split, resolve_dir, to_device
-from mnist_drill.model import build_model
-from mnist_drill.runtime import configure, device_name
-from mnist_drill.train import evaluate
+from mnist_drill.data import resolve_dir
+from mnist_drill.runtime import device_name
+from mnist_drill.train import evaluate, setup
 
 
 def main() -> None:
@@ -35,12 +36,10 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_config(args.config, [f"train.device={args.device}"])
-    device = configure(cfg.train)
-    test = to_device(load_split(resolve_dir(args.data_dir, cfg.data.dir), False), device)
-    model = build_model(cfg.model)[0]
+    t = setup(cfg, resolve_dir(args.data_dir, cfg.data.dir))
+    device, test, model = t.device, t.test, t.model
     if args.weights:
-        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-    model = model.to(device)
+        load_weights(Path(args.weights), model, device)
     print(f"{cfg.name}: {len(test):,} test images on {device_name(device)}, torch {torch.__version__}")
     print(f"{'layout':>14} {'batch':>6} {'s/pass':>8} {'img/s':>8}  test_acc  same predictions")
 

@@ -47,7 +47,7 @@ def main():
             name, seed, params, accs = f.result()
             results.setdefault(name, {})[seed] = (params, accs)
             print(name, seed, params, accs[-3:] if params else accs, flush=True)
-    print(f"\n| variant | params | worst of last 3 per seed | mean final | mean best |")
+    print("\n| variant | params | worst of last 3 per seed | mean final | mean best |")
     for name in variants:
         r = results.get(name, {})
         ok = [v for v in r.values() if v[0]]

@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from .fast_dropout import FastDropout
 from .config import Config
-from .data import FILES, MEAN, STD, Split, _locate, load_split, read_bytes, to_device
+from .data import FILES, MEAN, STD, Split, _locate, load_cached, read_bytes
 from .model import build_model, count_params, macs_per_image
 from .outputs import provenance
-from .runtime import configure, device_name, place
-from .train import evaluate, make_optimizer, train_epoch
+from .runtime import device_name
+from .train import evaluate, make_optimizer, setup, train_epoch
 
 
 WARMUP_BATCHES = 20
@@ -122,25 +122,17 @@ def _timed(fn, device) -> float:
 
 def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict:
     """Time both pipelines on cfg's model and data (data.train_subset / test_subset shrink the sets)."""
+    load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)  # verify (or download) before any timing
     with tempfile.TemporaryDirectory(prefix="mnist-drill-bench-") as tmp:
         return _bench(cfg, data_dir, repeats, echo, _classic_root(data_dir, Path(tmp)))
 
 
 def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
-    device = configure(cfg.train)
-    train_cpu = load_split(data_dir, True, cfg.data.train_subset)
-    test_cpu = load_split(data_dir, False, cfg.data.test_subset)
-    train, test = to_device(train_cpu, device), to_device(test_cpu, device)
+    ours = setup(cfg, data_dir)
+    device, train, test, net, ours_opt = ours.device, ours.train, ours.test, ours.net, ours.optimizer
     classic_train_loader, classic_test_loader = classic_loaders(root, cfg, device)
-
-    def fresh(ours: bool):
-        model = build_model(cfg.model)[0]
-        model = place(model, device, cfg.train) if ours else with_torch_dropout(model.to(device))
-        return model, make_optimizer(model, cfg)
-
-    ours_model, ours_opt = fresh(True)
-    classic_model, classic_opt = fresh(False)
-    net = torch.compile(ours_model) if cfg.train.compile else ours_model
+    classic_model = with_torch_dropout(build_model(cfg.model)[0].to(device))
+    classic_opt = make_optimizer(classic_model, cfg)
 
     # Warm-up: allocator, cuDNN/oneDNN kernel choice, DataLoader worker start.
     warm = Split(train.images[:WARMUP_BATCHES * cfg.data.batch_size], train.labels[:WARMUP_BATCHES * cfg.data.batch_size])
@@ -163,7 +155,7 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     result = {
         "config": cfg.name, "device": str(device),
         "device_name": device_name(device),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "params": count_params(ours_model)[0],
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "params": count_params(ours.model)[0],
         "macs_per_image": macs, "train_images": n_train, "test_images": n_test, "repeats": repeats,
         "precision": cfg.train.precision, "channels_last": cfg.train.channels_last, "compile": cfg.train.compile,
         "fast_batchnorm": cfg.train.fast_batchnorm,

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Optional
 
-import torch
 from torch import nn
 
 from .fast_dropout import FastDropout

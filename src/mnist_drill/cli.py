@@ -1,7 +1,7 @@
-"""Command line: run, run-all, summary, show, diff.
+"""The command line: the parser, one small function per command, and the exit codes (errors.py).
 
-Errors a user can cause end in one line on stderr and exit code 2; an interrupted run exits 130
-(Ctrl-C) or 143 (SIGTERM) after saving what it finished; a failed or diverged step exits 1.
+Each command hands its work to the module that owns it (runner, config, summary, bench); this file
+only reads options and chooses what to print.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from . import __version__, analysis, plots
-from .config import DESCRIPTIVE_KEYS, Config, flatten, load_config, to_dict, to_yaml
-from .data import ENV_VAR, load_mnist
-from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, ConfigError, DrillError, Terminated, UsageError, report
-from .model import build_model
-from .outputs import write_json, write_text
-from .runner import finished_run, run_seeds, run_step
+from . import __version__
+from .config import config_changes, find_config, load_config, to_yaml, unused_settings
+from .data import LOOKUP_ORDER
+from .errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
+from .model import build_model, with_model_defaults
+from .runner import exit_code, run_steps
 from .summary import summary_text
+
+DEFAULT_OUT = "runs"  # git-ignored: a user's runs never touch the committed reference results/
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,19 +34,22 @@ class Parser(argparse.ArgumentParser):
 
 def _common(p: argparse.ArgumentParser, training: bool, writes: bool = True) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set model.dropout=0.05 (repeatable)")
+                   help="override a config value, e.g. --set model.dropout=0.05 or --set model.blocks[2].out=12 "
+                        "(repeatable)")
     if not training:
         return
-    p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
+    if writes:
+        p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (train.device)")
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
-    p.add_argument("--data-dir", help=f"folder with the four MNIST IDX files (default: ${ENV_VAR}, then data/mnist; "
+    p.add_argument("--data-dir", help=f"folder with the four MNIST IDX files (default: {LOOKUP_ORDER}; "
                                       "downloaded there when missing)")
     if not writes:
         return
-    p.add_argument("--out", default="results", help="results folder (default: results/)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the run folders (default: {DEFAULT_OUT}/)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run of the same step")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint; reuse one that finished")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,12 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("run", help="train one step")
-    p.add_argument("config", help="a step config, e.g. configs/step3_dropout.yaml")
+    p.add_argument("config", help="a step config or a step's name, e.g. configs/step3_dropout.yaml or step3")
     p.add_argument("--seeds", help="train once per seed, e.g. 1,2,3, and tabulate mean and spread")
     _common(p, training=True)
 
     p = sub.add_parser("run-all", help="train every configs/step*.yaml in order and write progression.md")
     p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
+    p.add_argument("--seeds", help="train every step once per seed, e.g. 1,2,3")
     _common(p, training=True)
 
     p = sub.add_parser("bench", help="time an epoch of mnist-drill's pipeline against the classic DataLoader loop")
@@ -73,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     _common(p, training=False)
 
-    p = sub.add_parser("show", help="the resolved config as YAML")
+    p = sub.add_parser("show", help="the resolved config as YAML (inherited block values filled in)")
     p.add_argument("config")
     _common(p, training=False)
 
@@ -89,7 +94,9 @@ def _overrides(args) -> list[str]:
     return [*args.overrides, *extra]
 
 
-def _parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -97,19 +104,6 @@ def _parse_seeds(text: str) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise UsageError(f"--seeds {text}: expected distinct non-negative integers, e.g. 1,2,3")
     return seeds
-
-
-def cmd_run(args) -> int:
-    cfg = load_config(args.config, _overrides(args))
-    step_dir = Path(args.out) / cfg.name
-    if args.seeds:
-        results = run_seeds(cfg, _parse_seeds(args.seeds), step_dir, args.data_dir,
-                            overwrite=args.overwrite, resume=args.resume)
-        print(f"wrote {step_dir / 'analysis.md'}")
-        return max(r.exit_code for r in results)
-    result = run_step(cfg, step_dir, args.data_dir, overwrite=args.overwrite, resume=args.resume)
-    print(f"wrote {result.run_dir}/")
-    return result.exit_code
 
 
 def step_configs(folder: Path) -> list[Path]:
@@ -120,110 +114,63 @@ def step_configs(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def cmd_run(args) -> int:
+    reports = run_steps([find_config(args.config)], Path(args.out), args.data_dir, overrides=_overrides(args),
+                        seeds=parse_seeds(args.seeds), overwrite=args.overwrite, resume=args.resume)
+    cfg = reports[0].cfg
+    print(f"wrote {Path(args.out) / cfg.name}/")
+    return exit_code(reports)
+
+
 def cmd_run_all(args) -> int:
-    out = Path(args.out)
-    entries, exit_code = [], 0
-    for path in step_configs(Path(args.configs)):
-        print(f"== {path}")
-        try:
-            cfg = load_config(path, _overrides(args))
-        except ConfigError as err:
-            print(f"mnist-drill: error: {err}", file=sys.stderr)
-            entries.append((Config(name=path.stem), None, "config error"))
-            exit_code = EXIT_FAILED
-            continue
-        run_dir = out / cfg.name
-        try:
-            reused = finished_run(cfg, run_dir) if args.resume else None
-            if reused is not None:
-                print(f"{cfg.name}: already complete in {run_dir}")
-                entries.append((cfg, reused, "completed"))
-                continue
-            result = run_step(cfg, run_dir, args.data_dir, overwrite=args.overwrite,
-                              resume=args.resume and (run_dir / "checkpoint.pt").is_file())
-        except (ConfigError, UsageError) as err:
-            print(f"mnist-drill: error: {err}", file=sys.stderr)
-            entries.append((cfg, None, "failed"))
-            exit_code = EXIT_FAILED
-            continue
-        entries.append((cfg, result.outcome, result.status))
-        if result.status == "interrupted":
-            exit_code = result.exit_code
-            break
-        exit_code = exit_code or result.exit_code
-    write_progression(out, entries)
-    return exit_code
-
-
-def write_progression(out: Path, entries: list) -> None:
-    write_text(out / "progression.md", analysis.progression_markdown(entries))
-    done = [(cfg, o) for cfg, o, _ in entries if o is not None]
-    if done:
-        plots.progression([c.name for c, _ in done], [o.params for _, o in done],
-                          [o.best_test_acc for _, o in done], out / "progression.png", done[-1][0].target.test_acc)
-    print(f"wrote {out / 'progression.md'}")
+    reports = run_steps(step_configs(Path(args.configs)), Path(args.out), args.data_dir, overrides=_overrides(args),
+                        seeds=parse_seeds(args.seeds), overwrite=args.overwrite, resume=args.resume,
+                        progression=True)
+    return exit_code(reports)
 
 
 def cmd_summary(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(find_config(args.config), args.overrides)
     model, layers = build_model(cfg.model)
     print(summary_text(cfg, model, layers))
     return 0
 
 
 def cmd_show(args) -> int:
-    print(to_yaml(load_config(args.config, args.overrides)), end="")
+    cfg = load_config(find_config(args.config), args.overrides)
+    blocks = tuple(with_model_defaults(b, cfg.model) for b in cfg.model.blocks)  # what `bn: null` resolves to
+    resolved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, blocks=blocks))
+    print(to_yaml(resolved), end="")
+    for line in unused_settings(cfg):
+        print(f"# note: {line}")
     return 0
 
 
-def _block_text(block) -> str:
-    """A block as its YAML flow mapping, keeping only fields that differ from the defaults."""
-    fields = {f.name: getattr(block, f.name) for f in dataclasses.fields(block)}
-    defaults = {f.name: f.default for f in dataclasses.fields(block) if f.default is not dataclasses.MISSING}
-    shown = {k: v for k, v in fields.items() if k not in defaults or defaults[k] != v}
-    return "{" + ", ".join([f"type: {block.TYPE}", *(f"{k}: {v}" for k, v in shown.items())]) + "}"
-
-
-def config_changes(old: Config, new: Config) -> list[str]:
-    """One line per changed setting; blocks are compared position by position."""
-    flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(new))
-    lines = [f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}"
-             for k in dict.fromkeys([*flat_old, *flat_new])
-             if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS)) and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")]
-    a, b = old.model.blocks, new.model.blocks
-    for i in range(max(len(a), len(b))):
-        before = _block_text(a[i]) if i < len(a) else "<absent>"
-        after = _block_text(b[i]) if i < len(b) else "<absent>"
-        if before != after:
-            lines.append(f"model.blocks[{i}]: {before} -> {after}")
-    return lines
-
-
 def cmd_diff(args) -> int:
-    old, new = load_config(args.old, args.overrides), load_config(args.new, args.overrides)
+    old, new = load_config(find_config(args.old), args.overrides), load_config(find_config(args.new), args.overrides)
     print(f"--- {args.old} ({old.name})\n+++ {args.new} ({new.name}): {new.change or '(no change note)'}")
     print("\n".join(config_changes(old, new)) or "(no change)")
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import report, run_bench
+    from .bench import report as bench_report, run_bench
     from .data import resolve_dir
+    from .outputs import write_json
 
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(find_config(args.config), _overrides(args))
     if args.repeats < 1:
         raise UsageError(f"--repeats {args.repeats}: must be >= 1")
-    data_dir = resolve_dir(args.data_dir, cfg.data.dir)
-    load_mnist(data_dir)  # verify (or download) the files before any timing
-    result = run_bench(cfg, data_dir, args.repeats)
-    print(report(result))
+    result = run_bench(cfg, resolve_dir(args.data_dir, cfg.data.dir), args.repeats)
+    print(bench_report(result))
     if args.json:
         write_json(Path(args.json), result)
         print(f"wrote {args.json}")
     return 0
 
 
-COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show, "diff": cmd_diff}
+COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show,
+            "diff": cmd_diff}
 
 
 def _raise_terminated(signum, frame):

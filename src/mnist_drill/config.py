@@ -47,7 +47,7 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dir: Optional[str] = None  # None: --data-dir, then $MNIST_DRILL_DATA, then ./data/mnist
+    dir: Optional[str] = None  # where MNIST is: see data.LOOKUP_ORDER
     batch_size: int = 128
     test_batch_size: int = 128  # among the fastest on 2 CPU cores, same predictions at any size (benchmarks/README.md)
     train_subset: Optional[int] = None  # first N training images (smoke runs, tests)
@@ -346,8 +346,11 @@ def _validate(raw: dict, source: str) -> Config:
         raise ConfigError(f"{source}: {err}") from None
 
 
-def parse_set(item: str) -> dict:
-    """'model.dropout=0.1' -> {'model': {'dropout': 0.1}}; the value is read as YAML."""
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")  # blocks[2]
+
+
+def set_path(item: str) -> tuple[list, Any]:
+    """'model.blocks[2].out=12' -> (['model', 'blocks', 2, 'out'], 12); the value is read as YAML."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item}: expected section.key=value")
@@ -355,22 +358,79 @@ def parse_set(item: str) -> dict:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         raise ConfigError(f"--set {item}: the value is not valid YAML") from None
+    parts: list = []
+    for part in key.strip().split("."):
+        m = _INDEXED.match(part)
+        parts += [m.group(1), int(m.group(2))] if m else [part]
+    return parts, value
+
+
+def parse_set(item: str) -> dict:
+    """'model.dropout=0.1' -> {'model': {'dropout': 0.1}}, for a key without a list index."""
+    parts, value = set_path(item)
     tree: Any = value
-    for part in reversed(key.strip().split(".")):
+    for part in reversed(parts):
         tree = {part: tree}
     return tree
 
 
-def load_config(path: str | Path, overrides: list[str] = (), defaults: Optional[dict] = None) -> Config:
-    """Load a step config: defaults < YAML chain < overrides ('section.key=value' strings)."""
+def _set_in(raw: dict, parts: list, value: Any, item: str) -> dict:
+    """A copy of `raw` with the value at `parts` replaced; list items (blocks) are addressed by index."""
+    if not parts:
+        return value
+    head, rest = parts[0], parts[1:]
+    if isinstance(head, int):
+        if not isinstance(raw, list) or not 0 <= head < len(raw):
+            size = len(raw) if isinstance(raw, list) else 0
+            raise ConfigError(f"--set {item}: index [{head}] is out of range (the list has {size} items)")
+        out = list(raw)
+        out[head] = _set_in(out[head] if isinstance(out[head], dict) else {}, rest, value, item)
+        return out
+    out = dict(raw) if isinstance(raw, dict) else {}
+    out[head] = _set_in(out.get(head, {}), rest, value, item) if rest else value
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Load a step config: defaults < YAML chain < overrides ('section.key=value' strings;
+    'model.blocks[2].out=12' changes one block)."""
     path = Path(path)
     raw = _load_chain(path)
     raw.setdefault("name", path.stem)
     for item in overrides:
-        tree = parse_set(item)
-        _validate(tree, f"--set {item}")
-        raw = _merge(raw, tree)
-    return _validate(raw, str(path))
+        parts, value = set_path(item)
+        if not any(isinstance(p, int) for p in parts):
+            _validate(parse_set(item), f"--set {item}")  # on its own first, so the error names the --set
+        raw = _set_in(raw, parts, value, item)
+        _validate(raw, f"--set {item}")
+    cfg = _validate(raw, str(path))
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        for why in unused_settings(cfg):
+            if why.startswith(f"{key}:"):
+                raise ConfigError(f"--set {item}: {why.split(': ', 1)[1]}")
+    return cfg
+
+
+# What each setting needs to have any effect: (dotted key, the condition, why it has none otherwise).
+_WHEN_USED = (
+    ("optim.lr", lambda c: c.scheduler.name != "onecycle",
+     lambda c: f"one-cycle starts at scheduler.max_lr / scheduler.div_factor = {c.scheduler.max_lr / c.scheduler.div_factor:g} "
+               "and ignores optim.lr; set scheduler.max_lr instead"),
+    ("optim.momentum", lambda c: c.optim.name == "sgd", lambda c: "adam has no momentum setting"),
+    ("optim.nesterov", lambda c: c.optim.name == "sgd", lambda c: "adam has no nesterov setting"),
+    *((f"scheduler.{k}", lambda c, n=n: c.scheduler.name == n, lambda c, n=n: f"used only by scheduler.name {n}")
+      for n, keys in (("step", ("step_size", "gamma")), ("onecycle", ("max_lr", "pct_start", "div_factor", "final_div_factor")),
+                      ("plateau", ("factor", "patience")))
+      for k in keys),
+)
+
+
+def unused_settings(cfg: Config) -> list[str]:
+    """'key: why' for each setting that differs from its default but has no effect under the options
+    chosen. `--set` of such a key is refused; one that comes from a file is noted in the run's log."""
+    flat, default = flatten(to_dict(cfg)), flatten(to_dict(Config()))
+    return [f"{key}: {why(cfg)}" for key, used, why in _WHEN_USED if not used(cfg) and flat[key] != default[key]]
 
 
 def to_dict(cfg: Any) -> Any:
@@ -400,6 +460,51 @@ def trains_alike(saved_yaml: str, cfg: Config) -> bool:
         return False
     return {k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS} == \
         {k: v for k, v in ours.items() if k not in DESCRIPTIVE_KEYS}
+
+
+def yaml_value(value: Any) -> str:
+    """A value as YAML writes it inline: false, 0.02, null, [1.0, 1.0], {type: conv, out: 8}."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _block_text(block: BlockSpec) -> str:
+    """A block as a YAML flow mapping, keeping only fields that differ from the defaults."""
+    shown = {"type": block.TYPE}
+    for f in dataclasses.fields(block):
+        value = getattr(block, f.name)
+        if f.default is dataclasses.MISSING or f.default != value:
+            shown[f.name] = to_dict(value)
+    return yaml_value(shown)
+
+
+def config_changes(old: Config, new: Config) -> list[str]:
+    """One line per changed setting, values in YAML; blocks are compared position by position."""
+    flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(new))
+    lines = [f"{k}: {yaml_value(flat_old.get(k, '<absent>'))} -> {yaml_value(flat_new.get(k, '<absent>'))}"
+             for k in dict.fromkeys([*flat_old, *flat_new])
+             if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS)) and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")]
+    a, b = old.model.blocks, new.model.blocks
+    for i in range(max(len(a), len(b))):
+        before = _block_text(a[i]) if i < len(a) else "<absent>"
+        after = _block_text(b[i]) if i < len(b) else "<absent>"
+        if before != after:
+            lines.append(f"model.blocks[{i}]: {before} -> {after}")
+    return lines
+
+
+def find_config(name: str, folder: Path = Path("configs")) -> Path:
+    """A config path as given, or a step's name: 'step3_dropout' or 'step3' -> configs/step3_dropout.yaml.
+    A name that matches nothing lists the steps there are."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name:
+        return path
+    steps = sorted(folder.glob("*.yaml"))
+    exact = [p for p in steps if p.stem == name]
+    prefixed = [p for p in steps if p.stem.startswith(f"{name}_")]
+    if exact or len(prefixed) == 1:
+        return (exact or prefixed)[0]
+    names = ", ".join(p.stem for p in steps) or f"none in {folder}/"
+    raise ConfigError(f"{name}: no such config file or step (steps: {names})")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -6,6 +6,7 @@ lives on the training device, is shuffled by index each epoch, and is augmented 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -29,6 +30,7 @@ FILES = {
 }
 DEFAULT_DIR = Path("data/mnist")
 ENV_VAR = "MNIST_DRILL_DATA"
+LOOKUP_ORDER = f"--data-dir, then ${ENV_VAR}, then the config's data.dir, then ./{DEFAULT_DIR}"
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Split:
 
 
 def resolve_dir(cli_dir: Optional[str], cfg_dir: Optional[str]) -> Path:
-    """--data-dir, then $MNIST_DRILL_DATA, then the config's data.dir, then ./data/mnist."""
+    """The MNIST folder: LOOKUP_ORDER, the first one given."""
     return Path(cli_dir or os.environ.get(ENV_VAR) or cfg_dir or DEFAULT_DIR).expanduser()
 
 
@@ -124,6 +126,12 @@ def load_mnist(root: Path, train_subset: Optional[int] = None, test_subset: Opti
             raise DataError(f"{root}: missing {', '.join(missing)}; pass --data-dir or set {ENV_VAR}")
         _download(root, missing)
     return load_split(root, True, train_subset), load_split(root, False, test_subset)
+
+
+@functools.lru_cache(maxsize=2)
+def load_cached(root: Path, train_subset: Optional[int] = None, test_subset: Optional[int] = None) -> tuple[Split, Split]:
+    """load_mnist, read and verified once per process: run-all and seeds train many runs on it."""
+    return load_mnist(root, train_subset, test_subset)
 
 
 def to_device(split: Split, device: torch.device) -> Split:

@@ -1,47 +1,45 @@
-"""Run a step end to end: build, train, and write every output of the run folder.
+"""Orchestration: which runs to train, reuse or resume, and every output of a run folder.
 
-Every epoch is saved as it finishes (metrics.csv and a checkpoint, both atomically), so Ctrl-C,
-SIGTERM or a diverging loss lose at most the epoch in progress, and `--resume` continues exactly.
+One function, `run_steps`, serves `run` (one step), `run --seeds`, `run-all` and `run-all --seeds`.
+For each (step, seed) it decides, in `plan_run`, whether to train afresh, resume from a checkpoint,
+reuse a finished run of the same config, or refuse; `run_step` then trains one run folder. Every
+epoch is saved as it finishes (metrics.csv and a checkpoint, both atomically), so Ctrl-C, SIGTERM or
+a diverging loss lose at most the epoch in progress, and `--resume` continues exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
-import torch
 
 from . import analysis, plots
-from .config import Config, to_yaml, trains_alike
-from .data import Split, load_mnist, resolve_dir, to_device
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, save_weights
+from .config import Config, load_config, to_yaml, trains_alike
+from .data import resolve_dir
+from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Terminated, UsageError, report
 from .model import build_model, count_params, has_fc, macs_per_image
 from .outputs import prepare_run_dir, provenance, read_metrics, write_json, write_metrics, write_text
-from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, Terminated, UsageError
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, save_weights
-from .runtime import configure, device_name, place
+from .runtime import device_name
 from .summary import summary_text
-from .train import (METRIC_COLUMNS, NonFiniteLoss, check_schedule, make_optimizer, make_scheduler, run_epoch,
-                    steps_per_epoch)
+from .train import METRIC_COLUMNS, NonFiniteLoss, run_epoch, setup
+
+Echo = Callable[[str], None]
+
 
 @dataclass
 class StepResult:
     cfg: Config
     run_dir: Path
-    status: str  # completed | interrupted | diverged
+    status: str  # completed | reused | interrupted | diverged | failed
     exit_code: int
     outcome: Optional[analysis.Outcome]
-
-
-@functools.lru_cache(maxsize=2)
-def _load_cpu(root: Path, train_subset, test_subset) -> tuple[Split, Split]:
-    return load_mnist(root, train_subset, test_subset)
 
 
 def epoch_line(row: dict, epochs: int) -> str:
@@ -50,19 +48,17 @@ def epoch_line(row: dict, epochs: int) -> str:
             f"{row['seconds']:.1f}s")
 
 
+# ---------------------------------------------------------------- one run folder
+
 def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, overwrite: bool = False,
-             resume: bool = False, echo: Callable[[str], None] = print) -> StepResult:
-    """Train one step into `run_dir`. User errors (config, data, device, folder) raise before anything
+             resume: bool = False, echo: Echo = print) -> StepResult:
+    """Train one run into `run_dir`. User errors (config, data, device, folder) raise before anything
     is written; interruptions and divergence are reported in the result, with outputs written."""
-    device = configure(cfg.train)  # seeds torch, so the initial weights below follow train.seed
-    model, layers = build_model(cfg.model)
-    train_cpu, test_cpu = _load_cpu(resolve_dir(data_dir, cfg.data.dir), cfg.data.train_subset, cfg.data.test_subset)
-    check_schedule(cfg, steps_per_epoch(len(train_cpu), cfg.data.batch_size))
+    t = setup(cfg, resolve_dir(data_dir, cfg.data.dir))
     prepare_run_dir(run_dir, overwrite, resume)
-    config_text = to_yaml(cfg)
     if resume and not trains_alike((run_dir / "config.yaml").read_text(), cfg):
         raise UsageError(f"{run_dir}: --resume needs the same config as the run it continues "
-                        "(compare with its config.yaml)")
+                         "(compare with its config.yaml)")
 
     def log(line: str) -> None:
         echo(line)
@@ -72,30 +68,24 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     versions = provenance()  # now: the code that trains, not what the checkout holds when it ends
-    write_text(run_dir / "config.yaml", config_text)
-    write_text(run_dir / "summary.txt", summary_text(cfg, model, layers))
-    params = count_params(model)[0]
-
-    train, test = to_device(train_cpu, device), to_device(test_cpu, device)
-    model = place(model, device, cfg.train)
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(train), cfg.data.batch_size))
+    write_text(run_dir / "config.yaml", to_yaml(cfg))
+    write_text(run_dir / "summary.txt", summary_text(cfg, t.model, t.layers))
+    params, macs = count_params(t.model)[0], macs_per_image(t.layers)
     rows, start_epoch = [], 1
     if resume:
-        done = load_checkpoint(run_dir, model, optimizer, scheduler, device)
+        done = load_checkpoint(run_dir, t.model, t.optimizer, t.scheduler, t.device)
         rows, start_epoch = read_metrics(run_dir / "metrics.csv")[:done], done + 1
         log(f"resuming {cfg.name} after epoch {done}")
-    net = torch.compile(model) if cfg.train.compile else model
 
-    log(f"{cfg.name}: {params:,} params, {macs_per_image(layers):,} MACs/image, device {device}, seed {cfg.train.seed}, "
+    log(f"{cfg.name}: {params:,} params, {macs:,} MACs/image, device {t.device}, seed {cfg.train.seed}, "
         f"{cfg.train.epochs} epochs")
     status, exit_code, note, last_eval = "completed", 0, "", None
     try:
         for epoch in range(start_epoch, cfg.train.epochs + 1):
-            row, last_eval = run_epoch(net, train, test, optimizer, scheduler, cfg, epoch, device)
+            row, last_eval = run_epoch(t.net, t.train, t.test, t.optimizer, t.scheduler, cfg, epoch, t.device)
             rows.append(row)
             write_metrics(run_dir / "metrics.csv", rows, METRIC_COLUMNS)
-            save_checkpoint(run_dir, epoch, model, optimizer, scheduler)
+            save_checkpoint(run_dir, epoch, t.model, t.optimizer, t.scheduler)
             log(epoch_line(row, cfg.train.epochs))
     except (KeyboardInterrupt, Terminated) as err:
         exit_code = EXIT_SIGINT if isinstance(err, KeyboardInterrupt) else EXIT_SIGTERM
@@ -113,17 +103,17 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
         plots.curves(rows, run_dir / "curves.png", cfg.name, cfg.target.test_acc)
     if status == "completed":
         (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
-        save_weights(run_dir, model)
+        save_weights(run_dir, t.model)
         if last_eval is not None:
-            wrong = plots.misclassified(test.images, test.labels, last_eval.predictions,
+            wrong = plots.misclassified(t.test.images, t.test.labels, last_eval.predictions,
                                         run_dir / "misclassified.png", cfg.name)
     write_text(run_dir / "analysis.md", analysis.analysis_markdown(cfg, outcome, status, note, wrong is not None))
     seconds = [r["seconds"] for r in rows[start_epoch - 1:]]
     write_json(run_dir / "run.json", {
-        **versions, "config": cfg.name, "status": status, "note": note, "device": str(device),
-        "device_name": device_name(device),
+        **versions, "config": cfg.name, "status": status, "note": note, "device": str(t.device),
+        "device_name": device_name(t.device),
         "seed": cfg.train.seed, "precision": cfg.train.precision, "params": params,
-        "macs_per_image": macs_per_image(layers), "epochs_finished": len(rows),
+        "macs_per_image": macs, "epochs_finished": len(rows),
         "misclassified": wrong, "started": started.isoformat(timespec="seconds"),
         "seconds_total": round(time.perf_counter() - t0, 2),
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 2) if seconds else None,
@@ -145,31 +135,128 @@ def finished_run(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
         return None
     if not trains_alike((run_dir / "config.yaml").read_text(), cfg):
         raise UsageError(f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
-                        "pass --overwrite to replace it or --out to write elsewhere")
+                         "pass --overwrite to replace it or --out to write elsewhere")
     params = count_params(build_model(cfg.model)[0])[0]
     return analysis.assess(read_metrics(run_dir / "metrics.csv"), cfg, params, has_fc(cfg.model))
 
 
-def run_seeds(cfg: Config, seeds: list[int], step_dir: Path, data_dir: Optional[str] = None, *,
-              overwrite: bool = False, resume: bool = False, echo: Callable[[str], None] = print) -> list[StepResult]:
-    """Train the step once per seed into `step_dir/seed_<n>/`, then write the per-seed table."""
+Plan = Literal["run", "resume", "reuse"]
+
+
+def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tuple[Plan, Optional[analysis.Outcome]]:
+    """The one rule for a run folder: train afresh, resume its checkpoint, or reuse its finished run.
+
+    --resume: a finished run of the same config is reused, a checkpoint is continued, an empty or
+    missing folder is trained afresh; --overwrite: anything there is replaced; neither: a folder
+    that holds a run is refused (runs never overwrite each other silently)."""
+    if overwrite and resume:
+        raise UsageError("--resume and --overwrite contradict each other: pass one")
     if not resume:
-        prepare_run_dir(step_dir, overwrite, resume=False)
-    results = []
-    for seed in seeds:
-        seed_dir = step_dir / f"seed_{seed}"
-        seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-        done = finished_run(seeded, seed_dir) if resume else None
-        if done is not None:
-            echo(f"seed {seed}: already complete in {seed_dir}")
-            results.append(StepResult(seeded, seed_dir, "completed", 0, done))
+        return "run", None
+    done = finished_run(cfg, run_dir)
+    if done is not None:
+        return "reuse", done
+    if (run_dir / CHECKPOINT).is_file():
+        return "resume", None
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir}: holds a run with no finished epoch to resume from; "
+                         "pass --overwrite to start it afresh")
+    return "run", None
+
+
+# ---------------------------------------------------------------- steps x seeds
+
+@dataclass
+class StepReport:
+    """What `run_steps` did for one step: its config (None if it did not load) and one result per seed."""
+
+    source: str
+    cfg: Optional[Config]
+    results: list[StepResult]
+    error: str = ""  # the one-line error that stopped the step before it trained
+
+    @property
+    def exit_code(self) -> int:
+        if self.error:
+            return EXIT_FAILED
+        return max((r.exit_code for r in self.results), default=0)
+
+
+def with_seed(cfg: Config, seed: int) -> Config:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
+
+def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *, overrides: list[str] = (),
+              seeds: Optional[list[int]] = None, overwrite: bool = False, resume: bool = False,
+              progression: bool = False, echo: Echo = print) -> list[StepReport]:
+    """Run (or reuse, or resume) each step config into `out/<name>/`, once per seed into
+    `out/<name>/seed_<n>/` when seeds are given, and write the step's seed table and, for a list of
+    steps, `out/progression.md`. With several steps a step that fails is reported and the next one
+    runs; with one, its error is raised (the CLI prints it). Ctrl-C or SIGTERM stops everything."""
+    reports: list[StepReport] = []
+    for source in sources:
+        if len(sources) > 1:
+            echo(f"== {source}")
+        report_ = StepReport(str(source), None, [])
+        reports.append(report_)
+        try:
+            report_.cfg = load_config(source, overrides)
+            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, echo)
+        except DrillError as err:
+            if len(sources) == 1:
+                raise
+            report(err)
+            report_.error = str(err)
             continue
-        result = run_step(seeded, seed_dir, data_dir, resume=resume and (seed_dir / "checkpoint.pt").is_file(),
-                          echo=echo)
-        results.append(result)
+        if any(r.status == "interrupted" for r in report_.results):
+            break
+    if progression:
+        _write_progression(out, reports, echo)
+    return reports
+
+
+def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: bool, resume: bool, echo: Echo) -> None:
+    cfg = step.cfg
+    if seeds and not resume:
+        prepare_run_dir(step_dir, overwrite, resume=False)  # the step folder holds the seed folders
+        overwrite = False
+    jobs = [(with_seed(cfg, s), step_dir / f"seed_{s}") for s in seeds] if seeds else [(cfg, step_dir)]
+    for job_cfg, run_dir in jobs:
+        plan, done = plan_run(job_cfg, run_dir, overwrite=overwrite, resume=resume)
+        if plan == "reuse":
+            echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
+            step.results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
+            continue
+        result = run_step(job_cfg, run_dir, data_dir, overwrite=overwrite, resume=plan == "resume", echo=echo)
+        step.results.append(result)
         if result.status == "interrupted":
             break
-    finished = {r.cfg.train.seed: r.outcome for r in results if r.outcome is not None}
-    if finished:
+    finished = {r.cfg.train.seed: r.outcome for r in step.results if r.outcome is not None}
+    if seeds and finished:
         write_text(step_dir / "analysis.md", analysis.seeds_markdown(cfg, finished))
-    return results
+        echo(f"wrote {step_dir / 'analysis.md'}")
+
+
+def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None:
+    """progression.md and .png over the steps that ran (or were reused); none when nothing did, so a
+    run-all that was refused everywhere never replaces an earlier table."""
+    ran = [(r.cfg, r.results[0].outcome, r.results[0].status) for r in reports if r.results]
+    if not ran:
+        echo("no step ran, so no progression was written")
+        return
+    missing = [(r.source, r.error or "not run") for r in reports if not r.results]
+    text = analysis.progression_markdown([(c, o, "completed" if s == "reused" else s) for c, o, s in ran])
+    if missing:
+        text += "\nNot in the table (did not run): " + "; ".join(f"{s} ({why})" for s, why in missing) + "\n"
+    write_text(out / "progression.md", text)
+    done = [(c, o, s) for c, o, s in ran if o is not None]
+    if done:
+        plots.progression([c.name for c, _, _ in done], [o.params for _, o, _ in done],
+                      [o.best_test_acc for _, o, _ in done], out / "progression.png", done[-1][0].target.test_acc)
+    echo(f"wrote {out / 'progression.md'}")
+
+
+def exit_code(reports: list[StepReport]) -> int:
+    """Interrupted wins (the user stopped it); otherwise any failure is 1."""
+    codes = [r.exit_code for r in reports]
+    return next((c for c in codes if c in (EXIT_SIGINT, EXIT_SIGTERM)), max(codes, default=0))

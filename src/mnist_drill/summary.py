@@ -50,7 +50,8 @@ def summary_text(cfg: Config, model: Net, layers: list[LayerInfo]) -> str:
     # torchsummary runs a forward pass on random input: do it on a copy, in eval mode, with the RNG
     # state restored afterwards, so writing a summary never changes the run that follows.
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buf):
-        torchsummary(copy.deepcopy(model).eval(), input_shape(cfg.model), device="cpu")
+        torchsummary(copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval(), input_shape(cfg.model),
+                     device="cpu")
     return "\n".join([
         f"Model of {cfg.name}" + (f": {cfg.change}" if cfg.change else ""), "",
         layer_table(cfg, layers), "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +18,10 @@ from tqdm import tqdm
 
 from .augment import augment_batch
 from .config import Config
+from .data import Split, load_cached, normalize, to_device
 from .errors import ConfigError
-from .data import Split, normalize
-from .runtime import autocast
+from .model import LayerInfo, Net, build_model
+from .runtime import autocast, configure, place
 
 BAR_EVERY = 50  # batches between progress-bar redraws (each one is a host sync)
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
@@ -37,6 +39,37 @@ class Evaluation:
     loss: float
     acc: float  # percent
     predictions: torch.Tensor  # (N,) on the device
+
+
+@dataclass
+class Training:
+    """Everything a run trains with, made in one order by `setup`."""
+
+    device: torch.device
+    model: Net  # on the device, in the config's layout; its state_dict is what a run saves
+    net: nn.Module  # what trains and evaluates: the model, or torch.compile(model)
+    layers: list[LayerInfo]
+    train: Split  # on the device
+    test: Split
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # a torch LR scheduler, or None
+
+
+def setup(cfg: Config, data_dir: Path) -> Training:
+    """configure -> build -> data -> place -> optimizer -> scheduler, for the runner, the bench and
+    the benchmark scripts alike. Every mistake a user can make in the config, the data or the device
+    raises here, before anything is written."""
+    device = configure(cfg.train)  # seeds torch first, so the initial weights follow train.seed
+    model, layers = build_model(cfg.model)
+    train_cpu, test_cpu = load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)
+    batches = steps_per_epoch(len(train_cpu), cfg.data.batch_size)
+    check_schedule(cfg, batches)
+    model = place(model, device, cfg.train)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, batches)
+    net = torch.compile(model) if cfg.train.compile else model
+    return Training(device, model, net, layers, to_device(train_cpu, device), to_device(test_cpu, device),
+                    optimizer, scheduler)
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
