@@ -1,16 +1,83 @@
-"""Figures: a step's loss/accuracy curves, its misclassified test images, and the progression."""
+"""Figures: a step's curves, its misclassified test images, the progression over steps, runs overlaid, and a sweep.
+
+Each figure has a `*_figure` builder that returns the matplotlib Figure (so tests can read its axes) and a writer
+that saves it atomically as PNG. Accuracies are in percent, differences between them in percentage points (pp).
+"""
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on these machines or in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import (FixedLocator, FormatStrFormatter, FuncFormatter, LogLocator, MaxNLocator,  # noqa: E402
+                               NullFormatter, NullLocator)
 
 from .outputs import atomic_path  # noqa: E402
+
+TARGET_NEAR = 3.0  # pp: a target this close to the plotted accuracies is kept inside the axis
+MIN_ACC_SPAN = 0.5  # pp: the narrowest accuracy axis, so one point or a flat run is not a sliver
+LOG_SPAN = 10.0  # values spanning more than this factor get a log axis
+ERROR_FLOOR = 0.01  # pp: on the error-log accuracy axis 100 % is drawn at 99.99 % (the log of 0 has no place)
+ERROR_LOG_TICKS = [0, 50, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.98, 99.99]  # accuracies (%) labelled there
+
+
+@dataclass(frozen=True)
+class StepPoint:
+    """One step of the progression; `train_acc` and `test_acc` hold one value per seed (%), in the same seed order."""
+    name: str
+    params: int
+    train_acc: list[float]
+    test_acc: list[float]
+
+    def __post_init__(self):
+        if not self.test_acc or len(self.train_acc) != len(self.test_acc):
+            raise ValueError(f"{self.name}: train_acc and test_acc need one value per seed each")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One variant of a sweep: the swept keys and their values (e.g. {"model.dropout": 0.02, "augment.rotation": 7}),
+    the model's parameter count, and the final test_acc (%) of each seed. Every point names the same keys."""
+    values: dict[str, object]
+    params: int
+    test_acc: list[float]
+
+
+def accuracy_scale(values: list[float]) -> str:
+    """'error-log' when the error rates (100 - accuracy, pp) span more than LOG_SPAN times, as when epoch 1 trains at
+    77 % and the last at 99.4 %: a linear axis would squeeze the last epochs into a line; else 'linear'."""
+    return "error-log" if scale_for([max(100.0 - v, ERROR_FLOOR) for v in values]) == "log" else "linear"
+
+
+def accuracy_limits(values: list[float], target: float | None, scale: str = "linear") -> tuple[float, float]:
+    """Accuracy axis limits (%) that hold every value with a small margin, and the target when it is near them."""
+    lo, hi = min(values), max(values)
+    if target is not None and lo - TARGET_NEAR <= target <= hi + TARGET_NEAR:
+        lo, hi = min(lo, target), max(hi, target)
+    if scale == "error-log":  # the margin is a factor on the error rate, an even gap on that axis
+        return 100.0 - (100.0 - lo) * 1.3, 100.0 - max(100.0 - hi, ERROR_FLOOR) / 1.3
+    if hi - lo < MIN_ACC_SPAN:
+        middle = (lo + hi) / 2
+        lo, hi = middle - MIN_ACC_SPAN / 2, middle + MIN_ACC_SPAN / 2
+    margin = 0.06 * (hi - lo)
+    return max(0.0, lo - margin), min(100.0 + margin / 2, hi + margin)
+
+
+def scale_for(values: list[float]) -> str:
+    """'log' when the positive values span more than LOG_SPAN times, else 'linear'."""
+    return "log" if min(values) > 0 and max(values) > LOG_SPAN * min(values) else "linear"
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _save(fig, path: Path) -> None:
@@ -19,21 +86,67 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def curves(rows: list[dict], path: Path, title: str, target_acc: float) -> None:
+def _log_axis(ax) -> None:
+    """A log y axis labelled at 1, 2 and 5 of each decade in plain numbers (0.02, 0.05, 2,000,000), not 2x10^-2."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _style(ax, title: str, ylabel: str, xlabel: str = "epoch", target: float | None = None,
+           accuracies: list[float] | None = None) -> None:
+    """Cosmetics every panel shares: labels, grid, the dashed target line, a legend when something is labelled, and,
+    given the plotted `accuracies`, an accuracy axis fitted to them (error-log when their error rates span decades)."""
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g} %")
+    scale = "linear" if accuracies is None else accuracy_scale(accuracies)
+    if scale == "error-log":
+        ax.set_yscale("function", functions=(lambda acc: -np.log10(np.maximum(100.0 - acc, ERROR_FLOOR)),
+                                             lambda y: 100.0 - 10.0 ** -y))
+        ax.yaxis.set_major_locator(FixedLocator(ERROR_LOG_TICKS))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ylabel += ", log scale of 100 - acc"
+    if accuracies is not None:
+        ax.set_ylim(*accuracy_limits(accuracies, target, scale))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if xlabel == "epoch":  # 1, 2, 15 or 50 epochs: whole epochs only, and a 1-epoch run not on a 0.1-epoch axis
+        first, last = ax.dataLim.intervalx
+        pad = max(0.5, 0.02 * (last - first))
+        ax.set_xlim(first - pad, last + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=8)
+
+
+def curves_figure(rows: list[dict], title: str, target_acc: float):
+    """Loss, accuracy and learning rate per epoch of one run; `rows` are metrics rows (train.METRIC_COLUMNS)."""
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
     for split, style in (("train", "-o"), ("test", "-s")):
-        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, ms=3, label=f"{split}_loss")
-        ax_acc.plot(epochs, [r[f"{split}_acc"] for r in rows], style, ms=3, label=f"{split}_acc")
-    ax_acc.axhline(target_acc, color="grey", ls="--", lw=1, label=f"target {target_acc}%")
-    ax_loss.set(xlabel="epoch", ylabel="NLL loss", yscale="log", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy",
-               ylim=(max(90.0, min(min(r["train_acc"], r["test_acc"]) for r in rows) - 0.5), 100))
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    _save(fig, path)
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, ms=3, label=split)
+        ax_acc.plot(epochs, [r[f"{split}_acc"] for r in rows], style, ms=3, label=split)
+    _log_axis(ax_loss)
+    lrs = [r["lr"] for r in rows]
+    ax_lr.plot(epochs, lrs, "-o", ms=3, color="C2")
+    if scale_for(lrs) == "log":
+        _log_axis(ax_lr)
+    else:
+        ax_lr.set_ylim(0, 1.15 * max(lrs))  # a constant rate reads as a level line, not as noise around it
+    _style(ax_loss, "loss", "NLL loss")
+    _style(ax_acc, "accuracy", "accuracy (%)", target=target_acc,
+           accuracies=[r[k] for r in rows for k in ("train_acc", "test_acc")])
+    _style(ax_lr, "learning rate (start of epoch)", "learning rate")
+    best = max(rows, key=lambda r: r["test_acc"])
+    fig.suptitle(f"{title}: final test_acc {rows[-1]['test_acc']:.2f} %, best {best['test_acc']:.2f} % "
+                 f"(epoch {best['epoch']}) of {len(rows)} epoch{'s' * (len(rows) > 1)}")
+    return fig
+
+
+def curves(rows: list[dict], path: Path, title: str, target_acc: float) -> None:
+    _save(curves_figure(rows, title, target_acc), path)
 
 
 def misclassified(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, path: Path,
@@ -54,16 +167,108 @@ def misclassified(images: torch.Tensor, labels: torch.Tensor, predictions: torch
     return len(wrong)
 
 
-def progression(names: list[str], params: list[int], best_test: list[float], path: Path, target_acc: float) -> None:
-    fig, (ax_acc, ax_params) = plt.subplots(1, 2, figsize=(12, 4))
-    x = range(len(names))
-    ax_acc.plot(x, best_test, "-o")
-    ax_acc.axhline(target_acc, color="grey", ls="--", lw=1, label=f"target {target_acc}%")
-    ax_acc.set(ylabel="best test_acc (%)", title="test accuracy per step")
-    ax_params.bar(x, params)
-    ax_params.set(yscale="log", ylabel="parameters", title="parameters per step")
-    for ax in (ax_acc, ax_params):
-        ax.set_xticks(list(x), names, rotation=30, ha="right")
-        ax.grid(alpha=0.3)
-    ax_acc.legend()
-    _save(fig, path)
+def _errorbars(ax, x, per_seed: list[list[float]], **kwargs) -> list[float]:
+    """Mean ± sd per x, no bar where there is one seed; returns the plotted extremes for fitting the axis."""
+    stats = [mean_sd(v) for v in per_seed]
+    means = [m for m, _ in stats]
+    sds = [s if len(v) > 1 else float("nan") for (_, s), v in zip(stats, per_seed)]  # nan: matplotlib draws no bar
+    ax.errorbar(x, means, yerr=None if all(len(v) == 1 for v in per_seed) else sds, capsize=3, ms=4, **kwargs)
+    return [m - s for m, s in stats] + [m + s for m, s in stats]
+
+
+def progression_figure(steps: list[StepPoint], target_acc: float):
+    """Accuracy, train-test gap and parameters per step of the drill."""
+    fig, (ax_acc, ax_gap, ax_params) = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
+    x = list(range(len(steps)))
+    seeds = max(len(s.test_acc) for s in steps)
+    extremes = _errorbars(ax_acc, x, [s.train_acc for s in steps], fmt="-o", label="train")
+    extremes += _errorbars(ax_acc, x, [s.test_acc for s in steps], fmt="-s", label="test")
+    _errorbars(ax_gap, x, [[a - b for a, b in zip(s.train_acc, s.test_acc)] for s in steps], fmt="-o", color="C3")
+    ax_gap.axhline(0, color="black", lw=0.8)
+    ax_params.bar(x, [s.params for s in steps], color="C7")
+    ax_params.bar_label(ax_params.containers[0], labels=[f"{s.params:,}" for s in steps], fontsize=8)
+    _log_axis(ax_params)
+    spread = f"mean ± sd over {seeds} seeds" if seeds > 1 else "one seed"
+    _style(ax_acc, f"accuracy per step ({spread})", "accuracy (%)", xlabel="", target=target_acc, accuracies=extremes)
+    _style(ax_gap, "train - test gap (pp)", "gap (pp): > 0 over-fitting", xlabel="")
+    _style(ax_params, "parameters per step", "parameters", xlabel="")
+    for ax in (ax_acc, ax_gap, ax_params):
+        ax.set_xticks(x, [s.name for s in steps], rotation=30, ha="right")
+    return fig
+
+
+def progression(steps: list[StepPoint], path: Path, target_acc: float) -> None:
+    _save(progression_figure(steps, target_acc), path)
+
+
+def compare_figure(runs: dict[str, list[dict]], target_acc: float):
+    """Several runs' curves overlaid, one colour per run: test accuracy, train accuracy and test loss per epoch."""
+    fig, (ax_test, ax_train, ax_loss) = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+    for colour, (label, rows) in enumerate(runs.items()):
+        epochs = [r["epoch"] for r in rows]
+        for ax, column in ((ax_test, "test_acc"), (ax_train, "train_acc"), (ax_loss, "test_loss")):
+            ax.plot(epochs, [r[column] for r in rows], "-o", ms=3, color=f"C{colour % 10}", label=label)
+    accuracies = {column: [r[column] for rows in runs.values() for r in rows] for column in ("test_acc", "train_acc")}
+    _log_axis(ax_loss)
+    _style(ax_test, "test accuracy", "test_acc (%)", target=target_acc, accuracies=accuracies["test_acc"])
+    _style(ax_train, "train accuracy", "train_acc (%)", accuracies=accuracies["train_acc"])
+    _style(ax_loss, "test loss", "test_loss (NLL)")
+    return fig
+
+
+def compare(runs: dict[str, list[dict]], path: Path, target_acc: float) -> None:
+    _save(compare_figure(runs, target_acc), path)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def pareto_front(points: list[SweepPoint]) -> list[int]:
+    """Indices of the points no other point beats on both fewer-or-equal params and higher mean test_acc,
+    by params ascending."""
+    order = sorted(range(len(points)), key=lambda i: (points[i].params, -mean_sd(points[i].test_acc)[0]))
+    front, best = [], float("-inf")
+    for i in order:
+        if mean_sd(points[i].test_acc)[0] > best:
+            front.append(i)
+            best = mean_sd(points[i].test_acc)[0]
+    return front
+
+
+def sweep_figure(points: list[SweepPoint], target_acc: float):
+    """Mean final test_acc ± sd against each key that varies (numbers on a number axis, anything else as categories),
+    and against parameters when they vary, with the Pareto front (fewest parameters for the accuracy) drawn."""
+    if any(p.values.keys() != points[0].values.keys() for p in points):
+        raise ValueError("sweep: every SweepPoint must name the same keys")
+    keys = [k for k in points[0].values if len({repr(p.values[k]) for p in points}) > 1]
+    columns = {k: [p.values[k] for p in points] for k in keys} or {"variant": [str(i + 1) for i in range(len(points))]}
+    pareto = len({p.params for p in points}) > 1
+    fig, axes = plt.subplots(1, len(columns) + pareto, figsize=(5 * (len(columns) + pareto), 4), squeeze=False,
+                             layout="constrained")
+    accs = [p.test_acc for p in points]
+    for ax, (key, xs) in zip(axes[0], columns.items()):
+        if not all(_is_number(v) for v in xs):
+            categories = list(dict.fromkeys(str(v) for v in xs))  # first-seen order
+            ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 4 else 0)
+            ax.set_xlim(-0.5, len(categories) - 0.5)
+            xs = [categories.index(str(v)) for v in xs]
+        elif scale_for(xs) == "log":
+            ax.set_xscale("log")
+        extremes = _errorbars(ax, xs, accs, fmt="o")
+        _style(ax, key, "final test_acc (%), mean ± sd", xlabel=key, target=target_acc, accuracies=extremes)
+    if pareto:
+        ax = axes[0][-1]
+        params = [p.params for p in points]
+        extremes = _errorbars(ax, params, accs, fmt="o", label="variant")
+        front = pareto_front(points)
+        ax.plot([params[i] for i in front], [mean_sd(accs[i])[0] for i in front], "--", color="C1",
+                label="Pareto front")
+        ax.set_xscale(scale_for(params))
+        _style(ax, "accuracy against size", "final test_acc (%), mean ± sd", xlabel="parameters", target=target_acc,
+               accuracies=extremes)
+    return fig
+
+
+def sweep(points: list[SweepPoint], path: Path, target_acc: float) -> None:
+    _save(sweep_figure(points, target_acc), path)
