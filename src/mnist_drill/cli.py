@@ -1,6 +1,6 @@
 """The command line: the parser, one small function per command, and the exit codes (errors.py).
 
-Each command hands its work to the module that owns it (runner, config, summary, bench); this file
+Each command hands its work to the module that owns it (runner, config, summary, bench, inference); this file
 only reads options and chooses what to print.
 """
 
@@ -86,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("old")
     p.add_argument("new")
     _common(p, training=False)
+
+    p = sub.add_parser("eval", help="score a run's model.pt on the MNIST test set, per digit too")
+    p.add_argument("run_dir", help="a run folder with config.yaml and model.pt, e.g. results/step7_lr_scheduler")
+    p.add_argument("--data-dir", help=f"folder with the MNIST IDX files (default: {LOOKUP_ORDER})")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the run's train.device)")
+    p.add_argument("--out", help="folder for eval.json and confusion.png (default: runs/eval/<run folder name>/)")
+
+    p = sub.add_parser("predict", help="the digit in each image file (PNG, JPEG, ...), by a run's model.pt")
+    p.add_argument("run_dir", help="a run folder with config.yaml and model.pt, e.g. results/step7_lr_scheduler")
+    p.add_argument("images", nargs="+", help="image files, one digit each, any size, dark-on-light or light-on-dark")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the run's train.device)")
     return parser
 
 
@@ -169,8 +180,20 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .inference import run_eval
+
+    return run_eval(Path(args.run_dir), args.data_dir, args.device, args.out)
+
+
+def cmd_predict(args) -> int:
+    from .inference import run_predict
+
+    return run_predict(Path(args.run_dir), [Path(p) for p in args.images], args.device)
+
+
 COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show,
-            "diff": cmd_diff}
+            "diff": cmd_diff, "eval": cmd_eval, "predict": cmd_predict}
 
 
 def _raise_terminated(signum, frame):

@@ -1,4 +1,5 @@
-"""Figures: a step's curves, its misclassified test images, the progression over steps, runs overlaid, and a sweep.
+"""Figures: a step's curves, its misclassified test images, the progression over steps, runs overlaid, a sweep,
+and a trained model's confusion matrix (`mnist-drill eval`).
 
 Each figure has a `*_figure` builder that returns the matplotlib Figure (so tests can read its axes) and a writer
 that saves it atomically as PNG. Accuracies are in percent, differences between them in percentage points (pp).
@@ -272,3 +273,22 @@ def sweep_figure(points: list[SweepPoint], target_acc: float):
 
 def sweep(points: list[SweepPoint], path: Path, target_acc: float) -> None:
     _save(sweep_figure(points, target_acc), path)
+
+
+def confusion_matrix(counts: list[list[int]], path: Path, title: str) -> None:
+    """Test images by true digit (rows) and predicted digit (columns), each cell's count written in it.
+    Only the mistakes are coloured: the diagonal's hundreds would wash out the few wrong ones."""
+    n = len(counts)
+    mistakes = [[0 if i == j else c for j, c in enumerate(row)] for i, row in enumerate(counts)]
+    top = max(1, max(max(row) for row in mistakes))
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    image = ax.imshow(mistakes, cmap="Reds", vmin=0, vmax=top)
+    for i, row in enumerate(counts):
+        for j, count in enumerate(row):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                        fontweight="bold" if i == j else "normal", color="white" if mistakes[i][j] > top / 2 else "k")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted digit", ylabel="true digit",
+           title=f"{title}: {sum(map(sum, mistakes))} of {sum(map(sum, counts))} misclassified")
+    fig.colorbar(image, ax=ax, label="misclassified images", ticks=matplotlib.ticker.MaxNLocator(integer=True))
+    _save(fig, path)

@@ -251,8 +251,8 @@ def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None
     write_text(out / "progression.md", text)
     done = [(c, o, s) for c, o, s in ran if o is not None]
     if done:
-        plots.progression([c.name for c, _, _ in done], [o.params for _, o, _ in done],
-                      [o.best_test_acc for _, o, _ in done], out / "progression.png", done[-1][0].target.test_acc)
+        plots.progression([plots.StepPoint(c.name, o.params, [o.best_train_acc], [o.best_test_acc]) for c, o, _ in done],
+                          out / "progression.png", done[-1][0].target.test_acc)
     echo(f"wrote {out / 'progression.md'}")
 
 

@@ -1,0 +1,212 @@
+"""Using a trained model: `eval` scores a run's model.pt on the MNIST test set, `predict` reads the
+digit in image files.
+
+Both rebuild the network from the run's config.yaml and read model.pt weights-only (checkpoint.py),
+so a model.pt from someone else cannot run code here. `predict` first turns any picture of one digit
+into an MNIST-like 28x28 image (`prepare_digit`): the model has never seen anything else.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from . import plots
+from .checkpoint import CHECKPOINT, WEIGHTS, load_weights
+from .config import Config, load_config
+from .data import Split, load_mnist, load_split, normalize, resolve_dir, to_device
+from .errors import EXIT_USAGE, DataError, StorageError, UsageError
+from .model import build_model
+from .outputs import write_json
+from .runtime import autocast, configure, place
+from .train import evaluate
+
+MAX_PIXELS = 40_000_000  # larger images are refused: a digit needs far fewer, a decompression bomb claims more
+SIZE, BOX = 28, 20  # px: MNIST fitted each digit into a 20x20 box, then centred it by mass in 28x28
+INK = 0.2  # after stretching the ink to [0, 1]: fainter pixels (noise, JPEG artefacts) do not widen the crop
+BLANK = 0.1  # ink that stands out from the background by less than this (of full scale) is no digit
+
+
+# ---------------------------------------------------------------- a run's model
+
+def load_run(run_dir: Path, device: Optional[str] = None) -> tuple[Config, torch.nn.Module, torch.device]:
+    """The run's config, its model with model.pt's weights (eval mode, on the device), and the device."""
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run folder")
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{run_dir}: no config.yaml here; pass a run folder such as results/step7_lr_scheduler")
+    if not (run_dir / WEIGHTS).is_file():
+        still = f" yet, only {CHECKPOINT}: the run is in progress or was interrupted (finish it with --resume)" \
+            if (run_dir / CHECKPOINT).is_file() else ": the run did not finish"
+        raise UsageError(f"{run_dir}: no {WEIGHTS}{still}")
+    cfg = load_config(run_dir / "config.yaml", [f"train.device={device}"] if device else [])
+    device = configure(cfg.train)  # picks the device and the run's numerics (no TF32)
+    model = load_weights(run_dir / WEIGHTS, build_model(cfg.model)[0], device)
+    return cfg, place(model, device, cfg.train).eval(), device
+
+
+# ---------------------------------------------------------------- eval
+
+def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, device: Optional[str] = None) -> dict:
+    """Test loss and accuracy, per-class accuracy and the confusion matrix of the run's model on the
+    test set it was tested on while training (data.test_subset; all 10,000 images unless set)."""
+    cfg, model, device = load_run(run_dir, device)
+    test = to_device(_test_split(resolve_dir(data_dir, cfg.data.dir), cfg.data.test_subset), device)
+    result = evaluate(model, test, cfg, device)
+    n = cfg.model.num_classes
+    confusion = torch.bincount(test.labels * n + result.predictions, minlength=n * n).reshape(n, n).cpu()
+    return {"run": str(run_dir), "config": cfg.name, "device": str(device), "images": len(test),
+            "test_loss": result.loss, "test_acc": result.acc,
+            "per_class": [{"digit": d, "images": int(confusion[d].sum()), "correct": int(confusion[d, d]),
+                           "acc": 100.0 * int(confusion[d, d]) / max(1, int(confusion[d].sum()))} for d in range(n)],
+            "confusion": confusion.tolist()}  # rows: true digit, columns: predicted digit
+
+
+def _test_split(root: Path, subset: Optional[int]) -> Split:
+    try:
+        return load_split(root, train=False, subset=subset)  # the test files alone: 0.1 s instead of 0.6 s
+    except DataError:
+        return load_mnist(root, 1, subset)[1]  # downloads missing files as `run` does; other errors recur
+
+
+def eval_text(report: dict) -> str:
+    """What `eval` prints: the totals, one row per digit, and the most frequent mistakes."""
+    lines = [f"{report['config']}: {report['images']:,} test images on {report['device']}",
+             f"test_acc {report['test_acc']:.2f} %  test_loss {report['test_loss']:.4f}",
+             "digit  images  correct   acc %"]
+    lines += [f"{c['digit']:>5}  {c['images']:>6}  {c['correct']:>7}  {c['acc']:6.2f}" for c in report["per_class"]]
+    mistakes = sorted(((count, true, pred) for true, row in enumerate(report["confusion"])
+                       for pred, count in enumerate(row) if count and true != pred), reverse=True)
+    if mistakes:
+        lines.append("most confused (true->predicted): " + ", ".join(f"{t}->{p} x{c}" for c, t, p in mistakes[:5]))
+    return "\n".join(lines)
+
+
+def run_eval(run_dir: Path, data_dir: Optional[str], device: Optional[str], out: Optional[str]) -> int:
+    """`mnist-drill eval`: print the report; write eval.json and confusion.png under `out`."""
+    report = evaluate_run(run_dir, data_dir, device)
+    folder = Path(out) if out else Path("runs/eval") / run_dir.resolve().name
+    print(eval_text(report))
+    try:
+        write_json(folder / "eval.json", report)
+        plots.confusion_matrix(report["confusion"], folder / "confusion.png", f"{report['config']}: test set")
+    except OSError as err:
+        raise StorageError(f"{folder}: cannot write the eval outputs ({err.strerror or err}); pass --out DIR") from None
+    print(f"wrote {folder / 'eval.json'} and {folder / 'confusion.png'}")
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+
+def read_image(path: Path) -> torch.Tensor:
+    """The picture in `path` as grayscale (H, W) in [0, 1]; UsageError saying why it cannot be read."""
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this and refuses above twice this
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, don't just warn
+            with Image.open(path) as image:
+                image.load()
+                return _grayscale(ImageOps.exif_transpose(image))
+    except FileNotFoundError:
+        raise UsageError("no such file") from None
+    except IsADirectoryError:
+        raise UsageError("a folder, not an image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(claimed.group(1)):,} pixels" if claimed else "its size"
+        raise UsageError(f"refused: {size} is over the {MAX_PIXELS:,}-pixel limit (a decompression bomb?)") from None
+    except Image.UnidentifiedImageError:
+        raise UsageError("not an image (Pillow cannot tell its format)") from None
+    except Exception as err:  # noqa: BLE001 -- Pillow's decoders raise many types on damaged files
+        raise UsageError(f"damaged or truncated image ({_first_line(err)})") from None
+
+
+def _grayscale(image: Image.Image) -> torch.Tensor:
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        gray, alpha = _tensor(rgba.convert("L")), _tensor(rgba.getchannel("A"))
+        # Ink drawn on a transparent sheet: lay it on a background of the opposite brightness.
+        ink = (gray * alpha).sum() / alpha.sum().clamp(min=1e-6)
+        return gray * alpha + (1.0 if ink < 0.5 else 0.0) * (1 - alpha)
+    if image.mode.startswith(("I", "F")):  # 16/32-bit or float pixels: stretch their range to [0, 1]
+        values = _tensor(image.convert("F"))
+        return (values - values.min()) / (values.max() - values.min()).clamp(min=1e-6)
+    return _tensor(image.convert("L"))
+
+
+def _tensor(image: Image.Image) -> torch.Tensor:
+    dtype = torch.float32 if image.mode == "F" else torch.uint8
+    values = torch.frombuffer(bytearray(image.tobytes()), dtype=dtype).reshape(image.height, image.width).float()
+    return values if image.mode == "F" else values / 255
+
+
+def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
+    """A grayscale picture of one digit, (H, W) in [0, 1], made the way MNIST's digits were: light ink
+    on black, cropped to the ink, fitted into 20x20 keeping its aspect ratio (antialiased), and placed
+    in 28x28 with its centre of mass at pixel (14, 14). Returns (28, 28) in [0, 1].
+
+    Polarity: a picture of a digit is mostly background, and so is most of its 1-pixel border, whose
+    median is therefore the background's brightness. The ink pulls the whole picture's mean away from
+    it: a mean darker than the background means dark ink on light paper, and the picture is inverted
+    (when they are equal, a background brighter than mid-grey decides). The background is then
+    subtracted and the ink stretched so its brightest pixel is 1, as MNIST's strokes are.
+    """
+    background = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).median()
+    if gray.mean() < background or (gray.mean() == background and background > 0.5):
+        gray, background = 1 - gray, 1 - background
+    ink = (gray - background).clamp(min=0)
+    if ink.max() < BLANK:
+        raise UsageError("no digit: the image is blank (nothing stands out from the background)")
+    ink = ink / ink.max()
+    rows, cols = (ink > INK).any(1).nonzero().flatten(), (ink > INK).any(0).nonzero().flatten()
+    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    scale = BOX / max(ink.shape)
+    h, w = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
+    fitted = F.interpolate(ink[None, None], size=(h, w), mode="bilinear", antialias=True)[0, 0].clamp(0, 1)
+    mass = fitted.sum()
+    centre_y = (fitted.sum(1) * torch.arange(h)).sum() / mass
+    centre_x = (fitted.sum(0) * torch.arange(w)).sum() / mass
+    top = min(max(round(SIZE / 2 - centre_y.item()), 0), SIZE - h)  # the whole digit stays inside the 28x28
+    left = min(max(round(SIZE / 2 - centre_x.item()), 0), SIZE - w)
+    digit = torch.zeros(SIZE, SIZE)
+    digit[top:top + h, left:left + w] = fitted
+    return digit
+
+
+@torch.inference_mode()
+def classify(model: torch.nn.Module, cfg: Config, device: torch.device, digits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (N, classes) for prepared digits (N, 28, 28) in [0, 1], normalised as in training."""
+    x = normalize(digits[:, None].to(device))
+    if cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, cfg.train.precision):
+        return model(x).float().exp().cpu()
+
+
+def run_predict(run_dir: Path, paths: list[Path], device: Optional[str] = None) -> int:
+    """`mnist-drill predict`: one line per image, in order; an image that cannot be read gets one
+    `path: error: ...` line on stderr and the others are still answered. Exit 0, or 2 if any failed."""
+    cfg, model, device = load_run(run_dir, device)
+    failed = 0
+    for path in paths:
+        try:
+            probs = classify(model, cfg, device, prepare_digit(read_image(path))[None])[0]
+        except UsageError as err:
+            print(f"{path}: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        p, d = probs.topk(2)
+        print(f"{path}: digit {d[0].item()} (p={p[0].item():.2f}; next {d[1].item()}, p={p[1].item():.2f})")
+    return EXIT_USAGE if failed else 0
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:100]
