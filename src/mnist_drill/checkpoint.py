@@ -86,8 +86,9 @@ def read_tensors(path: Path, device: torch.device):
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's own message is a page of advice with terminal escapes; the user needs the verdict.
         raise UsageError(f"{path}: refused: loading it would run code or build objects that are not plain "
-                         f"tensors and numbers ({_first_line(err)[:100]})") from None
+                         "tensors and numbers (mnist-drill reads weights-only; is the file from someone else?)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise UsageError(f"{path}: damaged or not a PyTorch file ({_first_line(err)[:100]}); "
                          "remove it, or pass --overwrite to start the run afresh") from None
