@@ -469,7 +469,7 @@ def test_target_expectations_count_the_seeds():
      ["raised train accuracy", "widened the gap +0.70 → +1.35", "more capacity, more over-fitting"]),
     (6, 7, (99.10, 99.30), (99.12, 99.32), (7756, 7756),
      ["step7_lr_scheduler left train accuracy (99.10 → 99.12), test accuracy (99.30 → 99.32) and the gap",
-      "no difference beyond seed noise"]),
+      "within seed noise: on these seeds the change does not measurably matter"]),
 ])
 def test_the_comparison_sentence_says_what_the_change_did(before_n, after_n, before, after, params, fragments):
     prev, cfg = step(before_n), step(after_n)

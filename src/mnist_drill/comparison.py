@@ -143,7 +143,7 @@ def _reading(train: int, test: int, gap: int, cause: str) -> str:
         return "a smaller gap at the same accuracies" if gap < 0 else "a wider gap at the same accuracies"
     if cause == "smaller":
         return "the same accuracy for fewer parameters"
-    return "no difference beyond seed noise: on these seeds the change does not measurably matter"
+    return "on these seeds the change does not measurably matter"
 
 
 def _sentence(subject: str, before_name: str, before: StepStats, after: StepStats, diffs: list[Difference],
