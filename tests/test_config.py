@@ -6,11 +6,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
 from mnist_drill.errors import ConfigError
-from mnist_drill.config import (AugmentConfig, Config, ModelConfig, TrainConfig, flatten, load_config,
-                                parse_set, to_dict, to_yaml, trains_alike)
+from mnist_drill.config import (DESCRIPTIVE_KEYS, EXPECTATIONS, AugmentConfig, Config, ModelConfig, TrainConfig,
+                                flatten, load_config, parse_set, to_dict, to_yaml, trains_alike)
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_CONFIGS = sorted((REPO / "configs").glob("step*.yaml"))
@@ -67,7 +68,7 @@ def test_extends_chain_merges_mappings_key_by_key_and_replaces_lists(write_confi
 
 def changed_keys(old: Config, new: Config) -> set[str]:
     a, b = flatten(to_dict(old)), flatten(to_dict(new))
-    return {k for k in a.keys() | b.keys() if k not in ("name", "change") and a.get(k) != b.get(k)}
+    return {k for k in a.keys() | b.keys() if k not in DESCRIPTIVE_KEYS and a.get(k) != b.get(k)}
 
 
 @pytest.mark.parametrize("old, new, changed", [
@@ -149,6 +150,11 @@ def test_set_accepts_scientific_notation(write_config):
     ("optim: {lr: 0}", ["optim.lr", "> 0"]),
     ("target: {test_acc: 101}", ["target.test_acc", "(0, 100]"]),
     ("name: a/b", ["name", "plain folder name"]),
+    ("expect: [gap shrinks]", ["expect", "unknown item 'gap shrinks'", "valid: params fall,", "gap narrows"]),
+    ("expect: gap narrows", ["expect", "expected a list"]),
+    ("expect: [gap narrows, gap narrows]", ["expect", "twice"]),
+    ("expect: [gap narrows, gap widens]", ["expect", "'gap narrows' and 'gap widens' contradict"]),
+    ("reason: [a, b]", ["reason", "expected a string"]),
     ("model: {blocks: [{type: conv, out: 0}]}", ["model.blocks[0].out", ">= 1"]),
     ("model: {blocks: [{type: conv, out: 8, dropout: 1.5}]}", ["model.blocks[0].dropout", "[0, 1)"]),
     ("model: {blocks: [{type: gap}, {type: conv, out: 8, kernel: 0}]}", ["model.blocks[1].kernel", ">= 1"]),
@@ -305,3 +311,45 @@ def test_trains_alike_ignores_the_name_and_change_note_only(write_config):
     assert trains_alike(to_yaml(renamed), cfg)
     assert not trains_alike(to_yaml(retuned), cfg)
     assert not trains_alike("just text\n", cfg)
+
+
+# ---------------------------------------------------------------- reason and expect: what a step aims at
+
+@pytest.mark.parametrize("path", STEP_CONFIGS[1:], ids=lambda p: p.name)
+def test_every_step_after_the_first_states_its_reason_and_expectations(path):
+    cfg = load_config(path)
+    assert cfg.reason and "\n" not in cfg.reason  # one paragraph, shown in analysis.md's Target
+    assert cfg.expect and set(cfg.expect) <= set(EXPECTATIONS)
+
+
+def test_step0_states_its_reason_and_expects_nothing_without_a_step_before():
+    cfg = load_config(STEP_CONFIGS[0])
+    assert cfg.reason and cfg.expect == ()
+
+
+def test_a_parents_reason_and_expectations_do_not_leak_into_the_child(write_config):
+    write_config("parent.yaml", "name: parent\nchange: p\nreason: why the parent\nexpect: [gap narrows]\n"
+                                "model: {bn: true}")
+    child = load_config(write_config("child.yaml", "extends: parent.yaml\nmodel: {dropout: 0.1}"))
+    assert (child.name, child.change, child.reason, child.expect) == ("child", "", "", ())
+    assert child.model.bn is True  # training keys are inherited as before
+    own = load_config(write_config("own.yaml", "extends: parent.yaml\nreason: mine\nexpect: [test_acc holds]"))
+    assert (own.reason, own.expect) == ("mine", ("test_acc holds",))
+
+
+def test_reason_and_expect_can_be_set_on_the_command_line(write_config):
+    cfg = load_config(write_config("a.yaml", "model: {bn: true}"), ["reason=try it", "expect=[params fall]"])
+    assert (cfg.reason, cfg.expect) == ("try it", ("params fall",))
+    with pytest.raises(ConfigError, match=r"^--set expect=\[params drop\]: expect: unknown item 'params drop'"):
+        load_config(write_config("b.yaml", "model: {bn: true}"), ["expect=[params drop]"])
+
+
+@pytest.mark.parametrize("key, value", [("name", "b"), ("change", "another note"), ("reason", "another reason"),
+                                        ("expect", ["test_acc rises"])])
+def test_trains_alike_ignores_each_descriptive_key(write_config, key, value):
+    cfg = load_config(write_config("a.yaml", "name: a\nchange: c\nreason: r\nexpect: [gap narrows]\n"
+                                             "model: {dropout: 0.05}"))
+    described = to_dict(cfg) | {key: value}
+    assert key in DESCRIPTIVE_KEYS
+    assert trains_alike(yaml.safe_dump(described), cfg)
+    assert not trains_alike(yaml.safe_dump(described | {"model": to_dict(cfg.model) | {"dropout": 0.1}}), cfg)

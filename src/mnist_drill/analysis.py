@@ -1,12 +1,24 @@
-"""The drill's Target / Results / Analysis for a step, and the progression table over all steps.
+"""What a step's runs say, read the way the drill reads them: targets, verdict, advice that fits the
+step, and the seeds of a step aggregated into mean ± sd. (diagnostics.py reads the curves,
+comparison.py sets a step against the one before, report.py writes the markdown.)
 
-The verdict reads the final train/test gap the way the course does: a train accuracy well above
-the test accuracy is over-fitting (regularise); a model that cannot fit its own training data to the
-target is under-fitting (add capacity, or accept it when augmentation/dropout make training harder).
+Verdict, from the final epoch (accuracies in percent, differences in percentage points):
+- over-fitting: train accuracy above test accuracy by more than GAP_TOLERANCE;
+- under-fitting: train accuracy below the target test accuracy while the test accuracy does not hold
+  the target (a run that holds it fits well enough, however low its train accuracy reads: dropout and
+  augmentation make the training batches harder than the test set);
+- healthy otherwise. So a run that meets every target is never told to add capacity.
+
+Seed noise: a step's spread of an accuracy is the standard deviation over its seeds, floored by the
+binomial standard error sqrt(p(1-p)/N) of an accuracy measured on N images (10,000 test images:
+0.08 points at 99.4 %), so one seed is judged against sampling noise and several seeds against their
+measured spread. comparison.py calls a difference of means a gain or a loss only beyond NOISE_Z
+combined standard errors.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Optional
@@ -14,6 +26,9 @@ from typing import Optional
 from .config import Config
 
 GAP_TOLERANCE = 0.3  # percentage points of train-minus-test accuracy still called healthy
+NOISE_Z = 2.0  # a difference beyond this many combined standard errors is a gain or a loss
+MNIST_TRAIN_IMAGES, MNIST_TEST_IMAGES = 60_000, 10_000  # what train_acc / test_acc are measured on by default
+HEADROOM_FOR_CAPACITY = 0.05  # of target.max_params: less headroom than this is no room to add capacity
 
 
 @dataclass(frozen=True)
@@ -37,10 +52,10 @@ class Outcome:
         return all(self.targets.values())
 
 
-def verdict(train_acc: float, test_acc: float, target_acc: float) -> str:
+def verdict(train_acc: float, test_acc: float, target_acc: float, target_held: bool = False) -> str:
     if round(train_acc - test_acc, 6) > GAP_TOLERANCE:  # 99.9 - 99.6 is 0.30000000000001 in floats
         return "over-fitting"
-    if train_acc < target_acc:
+    if train_acc < target_acc and not target_held:
         return "under-fitting"
     return "healthy"
 
@@ -65,107 +80,203 @@ def assess(rows: list[dict], cfg: Config, params: int, has_fc: bool) -> Outcome:
         best_train_acc=max(r["train_acc"] for r in rows), best_test_acc=best["test_acc"],
         best_test_epoch=best["epoch"], final_train_acc=last["train_acc"], final_test_acc=last["test_acc"],
         gap=last["train_acc"] - last["test_acc"],
-        verdict=verdict(last["train_acc"], last["test_acc"], t.test_acc),
+        verdict=verdict(last["train_acc"], last["test_acc"], t.test_acc, consistent),
         first_target_epoch=reached[0] if reached else None, consistent=consistent,
         last_test_accs=tuple(r["test_acc"] for r in tail), targets=targets)
 
 
-ADVICE = {
-    "over-fitting": "the model memorises the training set: regularise (dropout, augmentation) before "
-                    "adding anything else.",
-    "under-fitting": "the model does not fit its training data to the target: add capacity (channels, a "
-                     "layer after GAP), BN, or more epochs/LR. With dropout or augmentation on, a train "
-                     "accuracy below the test accuracy is expected: the training data is harder.",
-    "healthy": "train and test agree and the training data is fitted: push test accuracy with "
-               "augmentation or the LR schedule, or cut parameters.",
-}
+# ---------------------------------------------------------------- seeds: mean ± sd with a noise floor
+
+def binomial_se(acc: float, images: int) -> float:
+    """Standard error, in points, of an accuracy (percent) measured on `images` images."""
+    p = min(max(acc / 100, 0.0), 1.0)
+    return 100 * math.sqrt(p * (1 - p) / images)
 
 
-def _yes(ok: bool) -> str:
-    return "met" if ok else "**not met**"
+@dataclass(frozen=True)
+class Stat:
+    """One number of a step over its seeds."""
 
+    mean: float
+    sd: float  # standard deviation over the seeds; 0 with one seed
+    n: int  # seeds
+    floor: float  # binomial standard error of one measurement (0: exact, e.g. an epoch number)
+
+    @property
+    def se(self) -> float:
+        """Standard error of the mean: the spread (sd, at least the floor) over sqrt(seeds)."""
+        return max(self.sd, self.floor) / math.sqrt(self.n)
+
+    def text(self, digits: int = 2, sign: bool = False) -> str:
+        value = f"{self.mean:+.{digits}f}" if sign else f"{self.mean:.{digits}f}"
+        return value if self.n == 1 else f"{value} ± {self.sd:.{digits}f}"
+
+
+def stat(values: list[float], floor: float = 0.0) -> Stat:
+    return Stat(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values), floor)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """A step's Outcomes over its seeds."""
+
+    seeds: tuple[int, ...]
+    params: int
+    best_train_acc: Stat
+    best_test_acc: Stat
+    final_train_acc: Stat
+    final_test_acc: Stat
+    gap: Stat  # final train - test accuracy
+    first_target_epoch: Optional[Stat]  # over the seeds that reached the target; None when none did
+    reached: int  # seeds whose test accuracy reached the target in some epoch
+    held: int  # seeds that hold it over the last consistent_epochs epochs
+    all_met: int  # seeds that meet every target
+    verdict: str  # of the mean final accuracies, the target held only if every seed holds it
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+def aggregate(cfg: Config, outcomes: dict[int, Outcome]) -> StepStats:
+    """Mean ± sd over seeds; each accuracy's noise floor is the binomial error on the images it is measured on."""
+    runs = list(outcomes.values())
+    train_n = cfg.data.train_subset or MNIST_TRAIN_IMAGES
+    test_n = cfg.data.test_subset or MNIST_TEST_IMAGES
+
+    def acc(field: str, images: int) -> Stat:
+        values = [getattr(o, field) for o in runs]
+        return stat(values, binomial_se(statistics.mean(values), images))
+
+    final_train, final_test = acc("final_train_acc", train_n), acc("final_test_acc", test_n)
+    gap_floor = math.hypot(final_train.floor, final_test.floor)
+    reached = [o.first_target_epoch for o in runs if o.first_target_epoch is not None]
+    held = sum(o.consistent for o in runs)
+    return StepStats(
+        seeds=tuple(outcomes), params=runs[0].params,
+        best_train_acc=acc("best_train_acc", train_n), best_test_acc=acc("best_test_acc", test_n),
+        final_train_acc=final_train, final_test_acc=final_test, gap=stat([o.gap for o in runs], gap_floor),
+        first_target_epoch=stat(reached) if reached else None, reached=len(reached), held=held,
+        all_met=sum(o.all_met for o in runs),
+        verdict=verdict(final_train.mean, final_test.mean, cfg.target.test_acc, held == len(runs)))
+
+
+# ---------------------------------------------------------------- advice that fits the step
+
+@dataclass(frozen=True)
+class Features:
+    """What a step already has, so advice does not prescribe it again."""
+
+    dropout: float  # the largest dropout rate of any block; 0: none
+    bn: bool
+    augmentation: bool
+    scheduler: str  # none | step | onecycle | plateau
+    gap: bool
+    fc: bool  # a fully connected layer
+    headroom: int  # target.max_params - params; <= 0: over budget
+
+
+def _effective(block, key: str, model_default):
+    """A block's own setting, the model's default where it leaves it unset, None if it has no such layer."""
+    if not hasattr(block, key):
+        return None
+    value = getattr(block, key)
+    return model_default if value is None else value
+
+
+def features(cfg: Config, params: int) -> Features:
+    blocks = cfg.model.blocks
+    rates = [_effective(b, "dropout", cfg.model.dropout) or 0.0 for b in blocks]
+    return Features(
+        dropout=max(rates, default=0.0), bn=any(_effective(b, "bn", cfg.model.bn) for b in blocks),
+        augmentation=cfg.augment.enabled, scheduler=cfg.scheduler.name,
+        gap=any(b.TYPE == "gap" for b in blocks), fc=any(b.TYPE == "linear" for b in blocks),
+        headroom=cfg.target.max_params - params)
+
+
+def verdict_reason(stats: StepStats, target_acc: float) -> str:
+    """Why the verdict is what it is, with the numbers that decided it."""
+    train, test, gap = stats.final_train_acc.mean, stats.final_test_acc.mean, stats.gap.mean
+    if stats.verdict == "over-fitting":
+        return f"the final train accuracy {train:.2f} is {gap:.2f} points above the test accuracy {test:.2f} " \
+               f"(tolerance {GAP_TOLERANCE})"
+    if stats.verdict == "under-fitting":
+        return f"the final train accuracy {train:.2f} is below the {target_acc}% target and the test accuracy " \
+               f"does not hold it"
+    if train < target_acc:
+        return f"the test accuracy holds the {target_acc}% target, so a train accuracy of {train:.2f} is " \
+               f"training on harder batches, not a lack of capacity"
+    return f"train {train:.2f} and test {test:.2f} agree within {GAP_TOLERANCE} points and the training data is fitted"
+
+
+def advice(cfg: Config, stats: StepStats) -> list[str]:
+    """What to try next, given the verdict and what the step already has."""
+    f, t = features(cfg, stats.params), cfg.target
+    if stats.all_met == stats.n:
+        tips = [f"Every target is met{'' if stats.n == 1 else ' on every seed'}: nothing needs fixing."]
+        if stats.n == 1:
+            tips.append("Check that it holds on other seeds (`--seeds 1,2,3`) before calling the step done.")
+        if stats.verdict == "over-fitting":
+            tips.append("The gap is above tolerance: a little more regularisation would make it robust.")
+        return tips
+    tips = []
+    if stats.verdict == "over-fitting":
+        tips.append(f"Dropout ({f.dropout:g}) is already on: raise it a little, or regularise another way."
+                    if f.dropout else "Add a small dropout (0.01-0.05) after every conv.")
+        tips.append("Augmentation is already on: a little stronger (e.g. a few more degrees) is the next lever."
+                    if f.augmentation else "Add augmentation (a random rotation of 5-7°): harder training data, "
+                                           "no extra parameters.")
+    elif stats.verdict == "under-fitting":
+        if not f.bn:
+            tips.append("Add BatchNorm after every conv: more effective capacity for a few parameters.")
+        if f.headroom >= HEADROOM_FOR_CAPACITY * t.max_params:
+            tips.append(f"Add capacity: {f.headroom:,} parameters of headroom under the budget could go into "
+                        f"channels after the transition{' or a layer after GAP' if f.gap else ''}.")
+        elif f.headroom > 0:
+            tips.append(f"Only {f.headroom:,} parameters of headroom: capacity has to come from elsewhere "
+                        f"(BN, where the max-pool sits, the learning rate), not from more channels.")
+        if f.dropout:
+            tips.append(f"Dropout ({f.dropout:g}) takes capacity from a small model: lower or remove it.")
+        if f.augmentation:
+            tips.append("Train accuracy is measured on augmented batches, so it reads low: judge the test accuracy.")
+        if f.scheduler == "none":
+            tips.append("An LR schedule (one-cycle) trains further in the same number of epochs.")
+        if cfg.train.epochs < t.max_epochs:
+            tips.append(f"Train for up to {t.max_epochs} epochs (this step runs {cfg.train.epochs}).")
+    elif stats.held < stats.n:  # healthy, the test target not held
+        if not f.augmentation:
+            tips.append("Add augmentation (a random rotation of 5-7°) to push the test accuracy.")
+        tips.append("Add an LR schedule (one-cycle or step) so the last epochs settle on the target."
+                    if f.scheduler == "none" else
+                    "The schedule is on: look at its end LR and peak, or spend the parameter headroom.")
+    if f.headroom <= 0:
+        how = "fewer channels where the maps are large" if f.gap else \
+            "GAP and a 1x1 head instead of a large output kernel or a fully connected layer"
+        tips.append(f"{stats.params:,} parameters, {-f.headroom:,} above the target of fewer than {t.max_params:,}: "
+                    f"cut them ({how}).")
+    if f.fc and t.no_fc:
+        tips.append("The fully connected layer breaks the no-FC target: GAP and a 1x1 head replace it.")
+    if cfg.train.epochs > t.max_epochs:
+        tips.append(f"Train for at most {t.max_epochs} epochs (this step runs {cfg.train.epochs}).")
+    return tips
+
+
+# ---------------------------------------------------------------- the markdown's old names
 
 def analysis_markdown(cfg: Config, outcome: Optional[Outcome], status: str, note: str = "",
                       misclassified: bool = False) -> str:
-    t = cfg.target
-    lines = [f"# {cfg.name}", ""]
-    if cfg.change:
-        lines += [f"Change from the step before: {cfg.change}", ""]
-    lines += ["## Target", "",
-              f"- test accuracy >= {t.test_acc}% in each of the last {t.consistent_epochs} epochs",
-              f"- fewer than {t.max_params:,} parameters",
-              f"- at most {t.max_epochs} epochs"]
-    if t.no_fc:
-        lines.append("- no fully connected layer")
-    lines += [""]
-    if status != "completed":
-        lines += [f"**Run {status}**: {note}", ""]
-    if outcome is None:
-        lines += ["No epoch finished, so there are no results to analyse.", ""]
-        return "\n".join(lines)
-    o = outcome
-    lines += ["## Results", "",
-              f"- Parameters: {o.params:,}",
-              f"- Epochs run: {o.epochs}",
-              f"- Best train accuracy: {o.best_train_acc:.2f}%",
-              f"- Best test accuracy: {o.best_test_acc:.2f}% (epoch {o.best_test_epoch})",
-              f"- Final train / test accuracy: {o.final_train_acc:.2f}% / {o.final_test_acc:.2f}% "
-              f"(gap {o.gap:+.2f} points)", "",
-              "## Analysis", ""]
-    if status == "diverged":  # the gap of a diverged run says nothing about fitting
-        lines.append("- Verdict: **diverged**: the loss became NaN or infinite; lower the learning rate.")
-    else:
-        lines.append(f"- Verdict: **{o.verdict}**: {ADVICE[o.verdict]}")
-    if o.first_target_epoch is None:
-        lines.append(f"- The test accuracy never reached {t.test_acc}%.")
-    else:
-        held = "and held it" if o.consistent else "but did not hold it"
-        lines.append(f"- The test accuracy first reached {t.test_acc}% in epoch {o.first_target_epoch}, "
-                     f"{held} over the last {t.consistent_epochs} epochs.")
-    for name, ok in o.targets.items():
-        lines.append(f"- {name}: {_yes(ok)}")
-    lines.append(f"- All targets: {_yes(o.all_met)}")
-    if misclassified:
-        lines += ["", "## Misclassified test images", "", "![misclassified](misclassified.png)"]
-    lines += ["", "![curves](curves.png)", ""]
-    return "\n".join(lines)
+    """Old name, kept until runner.py calls report.run_markdown (which also reads the curves and the step before)."""
+    from .report import run_markdown
+    return run_markdown(cfg, outcome, [], status, note, misclassified)
 
 
 def seeds_markdown(cfg: Config, per_seed: dict[int, Outcome]) -> str:
-    """The multi-seed table with mean and spread, for a step run with --seeds."""
-    finals = [o.final_test_acc for o in per_seed.values()]
-    bests = [o.best_test_acc for o in per_seed.values()]
-    spread = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
-    lines = [f"# {cfg.name}: {len(per_seed)} seeds", ""]
-    if cfg.change:
-        lines += [f"Change from the step before: {cfg.change}", ""]
-    lines += ["| seed | params | final test_acc | best test_acc (epoch) | final train_acc | verdict | "
-              f"test_acc, last {cfg.target.consistent_epochs} epochs | holds {cfg.target.test_acc}% over them | all targets |",
-              "|---:|---:|---:|---:|---:|---|---|---|---|"]
-    for seed, o in per_seed.items():
-        lines.append(f"| {seed} | {o.params:,} | {o.final_test_acc:.2f} | {o.best_test_acc:.2f} ({o.best_test_epoch}) "
-                     f"| {o.final_train_acc:.2f} | {o.verdict} | {' / '.join(f'{a:.2f}' for a in o.last_test_accs)} "
-                     f"| {_yes(o.consistent)} | {_yes(o.all_met)} |")
-    lines += [f"| mean ± sd | | {statistics.mean(finals):.2f} ± {spread(finals):.2f} | "
-              f"{statistics.mean(bests):.2f} ± {spread(bests):.2f} | | | | | |", "",
-              f"All seeds meet every target: {_yes(all(o.all_met for o in per_seed.values()))}", "",
-              "Each seed's own analysis, curves and misclassified images are in `seed_<n>/`.", ""]
-    return "\n".join(lines)
+    """Old name, kept until runner.py calls report.step_markdown."""
+    from .report import step_markdown
+    return step_markdown(cfg, per_seed)
 
 
-def progression_markdown(entries: list[tuple[Config, Optional[Outcome], str]]) -> str:
-    """One table over the steps of a run-all: (config, outcome or None, status)."""
-    lines = ["# Progression", "",
-             "| step | change | params | best train_acc | best test_acc | final gap | verdict | targets met |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
-    for cfg, o, status in entries:
-        if o is None:
-            lines.append(f"| {cfg.name} | {cfg.change} | | | | | {status} | |")
-            continue
-        met = sum(o.targets.values())
-        mark = f"{met}/{len(o.targets)}" + (" ✔" if o.all_met else "")
-        verdict_text = {"completed": o.verdict, "diverged": "diverged"}.get(status, f"{o.verdict} ({status})")
-        lines.append(f"| {cfg.name} | {cfg.change} | {o.params:,} | {o.best_train_acc:.2f} | "
-                     f"{o.best_test_acc:.2f} | {o.gap:+.2f} | {verdict_text} | {mark} |")
-    lines += ["", "![progression](progression.png)", ""]
-    return "\n".join(lines)
+def progression_markdown(entries: list) -> str:
+    """Old name, kept until cli.py calls report.progression_markdown."""
+    from . import report
+    return report.progression_markdown(entries)

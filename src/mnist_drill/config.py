@@ -161,10 +161,34 @@ class TrainConfig:
         _check(self.seed >= 0, "seed", "must be >= 0")
 
 
+# What a step's `expect:` may list: effects checked against the step before it (analysis.check_expectations).
+# Accuracies are the best epoch's, the gap is the final epoch's train - test accuracy (its size, either
+# sign), and a rise or fall counts only beyond seed noise (analysis.NOISE_Z).
+EXPECTATIONS = {
+    "params fall": "fewer parameters than the step before",
+    "params rise": "more parameters than the step before",
+    "params under budget": "fewer parameters than target.max_params",
+    "train_acc rises": "best train accuracy higher, beyond seed noise",
+    "train_acc falls": "best train accuracy lower, beyond seed noise",
+    "test_acc rises": "best test accuracy higher, beyond seed noise",
+    "test_acc holds": "best test accuracy not lower beyond seed noise",
+    "test_acc falls": "best test accuracy lower, beyond seed noise",
+    "gap narrows": "final train/test gap smaller, beyond seed noise",
+    "gap widens": "final train/test gap larger, beyond seed noise",
+    "target reached": "test accuracy reaches target.test_acc in some epoch, on every seed",
+    "targets met": "every target met, on every seed",
+}
+_CONTRADICTIONS = [("params fall", "params rise"), ("train_acc rises", "train_acc falls"),
+                   ("test_acc rises", "test_acc falls"), ("test_acc holds", "test_acc falls"),
+                   ("gap narrows", "gap widens")]
+
+
 @dataclass(frozen=True)
 class Config:
     name: str = "run"  # the output folder's name; defaults to the config file's stem
     change: str = ""  # one line: what this step changes from the one before it
+    reason: str = ""  # 1-3 sentences: what the change aims at and why (analysis.md's Target)
+    expect: tuple[str, ...] = ()  # effects the change should have on the step before: EXPECTATIONS
     target: TargetConfig = field(default_factory=TargetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -176,6 +200,11 @@ class Config:
     def __post_init__(self):
         _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
                "must be a plain folder name")
+        for item in self.expect:
+            _check(item in EXPECTATIONS, "expect", f"unknown item {item!r} (valid: {', '.join(EXPECTATIONS)})")
+        _check(len(set(self.expect)) == len(self.expect), "expect", "lists an item twice")
+        for a, b in _CONTRADICTIONS:
+            _check(not {a, b} <= set(self.expect), "expect", f"{a!r} and {b!r} contradict each other")
 
 
 # ---------------------------------------------------------------- dict -> dataclass, strictly
@@ -334,7 +363,7 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not parent_path.exists():
         raise ConfigError(f"{path}: extends: no such file {parent_path}")
     base = _load_chain(parent_path, (*seen, path))
-    for key in ("name", "change"):  # these describe the parent step, not the one extending it
+    for key in DESCRIPTIVE_KEYS:  # these describe the parent step, not the one extending it
         base.pop(key, None)
     return _merge(base, raw)
 
@@ -449,12 +478,12 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=100)
 
 
-DESCRIPTIVE_KEYS = ("name", "change")  # what a step is called and why, not what it trains
+DESCRIPTIVE_KEYS = ("name", "change", "reason", "expect")  # what a step is called and why, not what it trains
 
 
 def trains_alike(saved_yaml: str, cfg: Config) -> bool:
-    """Whether a run folder's saved config.yaml trains exactly what `cfg` trains (the name and the
-    change note may differ: they describe the step, they don't change a number)."""
+    """Whether a run folder's saved config.yaml trains exactly what `cfg` trains (the DESCRIPTIVE_KEYS
+    may differ: they describe the step, they don't change a number)."""
     saved, ours = yaml.safe_load(saved_yaml), yaml.safe_load(to_yaml(cfg))
     if not isinstance(saved, dict):
         return False

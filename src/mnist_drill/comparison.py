@@ -1,0 +1,211 @@
+"""A step against the step before it: each difference labelled a gain, a loss or within seed noise,
+the step's `expect:` items checked against the numbers, and one sentence that says what the change did
+in the drill's words.
+
+Noise rule: a difference of two steps' means is a gain or a loss only when
+|Δ mean| > NOISE_Z × sqrt(se_before² + se_after²), each se being the step's spread over its seeds
+(floored by the binomial error of the accuracy, see analysis.py) over sqrt(seeds). With one seed on
+each side and test accuracies near 99.4 % that is about ±0.22 points; with three seeds whose spread is
+below the floor, about ±0.13. The gap is judged by its size |train - test| (narrower is the gain);
+parameters are exact, so any change in them is real.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from .analysis import NOISE_Z, Outcome, Stat, StepStats, aggregate, features
+from .config import Config
+
+NOISE = "within seed noise"
+
+
+@dataclass(frozen=True)
+class Difference:
+    noun: str  # what is compared, e.g. "test accuracy"
+    before: float  # mean
+    after: float
+    threshold: float  # NOISE_Z × the combined standard error, points
+    direction: int  # +1 up (or wider, for a size), -1 down (narrower), 0 within seed noise
+    label: str  # gain | loss | within seed noise
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+
+def difference(noun: str, before: Stat, after: Stat, size: bool = False) -> Difference:
+    """Label after - before by the noise rule; with size=True, compare |mean| and call narrower the gain."""
+    threshold = NOISE_Z * math.hypot(before.se, after.se)
+    change = abs(after.mean) - abs(before.mean) if size else after.mean - before.mean
+    if abs(change) <= threshold:
+        return Difference(noun, before.mean, after.mean, threshold, 0, NOISE)
+    direction = 1 if change > 0 else -1
+    return Difference(noun, before.mean, after.mean, threshold, direction,
+                      "gain" if (direction > 0) != size else "loss")
+
+
+@dataclass(frozen=True)
+class Check:
+    item: str  # an `expect:` item
+    status: str  # met | not met | within noise
+    sentence: str  # the numbers, and what they say about the expectation
+
+
+@dataclass(frozen=True)
+class Comparison:
+    before_name: str
+    after_name: str
+    before: StepStats
+    after: StepStats
+    train: Difference  # best train accuracy
+    test: Difference  # best test accuracy
+    gap: Difference  # final train - test gap, judged by its size
+    checks: tuple[Check, ...]  # one per `expect:` item of the later step
+    sentence: str  # what the change did, in the drill's words
+
+
+def _numbers(d: Difference) -> str:
+    if d.noun == "gap":
+        return f"gap {d.before:+.2f} → {d.after:+.2f} (size {abs(d.after) - abs(d.before):+.2f}, " \
+               f"noise ±{d.threshold:.2f})"
+    return f"{d.noun} {d.before:.2f} → {d.after:.2f} ({d.delta:+.2f}, noise ±{d.threshold:.2f})"
+
+
+def _check(item: str, cfg: Config, before: StepStats, after: StepStats, diffs: dict[str, Difference]) -> Check:
+    n, t = after.n, cfg.target
+    if item.startswith("params"):
+        if item == "params under budget":
+            ok, numbers = after.params < t.max_params, f"{after.params:,} params, target fewer than {t.max_params:,}"
+        else:
+            ok = after.params < before.params if item == "params fall" else after.params > before.params
+            numbers = f"params {before.params:,} → {after.params:,}"
+    elif item == "target reached":
+        ok = after.reached == n
+        numbers = f"first reached {t.test_acc}%: {first_target_text(after, t.test_acc)}"
+    elif item == "targets met":
+        ok = after.all_met == n
+        numbers = f"every target met on {after.all_met} of {n} seeds"
+    else:
+        metric, verb = item.split(" ")
+        d = diffs[metric]
+        numbers = _numbers(d)
+        if verb == "holds":
+            ok = d.direction >= 0
+        elif d.direction == 0:
+            return Check(item, "within noise", f"{numbers}: no change beyond seed noise, so the numbers do not show "
+                                               f"the expected effect (nor rule out one within ±{d.threshold:.2f})")
+        else:
+            ok = d.direction == (1 if verb in ("rises", "widens") else -1)
+    if ok:
+        return Check(item, "met", numbers)
+    return Check(item, "not met", f"{numbers}: the numbers disagree with the expectation")
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _cause(before_cfg: Config, cfg: Config, before: StepStats, after: StepStats) -> str:
+    """What kind of change this is, for the reading: capacity | regularisation | smaller | other."""
+    had, has = features(before_cfg, before.params), features(cfg, after.params)
+    if has.dropout > had.dropout or (has.augmentation and not had.augmentation):
+        return "regularisation"
+    if after.params > before.params or (has.bn and not had.bn):
+        return "capacity"
+    return "smaller" if after.params < before.params else "other"
+
+
+def _reading(train: int, test: int, gap: int, cause: str) -> str:
+    """The drill's reading of which way train accuracy, test accuracy and the gap's size moved (+1, -1, 0)."""
+    if train > 0:
+        fit = "more capacity" if cause == "capacity" else "a better fit of the training set"
+        if gap > 0:
+            return f"{fit}, more over-fitting"
+        return f"{fit}, and the test set gains from it" if test > 0 else f"{fit}, not (yet) seen on the test set"
+    if train < 0:
+        harder = cause == "regularisation"
+        if test < 0:
+            return "too much regularisation: both sets fit worse" if harder else \
+                "less capacity: the model now fits both sets worse"
+        if test > 0:
+            return "harder training, better generalisation" if harder else "a looser fit, better generalisation"
+        if gap < 0:
+            return "regularisation at work: a harder fit and a smaller gap at no measurable test cost" if harder \
+                else "less capacity to memorise: a smaller gap at no measurable test cost"
+        return "harder training data, at no measurable test cost" if harder else \
+            "less capacity to fit the training set, at no measurable test cost"
+    if test:
+        return "better generalisation at the same fit" if test > 0 else "worse generalisation at the same fit"
+    if gap:
+        return "a smaller gap at the same accuracies" if gap < 0 else "a wider gap at the same accuracies"
+    if cause == "smaller":
+        return "the same accuracy for fewer parameters"
+    return "on these seeds the change does not measurably matter"
+
+
+def _sentence(subject: str, before_name: str, before: StepStats, after: StepStats, diffs: list[Difference],
+              cause: str, target_acc: float) -> str:
+    did, kept = [], []
+    if after.params < before.params:
+        did.append(f"cut the parameters {before.params:,} → {after.params:,}")
+    elif after.params > before.params:
+        did.append(f"added {after.params - before.params:,} parameters ({before.params:,} → {after.params:,})")
+    for d in diffs:
+        values = f"{d.before:+.2f} → {d.after:+.2f}" if d.noun == "gap" else f"{d.before:.2f} → {d.after:.2f}"
+        if d.direction == 0:
+            kept.append(f"{'the gap' if d.noun == 'gap' else d.noun} ({values})")
+        elif d.noun == "gap":
+            did.append(f"{'widened' if d.direction > 0 else 'narrowed'} the gap {values}")
+        else:
+            did.append(f"{'raised' if d.direction > 0 else 'lowered'} {d.noun} {values}")
+    text = f"{subject} "
+    if did:
+        text += _join(did) + (f", while {_join(kept)} stayed within seed noise" if kept else "")
+    else:
+        text += f"left {_join(kept)} within seed noise"
+    train, test, gap = (d.direction for d in diffs)
+    return f"{text}: {_reading(train, test, gap, cause)}.{_target_news(before_name, before, after, target_acc)}"
+
+
+def _target_news(before_name: str, before: StepStats, after: StepStats, target_acc: float) -> str:
+    """A second sentence when the step meets every target, or reaches the target accuracy, more often than the
+    step before."""
+    def share(count: int, stats: StepStats) -> str:
+        return "" if stats.n == 1 else f" on {count} of {stats.n} seeds"
+    if after.all_met and after.all_met / after.n > before.all_met / before.n:
+        return f" It meets every target{share(after.all_met, after)}; {before_name} did" + \
+            (" not." if not before.all_met else f"{share(before.all_met, before)}.")
+    if after.reached and after.reached / after.n > before.reached / before.n:
+        return f" Its test accuracy reaches {target_acc}%{share(after.reached, after)} " \
+               f"({first_target_text(after, target_acc)}; {before_name}: {first_target_text(before, target_acc)})."
+    return ""
+
+
+def compare_steps(before_cfg: Config, before_outcomes: dict[int, Outcome], cfg: Config,
+                  outcomes: dict[int, Outcome], subject: Optional[str] = None,
+                  before_name: Optional[str] = None) -> Comparison:
+    """The step (cfg, outcomes: seed -> Outcome) against the one before it. The sentence names the steps by
+    their config names unless `subject` / `before_name` say otherwise (compare labels runs by folder)."""
+    before, after = aggregate(before_cfg, before_outcomes), aggregate(cfg, outcomes)
+    before_name, after_name = before_name or before_cfg.name, subject or cfg.name
+    diffs = {"train_acc": difference("train accuracy", before.best_train_acc, after.best_train_acc),
+             "test_acc": difference("test accuracy", before.best_test_acc, after.best_test_acc),
+             "gap": difference("gap", before.gap, after.gap, size=True)}
+    return Comparison(
+        before_name, after_name, before, after, diffs["train_acc"], diffs["test_acc"], diffs["gap"],
+        tuple(_check(item, cfg, before, after, diffs) for item in cfg.expect),
+        _sentence(after_name, before_name, before, after, list(diffs.values()), _cause(before_cfg, cfg, before, after),
+                  cfg.target.test_acc))
+
+
+def first_target_text(stats: StepStats, target_acc: float) -> str:
+    """'epoch 10', '10.3 ± 0.6 (3 of 3 seeds)' or 'never'."""
+    s: Optional[Stat] = stats.first_target_epoch
+    if s is None:
+        return "never"
+    if stats.n == 1:
+        return f"epoch {s.mean:.0f}"
+    return f"epoch {s.text(1)} ({stats.reached} of {stats.n} seeds)"
