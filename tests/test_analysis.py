@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from mnist_drill import report
-from mnist_drill.analysis import (GAP_TOLERANCE, Stat, advice, aggregate, analysis_markdown, assess, binomial_se,
-                                  features, progression_markdown, seeds_markdown, verdict)
+from mnist_drill.analysis import GAP_TOLERANCE, Stat, advice, aggregate, assess, binomial_se, features, verdict
 from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, LargeConvSpec
 from mnist_drill.comparison import compare_steps, difference
 from mnist_drill.config import Config, ModelConfig, SchedulerConfig, TargetConfig, TrainConfig, load_config
@@ -701,14 +700,3 @@ def test_compare_markdown_lists_block_changes_and_keys_only_one_run_has():
     assert "| model.blocks[6].type | large_conv | gap | gap |" in text
     assert "| model.blocks[7].type | — | head | head |" in text
     assert "## four against three" in text and "## five against three" in text
-
-
-# ---------------------------------------------------------------- the old names the runner and CLI call
-
-def test_the_old_markdown_names_render_the_new_markdown():
-    cfg = config()
-    o = assess(rows_from([99.0, 99.5, 99.5, 99.5]), cfg, 7000, False)
-    assert analysis_markdown(cfg, o, "completed", "", True) == report.run_markdown(cfg, o, [], "completed", "", True)
-    assert seeds_markdown(cfg, three_seeds(cfg)) == report.step_markdown(cfg, three_seeds(cfg))
-    entries = [(cfg, o, "completed")]
-    assert progression_markdown(entries) == report.progression_markdown(entries)

@@ -259,24 +259,3 @@ def advice(cfg: Config, stats: StepStats) -> list[str]:
     if cfg.train.epochs > t.max_epochs:
         tips.append(f"Train for at most {t.max_epochs} epochs (this step runs {cfg.train.epochs}).")
     return tips
-
-
-# ---------------------------------------------------------------- the markdown's old names
-
-def analysis_markdown(cfg: Config, outcome: Optional[Outcome], status: str, note: str = "",
-                      misclassified: bool = False) -> str:
-    """Old name, kept until runner.py calls report.run_markdown (which also reads the curves and the step before)."""
-    from .report import run_markdown
-    return run_markdown(cfg, outcome, [], status, note, misclassified)
-
-
-def seeds_markdown(cfg: Config, per_seed: dict[int, Outcome]) -> str:
-    """Old name, kept until runner.py calls report.step_markdown."""
-    from .report import step_markdown
-    return step_markdown(cfg, per_seed)
-
-
-def progression_markdown(entries: list) -> str:
-    """Old name, kept until cli.py calls report.progression_markdown."""
-    from . import report
-    return report.progression_markdown(entries)

@@ -85,7 +85,7 @@ def read_tensors(path: Path, device: torch.device):
         raise UsageError(f"{path}: no such file")
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
+    except pickle.UnpicklingError:
         # torch's own message is a page of advice with terminal escapes; the user needs the verdict.
         raise UsageError(f"{path}: refused: loading it would run code or build objects that are not plain "
                          "tensors and numbers (mnist-drill reads weights-only; is the file from someone else?)") from None

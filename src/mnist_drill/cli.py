@@ -19,7 +19,7 @@ from .config import config_changes, find_config, load_config, to_yaml, unused_se
 from .data import LOOKUP_ORDER
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
 from .model import build_model, with_model_defaults
-from .runner import exit_code, run_steps
+from .runner import compare_runs, exit_code, run_steps
 from .summary import summary_text
 
 DEFAULT_OUT = "runs"  # git-ignored: a user's runs never touch the committed reference results/
@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
     p.add_argument("--seeds", help="train every step once per seed, e.g. 1,2,3")
     _common(p, training=True)
+
+    p = sub.add_parser("compare", help="runs side by side: the config keys that differ, results, curves overlaid")
+    p.add_argument("runs", nargs="+", help="run folders, or step folders of seed_<n>/ runs (two or more)")
+    p.add_argument("--out", default=f"{DEFAULT_OUT}/compare",
+                   help=f"folder for compare.md and compare.png (default: {DEFAULT_OUT}/compare/)")
 
     p = sub.add_parser("bench", help="time an epoch of mnist-drill's pipeline against the classic DataLoader loop")
     p.add_argument("config")
@@ -140,6 +145,12 @@ def cmd_run_all(args) -> int:
     return exit_code(reports)
 
 
+def cmd_compare(args) -> int:
+    print(compare_runs([Path(r) for r in args.runs], Path(args.out)))
+    print(f"wrote {Path(args.out) / 'compare.md'} and compare.png")
+    return 0
+
+
 def cmd_summary(args) -> int:
     cfg = load_config(find_config(args.config), args.overrides)
     model, layers = build_model(cfg.model)
@@ -193,7 +204,7 @@ def cmd_predict(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show,
-            "diff": cmd_diff, "eval": cmd_eval, "predict": cmd_predict}
+            "diff": cmd_diff, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict}
 
 
 def _raise_terminated(signum, frame):

@@ -521,6 +521,12 @@ def config_changes(old: Config, new: Config) -> list[str]:
     return lines
 
 
+def extends_path(path: Path) -> Optional[Path]:
+    """The file a config extends, or None."""
+    parent = _read_yaml(Path(path)).get("extends")
+    return Path(path).parent / parent if isinstance(parent, str) else None
+
+
 def find_config(name: str, folder: Path = Path("configs")) -> Path:
     """A config path as given, or a step's name: 'step3_dropout' or 'step3' -> configs/step3_dropout.yaml.
     A name that matches nothing lists the steps there are."""

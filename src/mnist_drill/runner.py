@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Callable, Literal, Optional
 
 
-from . import analysis, plots
+from . import analysis, plots, report
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, save_weights
-from .config import Config, load_config, to_yaml, trains_alike
+from .config import Config, extends_path, load_config, to_yaml, trains_alike
 from .data import resolve_dir
-from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Terminated, UsageError, report
+from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Terminated, UsageError
+from .errors import report as print_error
 from .model import build_model, count_params, has_fc, macs_per_image
 from .outputs import prepare_run_dir, provenance, read_metrics, write_json, write_metrics, write_text
 from .runtime import device_name
@@ -51,9 +52,10 @@ def epoch_line(row: dict, epochs: int) -> str:
 # ---------------------------------------------------------------- one run folder
 
 def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, overwrite: bool = False,
-             resume: bool = False, echo: Echo = print) -> StepResult:
+             resume: bool = False, previous: report.Previous = None, echo: Echo = print) -> StepResult:
     """Train one run into `run_dir`. User errors (config, data, device, folder) raise before anything
-    is written; interruptions and divergence are reported in the result, with outputs written."""
+    is written; interruptions and divergence are reported in the result, with outputs written.
+    `previous` is the step before, (Config, {seed: Outcome}), for analysis.md to compare against."""
     t = setup(cfg, resolve_dir(data_dir, cfg.data.dir))
     prepare_run_dir(run_dir, overwrite, resume)
     if resume and not trains_alike((run_dir / "config.yaml").read_text(), cfg):
@@ -107,7 +109,7 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
         if last_eval is not None:
             wrong = plots.misclassified(t.test.images, t.test.labels, last_eval.predictions,
                                         run_dir / "misclassified.png", cfg.name)
-    write_text(run_dir / "analysis.md", analysis.analysis_markdown(cfg, outcome, status, note, wrong is not None))
+    write_text(run_dir / "analysis.md", report.run_markdown(cfg, outcome, rows, status, note, wrong is not None, previous))
     seconds = [r["seconds"] for r in rows[start_epoch - 1:]]
     write_json(run_dir / "run.json", {
         **versions, "config": cfg.name, "status": status, "note": note, "device": str(t.device),
@@ -175,6 +177,9 @@ class StepReport:
     results: list[StepResult]
     error: str = ""  # the one-line error that stopped the step before it trained
 
+    def outcomes(self) -> dict[int, analysis.Outcome]:
+        return {r.cfg.train.seed: r.outcome for r in self.results if r.outcome is not None}
+
     @property
     def exit_code(self) -> int:
         if self.error:
@@ -194,6 +199,7 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
     steps, `out/progression.md`. With several steps a step that fails is reported and the next one
     runs; with one, its error is raised (the CLI prints it). Ctrl-C or SIGTERM stops everything."""
     reports: list[StepReport] = []
+    previous: report.Previous = None
     for source in sources:
         if len(sources) > 1:
             echo(f"== {source}")
@@ -201,21 +207,27 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
         reports.append(report_)
         try:
             report_.cfg = load_config(source, overrides)
-            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, echo)
+            if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
+                previous = parent_results(source, out, overrides)
+            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, previous, echo)
         except DrillError as err:
             if len(sources) == 1:
                 raise
-            report(err)
+            print_error(err)
             report_.error = str(err)
+            previous = None
             continue
         if any(r.status == "interrupted" for r in report_.results):
             break
+        finished = report_.outcomes()
+        previous = (report_.cfg, finished) if finished and report_.exit_code == 0 else None
     if progression:
         _write_progression(out, reports, echo)
     return reports
 
 
-def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: bool, resume: bool, echo: Echo) -> None:
+def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: bool, resume: bool,
+                  previous: report.Previous, echo: Echo) -> None:
     cfg = step.cfg
     if seeds and not resume:
         prepare_run_dir(step_dir, overwrite, resume=False)  # the step folder holds the seed folders
@@ -227,33 +239,103 @@ def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: 
             echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
             step.results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
             continue
-        result = run_step(job_cfg, run_dir, data_dir, overwrite=overwrite, resume=plan == "resume", echo=echo)
+        result = run_step(job_cfg, run_dir, data_dir, overwrite=overwrite, resume=plan == "resume", previous=previous,
+                          echo=echo)
         step.results.append(result)
         if result.status == "interrupted":
             break
-    finished = {r.cfg.train.seed: r.outcome for r in step.results if r.outcome is not None}
+    finished = step.outcomes()
     if seeds and finished:
-        write_text(step_dir / "analysis.md", analysis.seeds_markdown(cfg, finished))
+        rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
+        status = next((r.status for r in step.results if r.status not in ("completed", "reused")), "completed")
+        write_text(step_dir / "analysis.md", report.step_markdown(cfg, finished, rows, previous, status))
         echo(f"wrote {step_dir / 'analysis.md'}")
 
 
 def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None:
     """progression.md and .png over the steps that ran (or were reused); none when nothing did, so a
     run-all that was refused everywhere never replaces an earlier table."""
-    ran = [(r.cfg, r.results[0].outcome, r.results[0].status) for r in reports if r.results]
+    ran = [(r.cfg, r.outcomes() or None, _step_status(r)) for r in reports if r.results]
     if not ran:
         echo("no step ran, so no progression was written")
         return
     missing = [(r.source, r.error or "not run") for r in reports if not r.results]
-    text = analysis.progression_markdown([(c, o, "completed" if s == "reused" else s) for c, o, s in ran])
+    text = report.progression_markdown(ran)
     if missing:
         text += "\nNot in the table (did not run): " + "; ".join(f"{s} ({why})" for s, why in missing) + "\n"
     write_text(out / "progression.md", text)
     done = [(c, o, s) for c, o, s in ran if o is not None]
     if done:
-        plots.progression([plots.StepPoint(c.name, o.params, [o.best_train_acc], [o.best_test_acc]) for c, o, _ in done],
-                          out / "progression.png", done[-1][0].target.test_acc)
+        points = [plots.StepPoint(c.name, next(iter(o.values())).params, [x.best_train_acc for x in o.values()],
+                                  [x.best_test_acc for x in o.values()]) for c, o, _ in done]
+        plots.progression(points, out / "progression.png", done[-1][0].target.test_acc)
     echo(f"wrote {out / 'progression.md'}")
+
+
+def _step_status(step: StepReport) -> str:
+    """The step's status for the progression: the first seed that did not complete, else completed."""
+    return next((r.status for r in step.results if r.status not in ("completed", "reused")), "completed")
+
+
+# ---------------------------------------------------------------- reading finished runs
+
+@dataclass
+class FinishedStep:
+    """A step's finished runs read back from disk: one run folder, or one per seed_<n>/ inside it."""
+
+    cfg: Config
+    outcomes: dict[int, analysis.Outcome]
+    rows: dict[int, list[dict]]
+
+
+def read_step(path: Path) -> FinishedStep:
+    """The finished runs in a run folder or a step folder of seed_<n>/ runs; names what is missing."""
+    folders = sorted(path.glob("seed_*/"), key=lambda p: p.name) if not (path / "config.yaml").is_file() else [path]
+    if not path.is_dir():
+        raise UsageError(f"{path}: no such run folder")
+    outcomes, rows, cfg = {}, {}, None
+    for folder in folders:
+        if not (folder / "config.yaml").is_file() or not (folder / "metrics.csv").is_file():
+            continue
+        run_cfg = load_config(folder / "config.yaml")
+        run_rows = read_metrics(folder / "metrics.csv")
+        if not run_rows:
+            continue
+        params = count_params(build_model(run_cfg.model)[0])[0]
+        outcomes[run_cfg.train.seed] = analysis.assess(run_rows, run_cfg, params, has_fc(run_cfg.model))
+        rows[run_cfg.train.seed], cfg = run_rows, cfg or run_cfg
+    if cfg is None:
+        raise UsageError(f"{path}: holds no run with a finished epoch (config.yaml and metrics.csv)")
+    return FinishedStep(cfg, outcomes, rows)
+
+
+def parent_results(source: Path, out: Path, overrides: list[str]) -> report.Previous:
+    """The step that `source` extends, as (Config, {seed: Outcome}), if a run of it finished in `out`."""
+    parent = extends_path(source)
+    if parent is None:
+        return None
+    try:
+        name = load_config(parent, overrides).name
+        found = read_step(out / name)
+    except DrillError:
+        return None
+    return found.cfg, found.outcomes
+
+
+def compare_runs(paths: list[Path], out: Path) -> str:
+    """`mnist-drill compare`: the runs' differing config keys and results as markdown (returned, and
+    written to out/compare.md) and their curves overlaid in out/compare.png."""
+    if len(paths) < 2:
+        raise UsageError("compare needs at least two run folders")
+    steps = [read_step(p) for p in paths]
+    names = [p.resolve().name for p in paths]
+    labels = [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    text = report.compare_markdown([(label, s.cfg, s.outcomes) for label, s in zip(labels, steps)])
+    curves = {(label if len(s.rows) == 1 else f"{label} seed {seed}"): rows
+              for label, s in zip(labels, steps) for seed, rows in s.rows.items()}
+    write_text(out / "compare.md", text + "\n![curves](compare.png)\n")
+    plots.compare(curves, out / "compare.png", steps[-1].cfg.target.test_acc)
+    return text
 
 
 def exit_code(reports: list[StepReport]) -> int:
