@@ -183,7 +183,8 @@ def test_usage_errors_are_one_line_exit_2(quick, error_line, name, fragment):
 @pytest.mark.parametrize("name, out, fragments", [
     ("cuda", "out_cuda", ["--device cuda", "CUDA is not available"]),
     ("out under a file", None, ["afile", "cannot write here"]),
-    ("no data", "out_nodata", ["empty", "downloading it failed", "--data-dir", "MNIST_DRILL_DATA"]),
+    ("no data", "out_nodata", ["empty", "downloading it failed: <urlopen error", "Connection refused", "--data-dir",
+                               "MNIST_DRILL_DATA"]),
 ])
 def test_user_errors_are_one_line_exit_2(quick, error_line, name, out, fragments):
     results, tmp = quick
@@ -195,6 +196,8 @@ def test_user_errors_are_one_line_exit_2(quick, error_line, name, out, fragments
         assert fragment in line, line
     if out:  # nothing was written for a run that could not start
         assert not (tmp / out).exists()
+    if name == "no data":  # a failed download leaves no empty MNIST/raw behind
+        assert list((tmp / "empty").iterdir()) == []
 
 
 # ---------------------------------------------------------------- end to end

@@ -57,17 +57,28 @@ def _locate(root: Path, name: str) -> Optional[Path]:
 
 
 def _download(root: Path, missing: list[str]) -> None:
+    """torchvision's downloader (its mirrors and checksums) into root/MNIST/raw. On failure, the
+    folders it made are removed again, and the error says why in the words of the last mirror."""
+    import contextlib
+    import io
+
     from torchvision.datasets import MNIST
 
+    raw = (root / "MNIST" / "raw").absolute()
+    made = [p for p in (raw, *raw.parents) if not p.exists()]  # deepest first
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        for train in (True, False):
-            MNIST(str(root), train=train, download=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # its per-mirror chatter; the error below says it once
+            for train in (True, False):
+                MNIST(str(root), train=train, download=True)
     except Exception as err:  # offline, DNS, HTTP, disk: all end the same way for the user
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"MNIST is not in {root} (missing {', '.join(missing)}) and downloading it failed "
-                        f"({reason[:120]}); "
-                        f"put the four IDX files there, or pass --data-dir / set {ENV_VAR}") from None
+        for folder in made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        reasons = [line for line in str(err).splitlines() if line.strip() and not line.startswith(("Tried", "Error"))]
+        reason = (reasons[-1] if reasons else str(err).strip() or type(err).__name__)[:120]
+        raise DataError(f"MNIST is not in {root} (missing {', '.join(missing)}) and downloading it failed: {reason}; "
+                        f"check the network (or a proxy), or put the four IDX files there, or pass --data-dir / "
+                        f"set {ENV_VAR}") from None
 
 
 def read_bytes(path: Path) -> bytes:
