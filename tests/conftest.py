@@ -42,16 +42,36 @@ TINY = {
 }
 
 
+# Tiers: `pytest -m "not slow"` is the everyday tier (no subprocess, no training through the CLI;
+# well under a minute); plain `pytest` (the README's command, and CI) runs everything. Tests are
+# marked from the fixtures they use, so a new test lands in the right tier without a decorator.
+SLOW_FIXTURES = {"cli", "cli_many", "cli_start"}  # each call starts a Python that imports torch
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+        if "data_dir" in item.fixturenames:
+            item.add_marker(pytest.mark.data)
+
+
+def _has_mnist(path: Path) -> bool:
+    return all((path / n).is_file() or (path / f"{n}.gz").is_file() or (path / "MNIST" / "raw" / n).is_file()
+               for n in MNIST_FILES)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The folder with the four MNIST IDX files: $MNIST_DRILL_DATA, else ../shared/data/mnist."""
+    """The folder with the four MNIST IDX files: $MNIST_DRILL_DATA, else ../shared/data/mnist (these
+    machines and CI), else data/mnist (where a first `mnist-drill run` downloads it)."""
     env = os.environ.get("MNIST_DRILL_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-    missing = [n for n in MNIST_FILES if not ((path / n).is_file() or (path / f"{n}.gz").is_file())]
-    if missing:
-        pytest.fail(f"MNIST data not found in {path} (missing {', '.join(missing)}); "
-                    "set MNIST_DRILL_DATA to the folder holding the four IDX files", pytrace=False)
-    return path
+    candidates = [Path(env)] if env else [REPO_ROOT.parent / "shared" / "data" / "mnist", REPO_ROOT / "data" / "mnist"]
+    found = next((p for p in candidates if _has_mnist(p)), None)
+    if found is None:
+        pytest.fail(f"MNIST data not found in {' or '.join(map(str, candidates))}; set MNIST_DRILL_DATA to the folder "
+                    "holding the four IDX files, or run `mnist-drill run step7` once to download them", pytrace=False)
+    return found
 
 
 def cli_env(extra: Optional[dict] = None) -> dict:

@@ -3,9 +3,11 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # starts a Jupyter kernel
 
 
 def test_progression_notebook_runs_on_committed_results():
