@@ -184,19 +184,14 @@ class MaxPoolSpec(BlockSpec):
 
 
 @dataclass(frozen=True)
-class TransitionSpec(BlockSpec):
-    """Max-pool then 1x1 squeeze: the end of a convolution block."""
+class TransitionSpec(PointwiseSpec):
+    """Max-pool then 1x1 squeeze (the keys of `pointwise`, and `pool`): the end of a convolution block."""
 
     TYPE: ClassVar[str] = "transition"
-    out: int
     pool: int = 2
-    bias: bool = False
-    bn: Optional[bool] = None
-    dropout: Optional[float] = None
-    relu: bool = True
 
     def __post_init__(self):
-        _check_common(self)
+        super().__post_init__()
         if self.pool < 1:
             raise ValueError("pool: must be >= 1")
 
