@@ -36,6 +36,7 @@ import torch
 from conftest import CLI_TIMEOUT, REPO_ROOT, cli_env, stderr_lines
 from mnist_drill.config import load_config
 from mnist_drill.errors import ConfigError, UsageError
+from mnist_drill import lock
 from mnist_drill.lock import LOCK_NAME, run_lock
 
 EPOCHS = 6
@@ -340,6 +341,15 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path):
     assert notes == [f"{run_dir}: took over the lock left by pid 999999 on elsewhere since yesterday, "
                      "which no longer runs"]
     assert list(run_dir.iterdir()) == []
+
+
+def test_where_files_cannot_be_locked_a_run_goes_ahead_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock, "fcntl", None)
+    notes = []
+    with run_lock(tmp_path / "run", echo=notes.append):
+        assert list((tmp_path / "run").iterdir()) == []
+    assert notes == [f"{tmp_path / 'run'}: cannot be locked here (no file locks on this system); a second run of "
+                     "this folder would not be refused"]
 
 
 # ---------------------------------------------------------------- damaged or foreign files on --resume

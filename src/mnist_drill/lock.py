@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .errors import UsageError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs go unlocked there
+    fcntl = None
 
 LOCK_NAME = ".mnist-drill.lock"
 _HELD: set[Path] = set()  # lock files this process holds: lock_holder() does not report them
@@ -40,6 +44,10 @@ def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
         raise UsageError(f"{run_dir}: cannot write here ({err.strerror})") from None
     path = run_dir / LOCK_NAME
     fd, left_by = _acquire(path, run_dir)
+    if fd is None:  # no locks on this file system: run as before locks existed, and say so
+        echo(f"{run_dir}: cannot be locked here ({left_by}); a second run of this folder would not be refused")
+        yield
+        return
     _HELD.add(path.resolve())
     try:
         if left_by is not None:
@@ -72,7 +80,7 @@ def in_use(run_dir: Path, holder: str) -> UsageError:
 
 def lock_holder(path: Path) -> Optional[str]:
     """'pid N on HOST since TIME' when another live process holds the lock file `path`, else None."""
-    if path.resolve() in _HELD:
+    if fcntl is None or path.resolve() in _HELD:
         return None
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -91,8 +99,11 @@ def lock_holder(path: Path) -> Optional[str]:
         os.close(fd)
 
 
-def _acquire(path: Path, run_dir: Path) -> tuple[int, Optional[dict]]:
-    """Open and flock `path`; returns the fd and what a dead holder recorded in it (None if nothing)."""
+def _acquire(path: Path, run_dir: Path) -> tuple[Optional[int], Any]:
+    """Open and flock `path`; returns the fd and what a dead holder recorded in it (None if nothing),
+    or (None, why) where the file system has no locks."""
+    if fcntl is None:
+        return None, "no file locks on this system"
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -105,8 +116,10 @@ def _acquire(path: Path, run_dir: Path) -> tuple[int, Optional[dict]]:
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise in_use(run_dir, _describe(holder)) from None
-            raise UsageError(f"{run_dir}: cannot lock the run folder ({err.strerror}); is it on a file system "
-                             "without locks?") from None
+            if holder is None:  # the empty file this call created
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            return None, err.strerror  # ENOLCK, EOPNOTSUPP: some network and FUSE file systems
         # The previous holder removes the file as it finishes; if it did so between our open and our
         # flock, we hold a file nobody else will open: start again with the file now at `path`.
         try:
