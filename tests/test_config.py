@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
-from mnist_drill.errors import ConfigError
+from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.config import (DESCRIPTIVE_KEYS, EXPECTATIONS, AugmentConfig, Config, ModelConfig, TrainConfig,
-                                flatten, load_config, parse_set, to_dict, to_yaml, trains_alike)
+                                flatten, load_config, load_yaml_text, parse_set, read_saved_config, to_dict, to_yaml,
+                                trains_alike)
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_CONFIGS = sorted((REPO / "configs").glob("step*.yaml"))
@@ -235,6 +236,78 @@ def test_invalid_yaml_reports_the_exact_position(write_config):
     path = write_config("f.yaml", "model:\n  bn: true\n   dropout: 0.1\n")
     with pytest.raises(ConfigError, match=r"at line 3, column 11"):
         load_config(path)
+
+
+# ---------------------------------------------------------------- the strict YAML reader (refusals: test_faults.py)
+
+@pytest.mark.parametrize("text, value", [
+    ("1e-3", 0.001),  # YAML 1.1 reads a string; everybody means a number
+    ("-.5", -0.5),
+    ("1.", 1.0),
+    ("0x10", 16),
+    ("0o17", 15),
+    ("0", 0),
+    ("true", True),
+    ("FALSE", False),
+    ("~", None),
+    ("'yes'", "yes"),  # quoted, the word is a word
+    ('"1:30"', "1:30"),
+    ("2024-01-01", "2024-01-01"),  # no dates: a step named after a day is a name
+    ("1_000", "1_000"),  # YAML 1.2: not a number, so an integer key says so instead of guessing
+    ("[1.0, 1.1]", [1.0, 1.1]),
+])
+def test_the_strict_reader_reads_what_the_text_says(text, value):
+    read = load_yaml_text(f"key: {text}\n", "f.yaml")["key"]
+    assert read == value and type(read) is type(value)
+
+
+def test_a_step_config_may_use_quotes_comments_and_a_document_marker(write_config):
+    cfg = load_config(write_config("q.yaml", """
+        --- # one document, marked
+        name: "on"      # a quoted YAML 1.1 word is a name like any other
+        change: 'yes: 1:30, 010'
+        optim: {lr: 1e-3}
+        ...
+        """))
+    assert (cfg.name, cfg.change, cfg.optim.lr) == ("on", "yes: 1:30, 010", 0.001)
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.stem)
+def test_a_saved_config_passes_the_strict_reader(path, tmp_path):
+    cfg = load_config(path)
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))
+    assert trains_alike(read_saved_config(saved), cfg)
+
+
+def test_words_and_numbers_yaml_1_1_reads_otherwise_round_trip_through_a_saved_config(write_config, tmp_path):
+    cfg = load_config(write_config("w.yaml", "name: 'off'\nchange: '1:30'\n"))
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(cfg))  # safe_dump quotes what would read back otherwise
+    assert load_config(saved).change == "1:30" and load_config(saved).name == "off"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("- a\n", "expected a mapping at the top level, got a list"),
+    ("model: {bn: yes}\n", "model.bn: yes is YAML 1.1 for true"),
+    ("optim: {lr: 0.1\n", "invalid YAML"),
+    ("\x89PNG\r\n\x1a\n\x00", "holds NUL bytes"),
+])
+def test_a_damaged_saved_config_says_to_restore_it_or_overwrite(tmp_path, text, fragment):
+    saved = tmp_path / "run" / "config.yaml"
+    saved.parent.mkdir()
+    saved.write_text(text)
+    with pytest.raises(UsageError) as info:
+        read_saved_config(saved)
+    message = str(info.value)
+    assert message.startswith(f"{saved}: ") and fragment in message
+    assert message.endswith(f"it is the config of the run in {saved.parent}: restore it, or pass --overwrite to train "
+                            "the run afresh")
+
+
+def test_a_missing_saved_config_is_named(tmp_path):
+    with pytest.raises(UsageError, match=r"config.yaml: no such config file; it is the config of the run in"):
+        read_saved_config(tmp_path / "config.yaml")
 
 
 @pytest.mark.parametrize("item, fragments", [

@@ -1,16 +1,25 @@
-"""Atomic writes, run folders that are never overwritten silently, metrics files, provenance."""
+"""Atomic writes, storage faults, run folders that are never overwritten silently, reading a run
+folder back (damaged files named), provenance."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import platform
+import resource
+import signal
+import stat
 import subprocess
 
 import pytest
 
-from mnist_drill.outputs import (atomic_path, git_commit, prepare_run_dir, provenance, read_metrics, save_torch,
-                                 write_json, write_metrics, write_text)
-from mnist_drill.errors import UsageError
+from mnist_drill.errors import StorageError, UsageError
+from mnist_drill.lock import LOCK_NAME, run_lock
+from mnist_drill.outputs import (append_line, atomic_path, git_commit, holds_run, prepare_run_dir, provenance,
+                                 read_metrics, read_run_json, remove_temp_files, save_torch, write_json, write_metrics,
+                                 write_text)
 from mnist_drill.train import METRIC_COLUMNS
 
 
@@ -153,3 +162,156 @@ def test_git_commit_is_dirty_for_changed_code_but_not_for_regenerated_results(tm
     assert git_commit(tmp_path / "src") == (commit, False)
     (tmp_path / "src" / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path / "src") == (commit, True)
+
+
+# ---------------------------------------------------------------- storage faults
+
+@pytest.mark.parametrize("code, fragments", [
+    (errno.ENOSPC, ["No space left on device", "free some space"]),
+    (errno.EFBIG, ["File too large", "the file-size limit is reached"]),
+    (errno.EACCES, ["Permission denied", "make the folder writable again"]),
+    (errno.EROFS, ["Read-only file system", "write elsewhere with --out"]),
+])
+def test_a_write_that_fails_on_the_disk_is_one_storage_error_and_keeps_the_old_file(tmp_path, code, fragments):
+    path = tmp_path / "metrics.csv"
+    write_text(path, "old content")
+    with pytest.raises(StorageError) as info:
+        with atomic_path(path) as tmp:
+            tmp.write_text("half writ")
+            raise OSError(code, os.strerror(code))
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot write (") and "\n" not in message
+    assert all(fragment in message for fragment in fragments), message
+    assert info.value.exit_code == 74
+    assert path.read_text() == "old content" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_torch_zip_writer_failing_on_a_full_disk_is_a_storage_fault(tmp_path):
+    with pytest.raises(StorageError, match=r"model.pt: cannot write \(\[enforce fail at inline_container.cc:672\]"):
+        with atomic_path(tmp_path / "model.pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def file_size_limit():
+    """Sets RLIMIT_FSIZE for this process (SIGXFSZ ignored, so a write past it fails with EFBIG); restores both."""
+    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, old_limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+    signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_save_torch_past_a_file_size_limit_raises_storage_error_and_keeps_the_old_file(tmp_path, file_size_limit):
+    import torch
+
+    path = tmp_path / "checkpoint.pt"
+    save_torch(path, {"w": torch.zeros(10)})
+    old = path.read_bytes()
+    file_size_limit(20_000)
+    with pytest.raises(StorageError, match=r"checkpoint.pt: cannot write \(File too large\)"):
+        save_torch(path, {"w": torch.zeros(100_000)})
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_appending_to_the_log_where_it_cannot_be_written_is_a_storage_error(tmp_path):
+    (tmp_path / "train.log").mkdir()
+    with pytest.raises(StorageError, match=r"train.log: cannot write \(Is a directory\)"):
+        append_line(tmp_path / "train.log", "epoch 1")
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+
+
+# ---------------------------------------------------------------- reading a run folder back
+
+HEADER = "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds\n"
+ROW = "1,0.5,90,0.4,91,0.01,2.5\n"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("a,b\n1,2\n", "its header is 'a,b', not 'epoch,train_loss,"),
+    ("", "its header is 'missing'"),
+    (HEADER + "1,0.5,90,0.4\n", "line 2 has 4 cells for 7 columns"),
+    (HEADER + ROW.replace("90", "n/a"), "line 2, train_acc: 'n/a' is not a number"),
+    (HEADER + ROW.replace("1,", "1.5,", 1), "line 2, epoch: '1.5' is not a number"),
+    (HEADER + ROW + ROW, "line 3: epoch 1 where epoch 2 belongs"),
+    (HEADER.encode() + b"1,0.5,9\xe9", "not UTF-8 text"),
+])
+def test_a_metrics_file_that_mnist_drill_did_not_write_is_named(tmp_path, text, fragment):
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(UsageError) as info:
+        read_metrics(path, METRIC_COLUMNS)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and fragment in message and message.endswith("pass --overwrite to train "
+                                                                                         "the run afresh")
+
+
+def test_a_missing_metrics_file_is_named(tmp_path):
+    with pytest.raises(UsageError, match=r"metrics.csv: missing; pass --overwrite"):
+        read_metrics(tmp_path / "metrics.csv", METRIC_COLUMNS)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"status": "completed"', "damaged (not JSON: "),
+    ("[1, 2]\n", "damaged (a JSON list, not an object)"),
+    ('"completed"\n', "damaged (a JSON str, not an object)"),
+])
+def test_a_run_json_that_is_not_a_json_object_is_named(tmp_path, text, fragment):
+    (tmp_path / "run.json").write_text(text)
+    with pytest.raises(UsageError) as info:
+        read_run_json(tmp_path / "run.json")
+    assert fragment in str(info.value) and "pass --overwrite" in str(info.value)
+
+
+def test_no_run_json_is_no_finished_run(tmp_path):
+    assert read_run_json(tmp_path / "run.json") is None
+    (tmp_path / "run.json").write_text('{"status": "completed"}')
+    assert read_run_json(tmp_path / "run.json") == {"status": "completed"}
+
+
+# ---------------------------------------------------------------- run folders and their lock
+
+def test_a_folder_holding_only_a_lock_file_holds_no_run(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).write_text("")
+    assert not holds_run(tmp_path / "run")
+    prepare_run_dir(tmp_path / "run", overwrite=False, resume=False)
+
+
+def test_overwrite_keeps_the_lock_of_the_process_that_overwrites(tmp_path):
+    run = tmp_path / "run"
+    with run_lock(run, echo=print):
+        (run / "metrics.csv").write_text("old")
+        prepare_run_dir(run, overwrite=True, resume=False)
+        assert [p.name for p in run.iterdir()] == [LOCK_NAME]
+
+
+def test_overwrite_refuses_while_another_process_holds_a_seed_folder(tmp_path):
+    seed = tmp_path / "step" / "seed_1"
+    seed.mkdir(parents=True)
+    (seed / "metrics.csv").write_text("running")
+    lock = seed / LOCK_NAME
+    lock.write_text('{"pid": 4242, "host": "there", "since": "now"}\n')
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a second open file: to flock, another holder
+        with pytest.raises(UsageError, match=r"seed_1: in use by another mnist-drill \(pid 4242 on there since now\)"):
+            prepare_run_dir(tmp_path / "step", overwrite=True, resume=False)
+        assert (seed / "metrics.csv").read_text() == "running"
+    finally:
+        os.close(fd)
+
+
+def test_a_stale_temporary_file_is_removed_and_nothing_else(tmp_path):
+    (tmp_path / ".metrics.csv.abc123.tmp").write_text("half")
+    (tmp_path / "metrics.csv").write_text("whole")
+    assert remove_temp_files(tmp_path) == [tmp_path / ".metrics.csv.abc123.tmp"]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]

@@ -35,7 +35,8 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, devic
     """Restore model, optimizer, scheduler and RNG from the run's checkpoint; returns its epoch."""
     path = run_dir / CHECKPOINT
     ckpt = read_tensors(path, device)
-    if not isinstance(ckpt, dict) or set(ckpt) != set(CHECKPOINT_KEYS) or not isinstance(ckpt["epoch"], int):
+    if (not isinstance(ckpt, dict) or set(ckpt) != set(CHECKPOINT_KEYS) or type(ckpt["epoch"]) is not int
+            or ckpt["epoch"] < 1):
         raise UsageError(f"{path}: not a mnist-drill checkpoint; remove it (or pass --overwrite) to start afresh")
     try:
         load_state(model, ckpt["model"], path)

@@ -1,10 +1,18 @@
-"""Writing results safely: atomic files, run folders that never overwrite silently, provenance."""
+"""Writing results safely: atomic files, run folders that never overwrite silently, provenance.
+
+Every output goes through `atomic_path` (or `append_line` for train.log), so a write that fails
+(disk full, file-size limit, permission lost, folder gone) leaves the previous file whole, no
+temporary file behind, and raises one StorageError line naming the file and the cause (exit 74).
+Reading a run folder back (`read_metrics`, `read_run_json`) names a damaged file instead of
+failing on it with a traceback or using it silently.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import csv
+import errno
+import functools
 import io
 import json
 import os
@@ -13,32 +21,97 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Optional
 
-from .errors import UsageError
+from .errors import StorageError, UsageError
+from .lock import LOCK_NAME, refuse_if_in_use
 
 OUTPUT_FILES = ("config.yaml", "metrics.csv", "summary.txt", "analysis.md", "curves.png", "misclassified.png",
                 "model.pt", "checkpoint.pt", "run.json", "train.log")
 
 
+# Why a write failed -> what the user can do about it (the message names the file and the cause first).
+_FIXES = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space or raise the disk quota",
+    errno.EFBIG: "the file-size limit is reached: raise it (ulimit -f) or write elsewhere with --out",
+    errno.EACCES: "make the folder writable again",
+    errno.EPERM: "make the folder writable again",
+    errno.EROFS: "the file system is read-only: remount it read-write or write elsewhere with --out",
+    errno.ENOENT: "the folder was removed or moved while writing",
+    errno.ENOTDIR: "a file now stands where the folder was",
+}
+TEMP_SUFFIX = ".tmp"  # atomic_path's temporary files: .<name>.<random>.tmp beside the file
+
+
+def storage_error(path: Path, err: BaseException) -> StorageError:
+    """The one line for an output that could not be written: the file, the cause, what to do."""
+    if isinstance(err, FileExistsError) and not path.parent.is_dir():  # mkdir of a folder a file replaced
+        err = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+    cause = getattr(err, "strerror", None) or _first_line(err)
+    fix = _FIXES.get(getattr(err, "errno", None), f"check that {path.parent} is a writable folder with free space")
+    return StorageError(f"{path}: cannot write ({cause}); {fix}")
+
+
+def is_storage_fault(err: BaseException) -> bool:
+    """An OSError from any write; or torch.save's zip writer, which reports a failed write (ENOSPC,
+    EFBIG) as a RuntimeError such as '[enforce fail at inline_container.cc:672] . unexpected pos'."""
+    if isinstance(err, OSError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(s in text for s in ("inline_container", "PytorchStreamWriter",
+                                                                     "file write failed"))
+
+
+@functools.lru_cache(maxsize=1)
+def _file_mode() -> int:
+    """0o666 less the umask: what open() would give; mkstemp's temporary files are 0o600."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yields a temporary path beside `path`; renames it over `path` only if the block succeeds,
-    so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    so a reader never sees a half-written file. On any failure the temporary file is removed and
+    the old `path` is left as it was; a failed write (disk full, no permission) raises StorageError."""
+    tmp = None
     try:
-        yield Path(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        yield tmp
+        _sync(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(err, Exception) and is_storage_fault(err):
+            raise storage_error(path, err) from None
         raise
 
 
-def write_text(path: Path, text: str) -> None:
+def _sync(path: Path) -> None:
+    """Readable everywhere a plain file is, and on the disk before the rename makes it the file:
+    a full disk that only tells at flush time fails here, while the old file is still whole."""
+    os.chmod(path, _file_mode())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -46,10 +119,22 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def save_torch(path: Path, obj) -> None:
+    """torch.save into memory, then an ordinary atomic write: a full disk is then an OSError with its
+    errno, never torch's zip writer failing half-way through a file."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log file (train.log); a failed write raises StorageError."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError as err:
+        raise storage_error(path, err) from None
 
 
 def write_metrics(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
@@ -61,32 +146,118 @@ def write_metrics(path: Path, rows: list[dict], columns: tuple[str, ...]) -> Non
     write_text(path, buf.getvalue())
 
 
-def read_metrics(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+def read_metrics(path: Path, columns: Optional[tuple[str, ...]] = None) -> list[dict]:
+    """The rows of a metrics.csv: epoch an int, every other column a float. A file that is not one
+    mnist-drill wrote (another header, a cell that is not a number, epochs not 1, 2, 3, ...) raises
+    UsageError naming the file, the row and the column; `columns` is the header it must have."""
+    def damaged(why: str) -> UsageError:
+        return UsageError(f"{path}: {why}; it is not the metrics.csv mnist-drill wrote: restore it, or pass "
+                          "--overwrite to train the run afresh")
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            table = list(csv.reader(f))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: missing; pass --overwrite to train the run afresh") from None
+    except UnicodeDecodeError:
+        raise damaged("not UTF-8 text") from None
+    except (OSError, csv.Error) as err:
+        raise damaged(f"unreadable ({getattr(err, 'strerror', None) or err})") from None
+    if not table or (columns is not None and tuple(table[0]) != tuple(columns)) or "epoch" not in table[0]:
+        expected = ",".join(columns) if columns else "a header with an epoch column"
+        raise damaged(f"its header is {','.join(table[0]) if table else 'missing'!r}, not {expected!r}")
+    header, rows = table[0], []
+    for line, cells in enumerate(table[1:], start=2):
+        if len(cells) != len(header):
+            raise damaged(f"line {line} has {len(cells)} cells for {len(header)} columns")
+        row = {}
+        for key, cell in zip(header, cells):
+            try:
+                row[key] = int(cell) if key == "epoch" else float(cell)
+            except ValueError:
+                raise damaged(f"line {line}, {key}: {cell!r} is not a number") from None
+        if row["epoch"] != len(rows) + 1:
+            raise damaged(f"line {line}: epoch {row['epoch']} where epoch {len(rows) + 1} belongs")
+        rows.append(row)
+    return rows
+
+
+def read_run_json(path: Path) -> Optional[dict]:
+    """A run folder's run.json, or None when there is none; UsageError when it is not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        why = err.strerror if isinstance(err, OSError) else f"not JSON: {_first_line(err)}"
+        raise UsageError(f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
+                         "if there is one), or pass --overwrite to train the run afresh") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: damaged (a JSON {type(data).__name__}, not an object); remove it (--resume then "
+                         "continues from checkpoint.pt, if there is one), or pass --overwrite to train the run afresh")
+    return data
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Remove the temporary files of atomic writes that a killed process left in `folder`; call only
+    while holding the folder's lock (lock.py), when no other process can be writing there."""
+    removed = []
+    for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def holds_run(path: Path) -> bool:
+    """Whether `path` is a folder with something in it besides a lock file."""
+    return path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir())
 
 
 def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
-    """Create the run folder; refuse to write into a previous run unless asked to."""
+    """Create the run folder; refuse to write into a previous run unless asked to. --overwrite
+    empties it, but never while another process holds a lock in it (lock.py)."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path}: exists and is not a folder")
-    holds_run = path.is_dir() and any(path.iterdir())
     if resume:
         if not (path / "checkpoint.pt").is_file():
             raise UsageError(f"{path}: no checkpoint.pt to resume from")
         return
-    if holds_run:
+    if holds_run(path):
         if not overwrite:
             raise UsageError(f"{path}: already holds a run; pass --overwrite to replace it, --resume to continue "
                             "it, or --out to write elsewhere")
-        shutil.rmtree(path)
+        for lock in path.rglob(LOCK_NAME):  # a seed folder of a --seeds run, say
+            refuse_if_in_use(lock.parent)
+        _empty(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise storage_error(path, err) from None
         raise UsageError(f"{path}: cannot write here ({err.strerror})") from None
+
+
+def _empty(path: Path) -> None:
+    """Remove everything in `path` but its lock file, which the process that empties it holds."""
+    try:
+        for entry in path.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot remove the run it holds ({err.strerror}: {err.filename})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def git_commit(repo: Path) -> tuple[str | None, bool | None]:

@@ -9,8 +9,9 @@ a diverging loss lose at most the epoch in progress, and `--resume` continues ex
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -20,16 +21,19 @@ from typing import Callable, Literal, Optional
 
 
 from . import analysis, plots, report
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, save_weights
-from .config import Config, extends_path, load_config, to_yaml, trains_alike
+from .checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
+from .config import Config, extends_path, load_config, read_saved_config, to_yaml, trains_alike
 from .data import resolve_dir
-from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Terminated, UsageError
+from .errors import (EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORAGE, DrillError, StorageError, Terminated,
+                     UsageError)
 from .errors import report as print_error
+from .lock import refuse_if_in_use, run_lock
 from .model import build_model, count_params, has_fc, macs_per_image
-from .outputs import prepare_run_dir, provenance, read_metrics, write_json, write_metrics, write_text
+from .outputs import (append_line, holds_run, prepare_run_dir, provenance, read_metrics, read_run_json, write_json,
+                      write_metrics, write_text)
 from .runtime import device_name
 from .summary import summary_text
-from .train import METRIC_COLUMNS, NonFiniteLoss, run_epoch, setup
+from .train import METRIC_COLUMNS, NonFiniteLoss, evaluate, run_epoch, setup
 
 Echo = Callable[[str], None]
 
@@ -51,21 +55,68 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 # ---------------------------------------------------------------- one run folder
 
+def out_of_memory(err: BaseException) -> bool:
+    """torch's CPU allocator, CUDA and Python all run out of memory differently."""
+    text = str(err)
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text))
+
+
+def _memory_line(cfg: Config, err: BaseException, resumable: bool) -> str:
+    """What ran out of memory (read from the traceback) and what to lower."""
+    frames, tb = set(), err.__traceback__
+    while tb is not None:
+        frames.add(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if "evaluate" in frames:
+        doing, lower = "testing", f"data.test_batch_size ({cfg.data.test_batch_size})"
+    elif "train_epoch" in frames:
+        doing, lower = "training", f"data.batch_size ({cfg.data.batch_size})"
+    else:
+        doing = "loading the data and the model" if "setup" in frames else "writing the results"
+        lower = f"data.batch_size ({cfg.data.batch_size}) / data.test_batch_size ({cfg.data.test_batch_size})"
+    again = ", or free memory and continue with --resume (the finished epochs are kept)" if resumable else ""
+    return f"out of memory while {doing} {cfg.name}: lower {lower} and run it again with --overwrite{again}"
+
+
+def _faults_named(step):
+    """run_step holding the run folder's lock (lock.py: a second process refuses, a killed one's lock
+    is taken over), with a storage fault completed by what to do next and out of memory in one line."""
+    @functools.wraps(step)
+    def guarded(cfg: Config, run_dir: Path, *args, echo: Echo = print, **kwargs) -> StepResult:
+        with run_lock(run_dir, echo):
+            try:
+                return step(cfg, run_dir, *args, echo=echo, **kwargs)
+            except StorageError as err:
+                if (run_dir / CHECKPOINT).is_file():
+                    then = "continue with --resume (the finished epochs are kept)"
+                else:
+                    then = "run it again" + (" with --overwrite" if holds_run(run_dir) else "")
+                raise StorageError(f"{err}, then {then}") from None
+            except (MemoryError, RuntimeError) as err:
+                if not out_of_memory(err):
+                    raise
+                raise UsageError(_memory_line(cfg, err, (run_dir / CHECKPOINT).is_file())) from None
+    return guarded
+
+
+@_faults_named
 def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, overwrite: bool = False,
              resume: bool = False, previous: report.Previous = None, echo: Echo = print) -> StepResult:
     """Train one run into `run_dir`. User errors (config, data, device, folder) raise before anything
-    is written; interruptions and divergence are reported in the result, with outputs written.
-    `previous` is the step before, (Config, {seed: Outcome}), for analysis.md to compare against."""
+    is written; interruptions and divergence are reported in the result, with outputs written. A full
+    disk or a lost permission (StorageError) or running out of memory stops the run like Ctrl-C, its
+    finished epochs kept, and raises one line. `previous` is the step before, (Config, {seed: Outcome}),
+    for analysis.md to compare against."""
     t = setup(cfg, resolve_dir(data_dir, cfg.data.dir))
     prepare_run_dir(run_dir, overwrite, resume)
-    if resume and not trains_alike((run_dir / "config.yaml").read_text(), cfg):
+    if resume and not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
         raise UsageError(f"{run_dir}: --resume needs the same config as the run it continues "
                          "(compare with its config.yaml)")
 
     def log(line: str) -> None:
         echo(line)
-        with open(run_dir / "train.log", "a") as f:
-            f.write(line + "\n")
+        append_line(run_dir / "train.log", line)
 
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -76,18 +127,21 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     rows, start_epoch = [], 1
     if resume:
         done = load_checkpoint(run_dir, t.model, t.optimizer, t.scheduler, t.device)
-        rows, start_epoch = read_metrics(run_dir / "metrics.csv")[:done], done + 1
+        rows, start_epoch = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)[:done], done + 1
+        if len(rows) < done:
+            raise UsageError(f"{run_dir / 'metrics.csv'}: {len(rows)} epoch(s), fewer than the {done} of "
+                             f"{run_dir / CHECKPOINT}; restore it, or pass --overwrite to train the run afresh")
         log(f"resuming {cfg.name} after epoch {done}")
 
     log(f"{cfg.name}: {params:,} params, {macs:,} MACs/image, device {t.device}, seed {cfg.train.seed}, "
         f"{cfg.train.epochs} epochs")
-    status, exit_code, note, last_eval = "completed", 0, "", None
+    status, exit_code, note, last_eval, fault = "completed", 0, "", None, None
     try:
         for epoch in range(start_epoch, cfg.train.epochs + 1):
             row, last_eval = run_epoch(t.net, t.train, t.test, t.optimizer, t.scheduler, cfg, epoch, t.device)
-            rows.append(row)
-            write_metrics(run_dir / "metrics.csv", rows, METRIC_COLUMNS)
+            write_metrics(run_dir / "metrics.csv", [*rows, row], METRIC_COLUMNS)
             save_checkpoint(run_dir, epoch, t.model, t.optimizer, t.scheduler)
+            rows.append(row)  # finished: its row and its checkpoint are on disk
             log(epoch_line(row, cfg.train.epochs))
     except (KeyboardInterrupt, Terminated) as err:
         exit_code = EXIT_SIGINT if isinstance(err, KeyboardInterrupt) else EXIT_SIGTERM
@@ -96,22 +150,39 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
                 f"epoch(s); continue with --resume")
     except NonFiniteLoss as err:
         status, exit_code, note = "diverged", EXIT_FAILED, str(err)
-    if note:
-        log(f"{cfg.name}: {note}")
+    except StorageError as err:
+        status, exit_code, fault = "interrupted", EXIT_STORAGE, err
+        note = f"stopped after {len(rows)} finished epoch(s): {err}" + (", then continue with --resume" if rows else "")
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        status, exit_code, fault = "failed", EXIT_FAILED, err
+        note = f"stopped after {len(rows)} finished epoch(s): {_memory_line(cfg, err, bool(rows))}"
 
+    def attempt(write: Callable, *args):
+        """A write after a fault is best effort: the full disk (or memory) that stopped training may
+        fail it too, and the fault that stopped the run is the one to report."""
+        if fault is None:
+            return write(*args)
+        with contextlib.suppress(StorageError, MemoryError):
+            return write(*args)
+
+    if note:
+        attempt(log, f"{cfg.name}: {note}")
     outcome = analysis.assess(rows, cfg, params, has_fc(cfg.model)) if rows else None
     wrong = None
     if rows:
-        plots.curves(rows, run_dir / "curves.png", cfg.name, cfg.target.test_acc)
+        attempt(plots.curves, rows, run_dir / "curves.png", cfg.name, cfg.target.test_acc)
     if status == "completed":
-        (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
         save_weights(run_dir, t.model)
-        if last_eval is not None:
-            wrong = plots.misclassified(t.test.images, t.test.labels, last_eval.predictions,
-                                        run_dir / "misclassified.png", cfg.name)
-    write_text(run_dir / "analysis.md", report.run_markdown(cfg, outcome, rows, status, note, wrong is not None, previous))
+        if last_eval is None:  # resumed after the last epoch, whose outputs had failed to write
+            last_eval = evaluate(t.net, t.test, cfg, t.device)
+        wrong = plots.misclassified(t.test.images, t.test.labels, last_eval.predictions,
+                                    run_dir / "misclassified.png", cfg.name)
+    attempt(write_text, run_dir / "analysis.md",
+            report.run_markdown(cfg, outcome, rows, status, note, wrong is not None, previous))
     seconds = [r["seconds"] for r in rows[start_epoch - 1:]]
-    write_json(run_dir / "run.json", {
+    attempt(write_json, run_dir / "run.json", {
         **versions, "config": cfg.name, "status": status, "note": note, "device": str(t.device),
         "device_name": device_name(t.device),
         "seed": cfg.train.seed, "precision": cfg.train.precision, "params": params,
@@ -120,26 +191,33 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
         "seconds_total": round(time.perf_counter() - t0, 2),
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 2) if seconds else None,
         "argv": sys.argv})
+    if fault is not None:
+        raise fault
     if outcome is not None:
         log(f"{cfg.name}: {status}; best test_acc {outcome.best_test_acc:.2f}% (epoch {outcome.best_test_epoch}), "
             f"verdict {outcome.verdict}, all targets {'met' if outcome.all_met else 'not met'}")
+    if status == "completed":  # last: until run.json says completed, --resume needs the checkpoint
+        with contextlib.suppress(OSError):
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
     return StepResult(cfg, run_dir, status, exit_code, outcome)
 
 
 def finished_run(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
     """The outcome of a run of exactly `cfg` that already completed in `run_dir` (what --resume skips
-    instead of retraining), or None when there is none. A completed run of another config is an error."""
-    try:
-        status = json.loads((run_dir / "run.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
+    instead of retraining), or None when there is none. A completed run of another config is an error,
+    and so is a folder another process is training into, or a damaged run.json, config.yaml or metrics.csv."""
+    refuse_if_in_use(run_dir)
+    status = (read_run_json(run_dir / "run.json") or {}).get("status")
     if status != "completed":
         return None
-    if not trains_alike((run_dir / "config.yaml").read_text(), cfg):
+    if not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
         raise UsageError(f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
                          "pass --overwrite to replace it or --out to write elsewhere")
+    if not (run_dir / WEIGHTS).is_file():
+        raise UsageError(f"{run_dir}: its run.json says completed, but {WEIGHTS} is missing; pass --overwrite to "
+                         "train it again")
     params = count_params(build_model(cfg.model)[0])[0]
-    return analysis.assess(read_metrics(run_dir / "metrics.csv"), cfg, params, has_fc(cfg.model))
+    return analysis.assess(read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS), cfg, params, has_fc(cfg.model))
 
 
 Plan = Literal["run", "resume", "reuse"]
@@ -160,7 +238,7 @@ def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tu
         return "reuse", done
     if (run_dir / CHECKPOINT).is_file():
         return "resume", None
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if holds_run(run_dir):  # a lock file left by a killed run is not a run
         raise UsageError(f"{run_dir}: holds a run with no finished epoch to resume from; "
                          "pass --overwrite to start it afresh")
     return "run", None
@@ -210,6 +288,8 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
             if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
                 previous = parent_results(source, out, overrides)
             _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, previous, echo)
+        except StorageError:
+            raise  # a full disk fails the next step too: stop here, the finished ones are kept
         except DrillError as err:
             if len(sources) == 1:
                 raise

@@ -1,0 +1,159 @@
+"""One process per run folder: an exclusive lock, held while a run trains into the folder.
+
+Two terminals starting the same step, or a run and a sweep trial writing one folder, would
+interleave their epochs in one metrics.csv and checkpoint. `run_lock` takes `fcntl.flock` on
+`<run folder>/.mnist-drill.lock`; the kernel releases a flock when its holder exits however it
+exits (SIGKILL, the OOM killer), so a lock left behind by a killed run never blocks: the next run
+takes it over with a note. The file records pid, host and start time for those two messages; it is
+removed when the run ends, and is not part of the run (outputs.holds_run ignores it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .errors import UsageError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs go unlocked there
+    fcntl = None
+
+LOCK_NAME = ".mnist-drill.lock"
+_HELD: set[Path] = set()  # lock files this process holds: lock_holder() does not report them
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
+    """Hold `run_dir`'s lock for the block, creating the folder if needed (and removing the folders it
+    created if they are still empty at the end, so a run refused before writing leaves no trace).
+    Another live holder: UsageError naming it (pid, host, since when)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: exists and is not a folder")
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{run_dir}: cannot write here ({err.strerror})") from None
+    path = run_dir / LOCK_NAME
+    fd, left_by = _acquire(path, run_dir)
+    if fd is None:  # no locks on this file system: run as before locks existed, and say so
+        echo(f"{run_dir}: cannot be locked here ({left_by}); a second run of this folder would not be refused")
+        yield
+        return
+    _HELD.add(path.resolve())
+    try:
+        if left_by is not None:
+            echo(f"{run_dir}: took over the lock left by {_describe(left_by)}, which no longer runs")
+        _record(fd)
+        from .outputs import remove_temp_files  # here: outputs imports this module
+
+        remove_temp_files(run_dir)  # half-written files of a killed run; nobody else writes here now
+        yield
+    finally:
+        _HELD.discard(path.resolve())
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # before closing: see the inode check in _acquire
+        os.close(fd)
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+
+
+def refuse_if_in_use(run_dir: Path) -> None:
+    """UsageError when another live process holds `run_dir`'s lock: what is there is still changing."""
+    holder = lock_holder(run_dir / LOCK_NAME)
+    if holder is not None:
+        raise in_use(run_dir, holder)
+
+
+def in_use(run_dir: Path, holder: str) -> UsageError:
+    return UsageError(f"{run_dir}: in use by another mnist-drill ({holder}); wait for it to finish, or stop it first")
+
+
+def lock_holder(path: Path) -> Optional[str]:
+    """'pid N on HOST since TIME' when another live process holds the lock file `path`, else None."""
+    if fcntl is None or path.resolve() in _HELD:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return _describe(_read(fd))
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _acquire(path: Path, run_dir: Path) -> tuple[Optional[int], Any]:
+    """Open and flock `path`; returns the fd and what a dead holder recorded in it (None if nothing),
+    or (None, why) where the file system has no locks."""
+    if fcntl is None:
+        return None, "no file locks on this system"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise UsageError(f"{run_dir}: cannot write here ({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = _read(fd)
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise in_use(run_dir, _describe(holder)) from None
+            if holder is None:  # the empty file this call created
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            return None, err.strerror  # ENOLCK, EOPNOTSUPP: some network and FUSE file systems
+        # The previous holder removes the file as it finishes; if it did so between our open and our
+        # flock, we hold a file nobody else will open: start again with the file now at `path`.
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            return fd, _read(fd)
+        os.close(fd)
+
+
+def _record(fd: int) -> None:
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "since": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")}
+    with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, only the note is lost
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+
+
+def _read(fd: int) -> Optional[dict]:
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    if not text:
+        return None
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe(info: Optional[dict]) -> str:
+    if not info:
+        return "a process that left no details"
+    return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('since', '?')}"
