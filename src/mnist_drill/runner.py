@@ -188,11 +188,12 @@ def with_seed(cfg: Config, seed: int) -> Config:
 
 def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *, overrides: list[str] = (),
               seeds: Optional[list[int]] = None, overwrite: bool = False, resume: bool = False,
-              progression: bool = False, echo: Echo = print) -> list[StepReport]:
+              progression: bool = False, workers: int = 1, echo: Echo = print) -> list[StepReport]:
     """Run (or reuse, or resume) each step config into `out/<name>/`, once per seed into
     `out/<name>/seed_<n>/` when seeds are given, and write the step's seed table and, for a list of
     steps, `out/progression.md`. With several steps a step that fails is reported and the next one
-    runs; with one, its error is raised (the CLI prints it). Ctrl-C or SIGTERM stops everything."""
+    runs; with one, its error is raised (the CLI prints it). Ctrl-C or SIGTERM stops everything.
+    `workers` > 1 trains a step's seeds in parallel worker processes (executor.run_trials)."""
     reports: list[StepReport] = []
     for source in sources:
         if len(sources) > 1:
@@ -201,7 +202,7 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
         reports.append(report_)
         try:
             report_.cfg = load_config(source, overrides)
-            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, echo)
+            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, echo, workers)
         except DrillError as err:
             if len(sources) == 1:
                 raise
@@ -215,26 +216,39 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
     return reports
 
 
-def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: bool, resume: bool, echo: Echo) -> None:
+def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: bool, resume: bool, echo: Echo,
+                  workers: int = 1) -> None:
+    from .executor import Trial, run_trials
+
     cfg = step.cfg
     if seeds and not resume:
         prepare_run_dir(step_dir, overwrite, resume=False)  # the step folder holds the seed folders
         overwrite = False
     jobs = [(with_seed(cfg, s), step_dir / f"seed_{s}") for s in seeds] if seeds else [(cfg, step_dir)]
+    results: list[Optional[StepResult]] = []
+    trials = []
     for job_cfg, run_dir in jobs:
         plan, done = plan_run(job_cfg, run_dir, overwrite=overwrite, resume=resume)
         if plan == "reuse":
             echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
-            step.results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
+            results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
             continue
-        result = run_step(job_cfg, run_dir, data_dir, overwrite=overwrite, resume=plan == "resume", echo=echo)
-        step.results.append(result)
-        if result.status == "interrupted":
-            break
-    finished = {r.cfg.train.seed: r.outcome for r in step.results if r.outcome is not None}
-    if seeds and finished:
-        write_text(step_dir / "analysis.md", analysis.seeds_markdown(cfg, finished))
-        echo(f"wrote {step_dir / 'analysis.md'}")
+        results.append(None)  # filled when its trial ends, so results keep the seeds' order
+        trials.append(Trial(run_dir.name, job_cfg, run_dir, resume=plan == "resume", overwrite=overwrite))
+    slots = [i for i, r in enumerate(results) if r is None]
+
+    def ended(end) -> None:
+        results[slots[trials.index(end.trial)]] = StepResult(end.trial.cfg, end.trial.run_dir, end.status,
+                                                             end.exit_code, end.outcome)
+
+    try:  # seeds run in parallel with workers > 1; a signal there is raised again once the workers saved
+        run_trials(trials, data_dir, workers=workers, echo=echo, on_end=ended)
+    finally:
+        step.results += [r for r in results if r is not None]
+        finished = {r.cfg.train.seed: r.outcome for r in step.results if r.outcome is not None}
+        if seeds and finished:
+            write_text(step_dir / "analysis.md", analysis.seeds_markdown(cfg, finished))
+            echo(f"wrote {step_dir / 'analysis.md'}")
 
 
 def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None:
