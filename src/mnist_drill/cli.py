@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="train a grid of config variants x seeds, in parallel, and tabulate them")
     p.add_argument("config", help="the config the variants start from, e.g. configs/step3_dropout.yaml or step3")
     p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2,...",
-                   help="values to try for one key, e.g. --vary model.dropout=0,0.05 or --vary model.blocks[1].out=8,12 "
-                        "(repeatable: the sweep is the product)")
+                   help="values to try for one key, e.g. --vary model.dropout=0,0.05 or "
+                        "--vary model.blocks[1].out=8,12 (repeatable: the sweep is the product)")
     p.add_argument("--seeds", help="train every point once per seed, e.g. 1,2,3 (default: the config's train.seed)")
     p.add_argument("--name", help="the sweep's folder under --out (default: sweep_<config name>)")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -240,8 +240,8 @@ def cmd_predict(args) -> int:
     return run_predict(Path(args.run_dir), [Path(p) for p in args.images], args.device)
 
 
-COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "sweep": cmd_sweep, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show,
-            "diff": cmd_diff, "eval": cmd_eval, "predict": cmd_predict}
+COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show,
+            "diff": cmd_diff, "eval": cmd_eval, "predict": cmd_predict, "sweep": cmd_sweep}
 
 
 def _raise_terminated(signum, frame):

@@ -139,6 +139,12 @@ def _ended(trial: Trial, status: str, exit_code: int, note: str, started: float,
     return TrialEnd(trial, status, exit_code, note, round(time.perf_counter() - started, 2), outcome, error)
 
 
+def _user_error(class_name: str, message: str) -> Optional[DrillError]:
+    """The DrillError a worker reported by its class name and message, rebuilt here (None for no such class)."""
+    cls = getattr(errors, class_name, None) if class_name else None
+    return cls(message) if isinstance(cls, type) and issubclass(cls, DrillError) else None
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
@@ -248,17 +254,21 @@ def _sigint_ignored_in_children():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def check_data(data_dir: Optional[str], cfgs: list[Config]) -> None:
-    """Find (or download, once) and verify MNIST for these configs here, before workers start: a missing
-    folder is one error line, and N workers never download into one folder at once."""
+def check_local(data_dir: Optional[str], cfgs: list[Config]) -> None:
+    """What every local trial needs, checked here before any worker starts, so a mistake is one error line and
+    not one failed trial each: the devices asked for, and MNIST (found, or downloaded once, and verified: N
+    workers never download into one folder at once)."""
     from .data import load_cached, resolve_dir
+    from .runtime import choose_device
 
+    for device in dict.fromkeys(c.train.device for c in cfgs):
+        choose_device(device)
     for root in dict.fromkeys(resolve_dir(data_dir, c.data.dir) for c in cfgs):
         load_cached(root, 1, 1)
 
 
 def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd]:
-    check_data(data_dir, [t.cfg for t in trials])
+    check_local(data_dir, [t.cfg for t in trials])
     context = multiprocessing.get_context("spawn")
     pending = list(reversed(list(enumerate(trials))))
     running: dict[int, _Running] = {}  # by the process's sentinel
@@ -332,9 +342,7 @@ def _collect(run: _Running, stopping: bool) -> TrialEnd:
     code = run.process.exitcode
     if message is not None:
         status, exit_code, note, error_class = message
-        cls = getattr(errors, error_class, None) if error_class else None
-        error = cls(note) if isinstance(cls, type) and issubclass(cls, DrillError) else None
-        return _ended(run.trial, status, exit_code, note, run.started, error=error)
+        return _ended(run.trial, status, exit_code, note, run.started, error=_user_error(error_class, note))
     if code is not None and code < 0:  # killed by a signal before it could say anything
         if stopping and -code in (signal.SIGINT, signal.SIGTERM):
             exit_code = EXIT_SIGINT if -code == signal.SIGINT else EXIT_SIGTERM
@@ -395,18 +403,33 @@ def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
             tmp.write_bytes(data)
 
 
-def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]:
+@contextlib.contextmanager
+def ray_session(address: Optional[str]):
+    """Ray, connected to the cluster at `address` (None: a local instance, started here) for the block and shut
+    down after it; within a session already open, that one. A cluster that does not answer is one error line."""
     import logging
 
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise UsageError(f"--address {address}: no Ray cluster answered ({_one_line(err)}); start one with "
+                         "`ray start --head`, or leave --address out for a local one") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]:
     from .outputs import prepare_run_dir
 
-    ray = import_ray()
-    for trial in trials:  # the same folder rules as a local run, checked before anything is sent
-        prepare_run_dir(trial.run_dir, trial.overwrite, trial.resume)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
-    try:
+    with ray_session(address) as ray:
+        for trial in trials:  # the same folder rules as a local run, checked before anything is sent
+            prepare_run_dir(trial.run_dir, trial.overwrite, trial.resume)
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(_ray_trial)
         refs = {}
@@ -427,9 +450,7 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
                 try:
                     status, exit_code, note, error_class, files = ray.get(ref)
                     _write_back(trial.run_dir, files)
-                    cls = getattr(errors, error_class, None) if error_class else None
-                    error = cls(note) if isinstance(cls, type) and issubclass(cls, DrillError) else None
-                    end = _ended(trial, status, exit_code, note, started, error=error)
+                    end = _ended(trial, status, exit_code, note, started, error=_user_error(error_class, note))
                 except ray.exceptions.RayError as err:  # the task crashed, or its node went away
                     end = _ended(trial, "failed", EXIT_FAILED, _one_line(err), started)
                 ends[i] = end
@@ -441,7 +462,4 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
                 ray.cancel(ref)
             raise
         return [ends[i] for i in sorted(ends)]
-    finally:
-        if started_here:
-            ray.shutdown()
 

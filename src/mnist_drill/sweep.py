@@ -10,6 +10,7 @@ rewritten after each trial ends, so an interrupted sweep's files show what finis
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -24,10 +25,10 @@ from . import plots
 from .checkpoint import CHECKPOINT
 from .config import Config, flatten, load_config, set_path, to_dict, yaml_value
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Terminated, UsageError
-from .executor import (Executor, Trial, TrialEnd, available_cpus, check_data, default_threads, import_ray,
-                       run_info, run_trials)
+from .executor import (Executor, Trial, TrialEnd, available_cpus, check_local, default_threads, import_ray,
+                       ray_session, run_info, run_trials)
 from .outputs import prepare_run_dir, write_text
-from .runner import finished_run, plan_run, with_seed
+from .runner import plan_run, with_seed
 
 Echo = Callable[[str], None]
 NOT_VARIED = {"name": "names the run folder", "change": "describes a step", "train.seed": "use --seeds instead"}
@@ -238,6 +239,24 @@ def write_tables(sweep_dir: Path, config: Path, points: list[Point], ends: dict[
 # ---------------------------------------------------------------- the sweep
 
 @dataclass
+class SweepPlan:
+    """What a sweep will do, decided before anything is written: its grid, and for each (point, seed) either a
+    trial to train or, with --resume, the end of one that already completed."""
+
+    config: Path
+    sweep_dir: Path
+    points: list[Point]
+    seeds: list[int]
+    trials: list[Trial]  # to train
+    slots: list[tuple[int, int]]  # (point, seed) index of each trial
+    ends: dict[tuple[int, int], TrialEnd]  # (point, seed) index -> how it ended, filled as trials end
+
+    def record(self, end: TrialEnd) -> None:
+        self.ends[self.slots[next(i for i, t in enumerate(self.trials) if t is end.trial)]] = end
+        write_tables(self.sweep_dir, self.config, self.points, self.ends, self.seeds)
+
+
+@dataclass
 class SweepResult:
     sweep_dir: Path
     ends: list[TrialEnd]  # in grid order, the trials that ended (reused ones as completed)
@@ -260,6 +279,38 @@ def _unfinished_without_epochs(run_dir: Path) -> bool:
             and run_info(run_dir).get("status") != "completed")
 
 
+def plan_sweep(config: Path, vary_args: list[str], sweep_dir: Path, *, overrides: list[str] = (),
+               seeds: Optional[list[int]] = None, overwrite: bool = False, resume: bool = False) -> SweepPlan:
+    """Build and check every trial's config and decide, per trial folder, train / resume / reuse / refuse
+    (runner.plan_run's rule; with --resume a trial stopped before its first epoch trains afresh). Raises the
+    user's mistakes; writes nothing."""
+    if overwrite and resume:
+        raise UsageError("--resume and --overwrite contradict each other: pass one")
+    varies = [parse_vary(a) for a in vary_args]
+    base = load_config(config, overrides)
+    points = expand(config, varies, overrides)
+    seeds = seeds or [base.train.seed]
+    if not resume and not overwrite and sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+        raise UsageError(f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
+                         "it, or --name/--out to write elsewhere")
+    plan = SweepPlan(config, sweep_dir, points, seeds, [], [], {})
+    for p, point in enumerate(points):
+        for s, seed in enumerate(seeds):
+            cfg, run_dir = with_seed(point.cfg, seed), sweep_dir / point.name / f"seed_{seed}"
+            trial = Trial(f"{point.name}/seed_{seed}", cfg, run_dir)
+            if resume and _unfinished_without_epochs(run_dir):
+                plan.trials.append(dataclasses.replace(trial, overwrite=True))
+                plan.slots.append((p, s))
+                continue
+            how, done = plan_run(cfg, run_dir, overwrite=False, resume=resume)
+            if how == "reuse":
+                plan.ends[(p, s)] = TrialEnd(trial, "completed", 0, "", 0.0, done)
+                continue
+            plan.trials.append(dataclasses.replace(trial, resume=how == "resume"))
+            plan.slots.append((p, s))
+    return plan
+
+
 def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[str] = None,
               overrides: list[str] = (), seeds: Optional[list[int]] = None, data_dir: Optional[str] = None,
               workers: Optional[int] = None, threads: Optional[int] = None, executor: Executor = "local",
@@ -268,10 +319,8 @@ def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[s
     """Train every (grid point, seed) of `config` varied by `vary_args` into `out/<name>/<point>/seed_<n>/` and
     write the sweep's tables. Everything a user can get wrong raises before anything is written. A trial that
     fails is recorded and the others go on; Ctrl-C or SIGTERM keeps what finished (and is raised again)."""
-    if overwrite and resume:
-        raise UsageError("--resume and --overwrite contradict each other: pass one")
     name = name or f"sweep_{Path(config).stem}"
-    if not name or "/" in name or name in (".", ".."):
+    if "/" in name or name in ("", ".", ".."):
         raise UsageError(f"--name {name}: must be a plain folder name")
     for option, value in (("--workers", workers), ("--threads", threads)):
         if value is not None and value < 1:
@@ -282,66 +331,39 @@ def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[s
         import_ray()
     elif address is not None:
         raise UsageError("--address is for --executor ray")
-    varies = [parse_vary(a) for a in vary_args]
-    base = load_config(config, overrides)
-    points = expand(config, varies, overrides)
-    seeds = seeds or [base.train.seed]
-    sweep_dir = out / name
-    if not resume and not overwrite and sweep_dir.is_dir() and any(sweep_dir.iterdir()):
-        raise UsageError(f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
-                         "it, or --name/--out to write elsewhere")
-
-    ends: dict[tuple[int, int], TrialEnd] = {}
-    trials, slots = [], {}
-    for p, point in enumerate(points):
-        for s, seed in enumerate(seeds):
-            cfg, run_dir = with_seed(point.cfg, seed), sweep_dir / point.name / f"seed_{seed}"
-            trial = Trial(f"{point.name}/seed_{seed}", cfg, run_dir)
-            if resume and _unfinished_without_epochs(run_dir):
-                plan, done = "run", None
-                trial = dataclasses.replace(trial, overwrite=True)
-            else:
-                plan, done = plan_run(cfg, run_dir, overwrite=False, resume=resume)
-            if plan == "reuse":
-                ends[(p, s)] = TrialEnd(trial, "completed", 0, "", 0.0, finished_run(cfg, run_dir))
-                continue
-            slots[len(trials)] = (p, s)
-            trials.append(dataclasses.replace(trial, resume=plan == "resume"))
+    plan = plan_sweep(config, vary_args, out / name, overrides=overrides, seeds=seeds, overwrite=overwrite,
+                      resume=resume)
     if executor == "local":
-        check_data(data_dir, [t.cfg for t in trials])
-        workers = workers or max(1, min(len(trials), available_cpus()))
+        check_local(data_dir, [t.cfg for t in plan.trials])
+        workers = workers or max(1, min(len(plan.trials), available_cpus()))
         threads = threads or (default_threads(workers) if workers > 1 else None)
-    if resume:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        how = (f"{workers} worker processes x {threads} torch thread(s)" if workers > 1 else
+               "in this process" + (f", {threads} torch thread(s)" if threads else ""))
     else:
-        prepare_run_dir(sweep_dir, overwrite, resume=False)  # --overwrite: the earlier sweep goes now
-
-    if executor == "ray":
         how = f"as Ray tasks of {threads or 1} CPU(s)"
-    elif workers > 1:
-        how = f"{workers} worker processes x {threads} torch thread(s)"
-    else:
-        how = "in this process" + (f", {threads} torch thread(s)" if threads else "")
-    echo(f"sweep {name}: {len(points)} point(s) x {len(seeds)} seed(s) = {len(points) * len(seeds)} trials"
-         + (f", {len(ends)} already complete" if ends else "") + f"; {len(trials)} to train {how}")
-    position = {id(t): i for i, t in enumerate(trials)}
-
-    def record(end: TrialEnd) -> None:
-        ends[slots[position[id(end.trial)]]] = end
-        write_tables(sweep_dir, config, points, ends, seeds)
-
-    try:
-        if ends or not trials:
-            write_tables(sweep_dir, config, points, ends, seeds)
-        run_trials(trials, data_dir, workers=workers or 1, threads=threads, executor=executor, address=address,
-                   keep_going=True, echo=echo, on_end=record)
-    except (KeyboardInterrupt, Terminated):
-        echo(f"the sweep was stopped; the finished trials are in {sweep_dir}/sweep.csv; run the same command with "
-             "--resume to finish it")
-        raise
-    ordered = [ends[key] for key in sorted(ends)]
-    result = SweepResult(sweep_dir, ordered, len(points) * len(seeds))
+    with contextlib.ExitStack() as stack:
+        if executor == "ray":  # connected before anything is written: a cluster that is not there is one line
+            stack.enter_context(ray_session(address))
+        if resume:
+            plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            prepare_run_dir(plan.sweep_dir, overwrite, resume=False)  # --overwrite: the earlier sweep goes now
+        echo(f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
+             f"{len(plan.points) * len(plan.seeds)} trials" + (f", {len(plan.ends)} already complete" if plan.ends
+                                                                else "") + f"; {len(plan.trials)} to train {how}")
+        if plan.ends or not plan.trials:
+            write_tables(plan.sweep_dir, config, plan.points, plan.ends, plan.seeds)
+        try:
+            run_trials(plan.trials, data_dir, workers=workers or 1, threads=threads, executor=executor,
+                       address=address, keep_going=True, echo=echo, on_end=plan.record)
+        except (KeyboardInterrupt, Terminated):
+            echo(f"the sweep was stopped; the finished trials are in {plan.sweep_dir / 'sweep.csv'}; run the same "
+                 "command with --resume to finish it")
+            raise
+    result = SweepResult(plan.sweep_dir, [plan.ends[key] for key in sorted(plan.ends)],
+                         len(plan.points) * len(plan.seeds))
     if result.stopped:
         echo("the sweep was stopped; run the same command with --resume to finish it")
-    echo(f"wrote {sweep_dir}/sweep.csv, sweep.md" + (", sweep.png" if (sweep_dir / "sweep.png").exists() else ""))
+    echo(f"wrote {plan.sweep_dir / 'sweep.csv'}, sweep.md" +
+         (", sweep.png" if (plan.sweep_dir / "sweep.png").exists() else ""))
     return result
