@@ -84,7 +84,7 @@ def run_trials(trials: list[Trial], data_dir: Optional[str] = None, *, workers: 
                on_end: Callable[[TrialEnd], None] = lambda end: None) -> list[TrialEnd]:
     """Train `trials` and return how each ended, in their order (trials that never started are left out).
 
-    local with 1 worker: one after another in this process, exactly as `run` always trained; `threads` None
+    local with 1 worker (or 1 trial): one after another in this process, as `run` always trained; `threads` None
     leaves torch's thread count alone. local with N > 1: N worker processes of `threads` torch threads each
     (default: default_threads). ray: one Ray task per trial of `threads` CPUs (default 1) and a GPU when the
     config trains on CUDA, on the cluster at `address` (None: a local Ray instance, started and stopped here).
@@ -95,7 +95,7 @@ def run_trials(trials: list[Trial], data_dir: Optional[str] = None, *, workers: 
     in a trial is raised once the running trials end, as `run` reports it; with True it is recorded."""
     if executor == "ray":
         ends = _run_ray(trials, data_dir, threads or 1, address, echo, on_end)
-    elif workers <= 1:
+    elif min(workers, len(trials)) <= 1:  # a process of its own would only add torch's start-up time
         ends = _run_here(trials, data_dir, threads, keep_going, echo, on_end)
     else:
         ends = _run_pool(trials, data_dir, workers, threads or default_threads(workers), echo, on_end)

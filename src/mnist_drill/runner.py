@@ -234,7 +234,8 @@ def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: 
             results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
             continue
         results.append(None)  # filled when its trial ends, so results keep the seeds' order
-        trials.append(Trial(run_dir.name, job_cfg, run_dir, resume=plan == "resume", overwrite=overwrite))
+        label = f"{cfg.name}/{run_dir.name}" if seeds else cfg.name
+        trials.append(Trial(label, job_cfg, run_dir, resume=plan == "resume", overwrite=overwrite))
     slots = [i for i, r in enumerate(results) if r is None]
 
     def ended(end) -> None:

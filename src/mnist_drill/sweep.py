@@ -335,7 +335,7 @@ def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[s
                       resume=resume)
     if executor == "local":
         check_local(data_dir, [t.cfg for t in plan.trials])
-        workers = workers or max(1, min(len(plan.trials), available_cpus()))
+        workers = max(1, min(workers or available_cpus(), len(plan.trials)))  # never more workers than trials
         threads = threads or (default_threads(workers) if workers > 1 else None)
         how = (f"{workers} worker processes x {threads} torch thread(s)" if workers > 1 else
                "in this process" + (f", {threads} torch thread(s)" if threads else ""))
@@ -351,8 +351,7 @@ def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[s
         echo(f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
              f"{len(plan.points) * len(plan.seeds)} trials" + (f", {len(plan.ends)} already complete" if plan.ends
                                                                 else "") + f"; {len(plan.trials)} to train {how}")
-        if plan.ends or not plan.trials:
-            write_tables(plan.sweep_dir, config, plan.points, plan.ends, plan.seeds)
+        write_tables(plan.sweep_dir, config, plan.points, plan.ends, plan.seeds)  # the reused trials, if any
         try:
             run_trials(plan.trials, data_dir, workers=workers or 1, threads=threads, executor=executor,
                        address=address, keep_going=True, echo=echo, on_end=plan.record)
