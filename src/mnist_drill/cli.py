@@ -17,7 +17,7 @@ from typing import Optional
 from . import __version__
 from .config import config_changes, find_config, load_config, to_yaml, unused_settings
 from .data import LOOKUP_ORDER
-from .errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
+from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
 from .model import build_model, with_model_defaults
 from .runner import compare_runs, exit_code, run_steps
 from .summary import summary_text
@@ -61,11 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train one step")
     p.add_argument("config", help="a step config or a step's name, e.g. configs/step3_dropout.yaml or step3")
     p.add_argument("--seeds", help="train once per seed, e.g. 1,2,3, and tabulate mean and spread")
+    _workers(p)
     _common(p, training=True)
 
     p = sub.add_parser("run-all", help="train every configs/step*.yaml in order and write progression.md")
     p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
     p.add_argument("--seeds", help="train every step once per seed, e.g. 1,2,3")
+    _workers(p)
+    _common(p, training=True)
+
+    p = sub.add_parser("sweep", help="train a grid of config variants x seeds, in parallel, and tabulate them")
+    p.add_argument("config", help="the config the variants start from, e.g. configs/step3_dropout.yaml or step3")
+    p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="values to try for one key, e.g. --vary model.dropout=0,0.05 or "
+                        "--vary model.blocks[1].out=8,12 (repeatable: the sweep is the product)")
+    p.add_argument("--seeds", help="train every point once per seed, e.g. 1,2,3 (default: the config's train.seed)")
+    p.add_argument("--name", help="the sweep's folder under --out (default: sweep_<config name>)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local worker processes (default) or tasks on a Ray cluster (pip install 'mnist-drill[ray]')")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per CPU, at most one per trial)")
+    p.add_argument("--threads", type=int, help="torch threads per trial (default: $OMP_NUM_THREADS, else the CPUs "
+                                               "shared out among the workers; on Ray, 1)")
+    p.add_argument("--address", help="with --executor ray: the cluster, e.g. auto or ray://host:10001 (default: start "
+                                     "a local Ray instance)")
     _common(p, training=True)
 
     p = sub.add_parser("compare", help="runs side by side: the config keys that differ, results, curves overlaid")
@@ -105,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1,
+                   help="with --seeds: train this many seeds at once, each in its own process (default 1: one after "
+                        "another in this process)")
+
+
 def _overrides(args) -> list[str]:
     extra = [f"train.{k}={getattr(args, k)}" for k in ("epochs", "device", "seed") if getattr(args, k, None) is not None]
     return [*args.overrides, *extra]
@@ -130,9 +154,16 @@ def step_configs(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _check_workers(args) -> int:
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: must be >= 1")
+    return args.workers
+
+
 def cmd_run(args) -> int:
     reports = run_steps([find_config(args.config)], Path(args.out), args.data_dir, overrides=_overrides(args),
-                        seeds=parse_seeds(args.seeds), overwrite=args.overwrite, resume=args.resume)
+                        seeds=parse_seeds(args.seeds), overwrite=args.overwrite, resume=args.resume,
+                        workers=_check_workers(args))
     cfg = reports[0].cfg
     print(f"wrote {Path(args.out) / cfg.name}/")
     return exit_code(reports)
@@ -141,13 +172,30 @@ def cmd_run(args) -> int:
 def cmd_run_all(args) -> int:
     reports = run_steps(step_configs(Path(args.configs)), Path(args.out), args.data_dir, overrides=_overrides(args),
                         seeds=parse_seeds(args.seeds), overwrite=args.overwrite, resume=args.resume,
-                        progression=True)
+                        progression=True, workers=_check_workers(args))
     return exit_code(reports)
 
 
 def cmd_compare(args) -> int:
     print(compare_runs([Path(r) for r in args.runs], Path(args.out)))
     print(f"wrote {Path(args.out) / 'compare.md'} and compare.png")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    result = run_sweep(find_config(args.config), args.vary, Path(args.out), name=args.name,
+                       overrides=_overrides(args), seeds=parse_seeds(args.seeds), data_dir=args.data_dir,
+                       workers=args.workers, threads=args.threads, executor=args.executor, address=args.address,
+                       overwrite=args.overwrite, resume=args.resume)
+    if result.stopped:
+        return result.stopped
+    if result.failed:
+        names = ", ".join(f"{e.trial.label} ({e.status})" for e in result.failed)
+        print(f"mnist-drill: error: {len(result.failed)} of {result.trials} trials did not complete (why: the note "
+              f"column of {result.sweep_dir / 'sweep.csv'}): {names}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -204,7 +252,7 @@ def cmd_predict(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show,
-            "diff": cmd_diff, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict}
+            "diff": cmd_diff, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "sweep": cmd_sweep}
 
 
 def _raise_terminated(signum, frame):

@@ -271,11 +271,12 @@ def with_seed(cfg: Config, seed: int) -> Config:
 
 def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *, overrides: list[str] = (),
               seeds: Optional[list[int]] = None, overwrite: bool = False, resume: bool = False,
-              progression: bool = False, echo: Echo = print) -> list[StepReport]:
+              progression: bool = False, workers: int = 1, echo: Echo = print) -> list[StepReport]:
     """Run (or reuse, or resume) each step config into `out/<name>/`, once per seed into
     `out/<name>/seed_<n>/` when seeds are given, and write the step's seed table and, for a list of
     steps, `out/progression.md`. With several steps a step that fails is reported and the next one
-    runs; with one, its error is raised (the CLI prints it). Ctrl-C or SIGTERM stops everything."""
+    runs; with one, its error is raised (the CLI prints it). Ctrl-C or SIGTERM stops everything.
+    `workers` > 1 trains a step's seeds in parallel worker processes (executor.run_trials)."""
     reports: list[StepReport] = []
     previous: report.Previous = None
     for source in sources:
@@ -287,7 +288,8 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
             report_.cfg = load_config(source, overrides)
             if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
                 previous = parent_results(source, out, overrides)
-            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, previous, echo)
+            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, previous, echo,
+                          workers)
         except StorageError:
             raise  # a full disk fails the next step too: stop here, the finished ones are kept
         except DrillError as err:
@@ -307,29 +309,44 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
 
 
 def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: bool, resume: bool,
-                  previous: report.Previous, echo: Echo) -> None:
+                  previous: report.Previous, echo: Echo, workers: int = 1) -> None:
+    from .executor import Trial, run_trials
+
     cfg = step.cfg
     if seeds and not resume:
         prepare_run_dir(step_dir, overwrite, resume=False)  # the step folder holds the seed folders
         overwrite = False
     jobs = [(with_seed(cfg, s), step_dir / f"seed_{s}") for s in seeds] if seeds else [(cfg, step_dir)]
+    results: list[Optional[StepResult]] = []
+    trials = []
     for job_cfg, run_dir in jobs:
         plan, done = plan_run(job_cfg, run_dir, overwrite=overwrite, resume=resume)
         if plan == "reuse":
             echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
-            step.results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
+            # Its analysis is read again from its metrics, against the step before as it stands now.
+            write_text(run_dir / "analysis.md", report.run_markdown(
+                job_cfg, done, read_metrics(run_dir / "metrics.csv"), "completed", "",
+                (run_dir / "misclassified.png").is_file(), previous))
+            results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
             continue
-        result = run_step(job_cfg, run_dir, data_dir, overwrite=overwrite, resume=plan == "resume", previous=previous,
-                          echo=echo)
-        step.results.append(result)
-        if result.status == "interrupted":
-            break
-    finished = step.outcomes()
-    if seeds and finished:
-        rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
-        status = next((r.status for r in step.results if r.status not in ("completed", "reused")), "completed")
-        write_text(step_dir / "analysis.md", report.step_markdown(cfg, finished, rows, previous, status))
-        echo(f"wrote {step_dir / 'analysis.md'}")
+        results.append(None)  # filled when its trial ends, so results keep the seeds' order
+        label = f"{cfg.name}/{run_dir.name}" if seeds else cfg.name
+        trials.append(Trial(label, job_cfg, run_dir, resume=plan == "resume", overwrite=overwrite, previous=previous))
+    slots = [i for i, r in enumerate(results) if r is None]
+
+    def ended(end) -> None:
+        results[slots[trials.index(end.trial)]] = StepResult(end.trial.cfg, end.trial.run_dir, end.status,
+                                                             end.exit_code, end.outcome)
+
+    try:  # seeds run in parallel with workers > 1; a signal there is raised again once the workers saved
+        run_trials(trials, data_dir, workers=workers, echo=echo, on_end=ended)
+    finally:
+        step.results += [r for r in results if r is not None]
+        finished = step.outcomes()
+        if seeds and finished:
+            rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
+            write_text(step_dir / "analysis.md", report.step_markdown(cfg, finished, rows, previous, _step_status(step)))
+            echo(f"wrote {step_dir / 'analysis.md'}")
 
 
 def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None:

@@ -1,0 +1,466 @@
+"""Where trials train: in this process, in a pool of local worker processes, or as tasks on a Ray cluster.
+
+A trial is one ordinary run folder (a config and the folder it trains into). `run_trials` trains a list of them
+and reports each one's end as it comes; the run folder is the only channel: a worker trains with
+`runner.run_step` and the parent reads the outcome back from metrics.csv and run.json, so nothing large
+crosses a process boundary. One trial that fails, diverges or whose worker is killed is recorded, and the
+others go on. Ctrl-C or SIGTERM reaches every worker, each saves its finished epochs (as `run_step` does),
+and the parent waits for them before it stops.
+
+Local workers are processes of the spawn context (forking a process that has started torch's threads is
+unsafe), at most N alive, each training one trial with T torch threads. `concurrent.futures` is not used:
+its process pool breaks as a whole when one worker dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+from . import errors
+from .config import Config
+from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Terminated, UsageError
+
+Echo = Callable[[str], None]
+Executor = Literal["local", "ray"]
+RAY_INSTALL = "pip install 'mnist-drill[ray]'"
+RESEND_SECONDS = 1.0  # while stopping, a worker still alive gets the signal again this often
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run folder to train: `label` names it in the log (e.g. 'dropout_0.02/seed_1')."""
+
+    label: str
+    cfg: Config
+    run_dir: Path
+    resume: bool = False  # continue the checkpoint in run_dir
+    overwrite: bool = False  # replace what run_dir holds
+    previous: Optional[tuple] = None  # the step before, (Config, {seed: Outcome}), for analysis.md
+
+
+@dataclass(frozen=True)
+class TrialEnd:
+    """How a trial ended: status completed | interrupted | diverged | failed, the exit code that goes with it,
+    one line saying why it did not complete, its wall time (s), and its outcome when an epoch finished."""
+
+    trial: Trial
+    status: str
+    exit_code: int
+    note: str = ""
+    seconds: float = 0.0
+    outcome: Optional[object] = None  # analysis.Outcome
+    error: Optional[DrillError] = None  # the user error that stopped it before training, if that is what did
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset), not the machine
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker: $OMP_NUM_THREADS when set (the usual way to say threads per process), else the
+    CPUs shared out among the workers, at least 1."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    return max(1, available_cpus() // workers)
+
+
+def run_trials(trials: list[Trial], data_dir: Optional[str] = None, *, workers: int = 1,
+               threads: Optional[int] = None, executor: Executor = "local", address: Optional[str] = None,
+               keep_going: bool = False, echo: Echo = print,
+               on_end: Callable[[TrialEnd], None] = lambda end: None) -> list[TrialEnd]:
+    """Train `trials` and return how each ended, in their order (trials that never started are left out).
+
+    local with 1 worker (or 1 trial): one after another in this process, as `run` always trained; `threads` None
+    leaves torch's thread count alone. local with N > 1: N worker processes of `threads` torch threads each
+    (default: default_threads). ray: one Ray task per trial of `threads` CPUs (default 1) and a GPU when the
+    config trains on CUDA, on the cluster at `address` (None: a local Ray instance, started and stopped here).
+
+    `on_end` is called in this process as each trial ends. After an interrupted trial no new one starts. A
+    Ctrl-C or SIGTERM here is passed to every running worker; once they have saved their finished epochs
+    (and on_end has seen them) it is raised again. With keep_going False a user error (config, data, folder)
+    in a trial is raised once the running trials end, as `run` reports it; with True it is recorded."""
+    if executor == "ray":
+        ends = _run_ray(trials, data_dir, threads or 1, address, echo, on_end)
+    elif min(workers, len(trials)) <= 1:  # a process of its own would only add torch's start-up time
+        ends = _run_here(trials, data_dir, threads, keep_going, echo, on_end)
+    else:
+        ends = _run_pool(trials, data_dir, workers, threads or default_threads(workers), echo, on_end)
+    if not keep_going:
+        first = next((e.error for e in ends if e.error is not None), None)
+        if first is not None:
+            raise first
+    return ends
+
+
+def read_outcome(cfg: Config, run_dir: Path):
+    """The outcome of whatever epochs `run_dir` finished (analysis.Outcome), or None when it finished none."""
+    from . import analysis
+    from .model import build_model, count_params, has_fc
+    from .outputs import read_metrics
+
+    try:
+        rows = read_metrics(run_dir / "metrics.csv")
+    except (OSError, ValueError, KeyError):
+        return None
+    if not rows:
+        return None
+    params = run_info(run_dir).get("params") or count_params(build_model(cfg.model)[0])[0]
+    return analysis.assess(rows, cfg, params, has_fc(cfg.model))
+
+
+def run_info(run_dir: Path) -> dict:
+    """The run's run.json, or {} when it has none (yet)."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _ended(trial: Trial, status: str, exit_code: int, note: str, started: float, outcome=None,
+           error: Optional[DrillError] = None) -> TrialEnd:
+    if outcome is None and status != "failed":
+        outcome = read_outcome(trial.cfg, trial.run_dir)
+    note = note or (run_info(trial.run_dir).get("note", "") if status != "completed" else "")
+    return TrialEnd(trial, status, exit_code, note, round(time.perf_counter() - started, 2), outcome, error)
+
+
+def _user_error(class_name: str, message: str) -> Optional[DrillError]:
+    """The DrillError a worker reported by its class name and message, rebuilt here (None for no such class)."""
+    cls = getattr(errors, class_name, None) if class_name else None
+    return cls(message) if isinstance(cls, type) and issubclass(cls, DrillError) else None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+# ---------------------------------------------------------------- in this process
+
+def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[TrialEnd]:
+    from .runner import run_step
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    ends = []
+    for trial in trials:
+        started = time.perf_counter()
+        try:
+            result = run_step(trial.cfg, trial.run_dir, data_dir, overwrite=trial.overwrite, resume=trial.resume,
+                              previous=trial.previous, echo=echo)
+            end = _ended(trial, result.status, result.exit_code, "", started, result.outcome)
+        except DrillError as err:
+            if not keep_going:
+                raise
+            end = _ended(trial, "failed", EXIT_FAILED, str(err), started, error=err)
+        except Exception as err:  # a crash in one trial of a sweep is that trial's failure, not the sweep's
+            if not keep_going:
+                raise
+            end = _ended(trial, "failed", EXIT_FAILED, _one_line(err), started)
+        ends.append(end)
+        on_end(end)
+        if end.status == "interrupted":
+            break
+    return ends
+
+
+# ---------------------------------------------------------------- local worker processes
+
+def _stop_once(signum, frame):
+    """The worker's handler: the first SIGINT or SIGTERM unwinds run_step (which saves what finished); later
+    ones (the terminal's Ctrl-C reaches the whole process group, and the parent passes it on too) are ignored,
+    so they cannot cut that saving short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+
+
+def _worker(trial: Trial, data_dir: Optional[str], threads: int, conn) -> None:
+    """A worker process: train one trial, send (status, exit code, note, error class) back, exit."""
+    signal.signal(signal.SIGINT, _stop_once)
+    signal.signal(signal.SIGTERM, _stop_once)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for anything this worker starts; torch is told below
+    message = ("failed", EXIT_FAILED, "", "")
+    try:
+        # The parent blocks SIGINT while it starts a worker, and a child may inherit that mask: a signal that
+        # came in meanwhile is delivered here, to the handler above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        import torch
+        from tqdm import tqdm
+
+        torch.set_num_threads(threads)
+        # tqdm's default lock is a cross-process semaphore, which a worker killed outright leaves behind (and
+        # Python warns about at exit); one worker's bars need only a lock of its own.
+        tqdm.set_lock(threading.RLock())
+        from .runner import run_step
+
+        result = run_step(trial.cfg, trial.run_dir, data_dir, overwrite=trial.overwrite, resume=trial.resume,
+                          previous=trial.previous, echo=lambda line: print(f"[{trial.label}] {line}", flush=True))
+        message = (result.status, result.exit_code, "", "")
+    except DrillError as err:
+        message = ("failed", err.exit_code, str(err), type(err).__name__)
+    except KeyboardInterrupt:
+        message = ("interrupted", EXIT_SIGINT, "stopped by Ctrl-C before its first epoch finished", "")
+    except Terminated:
+        message = ("interrupted", EXIT_SIGTERM, "stopped by SIGTERM before its first epoch finished", "")
+    except Exception as err:
+        message = ("failed", EXIT_FAILED, _one_line(err), "")
+    finally:
+        with contextlib.suppress(OSError):
+            conn.send(message)
+            conn.close()
+
+
+@dataclass
+class _Running:
+    index: int  # in the list of trials
+    trial: Trial
+    process: multiprocessing.Process
+    conn: object  # the reading end of the worker's pipe
+    started: float
+
+
+@contextlib.contextmanager
+def _sigint_ignored_in_children():
+    """Start a worker with SIGINT ignored (the child keeps that across exec until _worker sets its handler),
+    so a Ctrl-C while it imports torch cannot kill it with a traceback; the parent resends signals until its
+    workers exit. SIGINT is blocked here meanwhile, so the parent's own Ctrl-C waits instead of being lost."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's alone
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def check_local(data_dir: Optional[str], cfgs: list[Config]) -> None:
+    """What every local trial needs, checked here before any worker starts, so a mistake is one error line and
+    not one failed trial each: the devices asked for, and MNIST (found, or downloaded once, and verified: N
+    workers never download into one folder at once)."""
+    from .data import load_cached, resolve_dir
+    from .runtime import choose_device
+
+    for device in dict.fromkeys(c.train.device for c in cfgs):
+        choose_device(device)
+    for root in dict.fromkeys(resolve_dir(data_dir, c.data.dir) for c in cfgs):
+        load_cached(root, 1, 1)
+
+
+def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd]:
+    check_local(data_dir, [t.cfg for t in trials])
+    context = multiprocessing.get_context("spawn")
+    pending = list(reversed(list(enumerate(trials))))
+    running: dict[int, _Running] = {}  # by the process's sentinel
+    ends: dict[int, TrialEnd] = {}  # by the trial's index in `trials`
+
+    def finish(run: _Running, stopping: bool) -> TrialEnd:
+        end = ends[run.index] = _collect(run, stopping)
+        echo(f"[{run.trial.label}] {end.status}" + (f": {end.note}" if end.note else ""))
+        on_end(end)
+        return end
+
+    stop = False
+    try:
+        while running or (pending and not stop):
+            while pending and not stop and len(running) < workers:
+                i, trial = pending.pop()
+                reader, writer = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, args=(trial, data_dir, threads, writer),
+                                          name=f"mnist-drill {trial.label}")
+                with _sigint_ignored_in_children():
+                    process.start()
+                writer.close()  # the worker holds the writing end; the parent sees EOF if it dies
+                running[process.sentinel] = _Running(i, trial, process, reader, time.perf_counter())
+                echo(f"[{trial.label}] started in worker process {process.pid}, {threads} torch "
+                     f"thread{'s' if threads > 1 else ''}")
+            for sentinel in wait(list(running)):
+                stop = finish(running.pop(sentinel), stopping=False).status == "interrupted" or stop
+    except (KeyboardInterrupt, Terminated) as err:
+        sig = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
+        with _signals_ignored():  # a second Ctrl-C must not cut the waiting short
+            if running:
+                echo(f"stopping: waiting for {len(running)} running trial(s) to save their finished epochs")
+            _stop_all(list(running.values()), sig)
+            for run in running.values():
+                finish(run, stopping=True)
+        raise
+    return [ends[i] for i in sorted(ends)]
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _stop_all(runs: list[_Running], sig: int) -> None:
+    """Signal every worker until it has exited: one still starting up ignores SIGINT until it can save."""
+    alive = {r.process.sentinel: r for r in runs}
+    while alive:
+        for r in alive.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(r.process.pid, sig)
+        for sentinel in wait(list(alive), timeout=RESEND_SECONDS):
+            alive.pop(sentinel)
+
+
+def _collect(run: _Running, stopping: bool) -> TrialEnd:
+    run.process.join()
+    message = None
+    with contextlib.suppress(EOFError, OSError):
+        if run.conn.poll():
+            message = run.conn.recv()
+    run.conn.close()
+    code = run.process.exitcode
+    if message is not None:
+        status, exit_code, note, error_class = message
+        return _ended(run.trial, status, exit_code, note, run.started, error=_user_error(error_class, note))
+    if code is not None and code < 0:  # killed by a signal before it could say anything
+        if stopping and -code in (signal.SIGINT, signal.SIGTERM):
+            exit_code = EXIT_SIGINT if -code == signal.SIGINT else EXIT_SIGTERM
+            return _ended(run.trial, "interrupted", exit_code, "stopped before its first epoch finished",
+                          run.started)
+        return _ended(run.trial, "failed", EXIT_FAILED, f"worker killed by signal {-code}", run.started)
+    return _ended(run.trial, "failed", EXIT_FAILED, f"worker exited with code {code} without a result", run.started)
+
+
+# ---------------------------------------------------------------- Ray
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"--executor ray: Ray is not installed here; {RAY_INSTALL}") from None
+    return ray
+
+
+def _ray_trial(trial: Trial, data_dir: Optional[str], threads: int, files: dict[str, bytes]):
+    """A Ray task: train the trial in a temporary folder on whichever node runs it (continuing from `files`,
+    the run folder's files, when it resumes) and return (status, exit code, note, error class, files)."""
+    import torch
+
+    from .runner import run_step
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="mnist-drill-") as tmp:
+        run_dir = Path(tmp) / trial.run_dir.name
+        run_dir.mkdir()
+        for name, data in files.items():
+            (run_dir / name).write_bytes(data)
+        try:
+            result = run_step(trial.cfg, run_dir, data_dir, overwrite=True, resume=trial.resume,
+                              previous=trial.previous, echo=lambda line: print(f"[{trial.label}] {line}", flush=True))
+            message = (result.status, result.exit_code, "", "")
+        except DrillError as err:
+            message = ("failed", err.exit_code, str(err), type(err).__name__)
+        except KeyboardInterrupt:  # ray.cancel
+            message = ("interrupted", EXIT_SIGINT, "cancelled", "")
+        return (*message, _read_files(run_dir))
+
+
+def _read_files(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and not p.name.startswith(".")}
+
+
+def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Make `run_dir` hold exactly the files a Ray task returned (a finished run drops its checkpoint)."""
+    from .outputs import atomic_path
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for old in run_dir.iterdir():
+        if old.is_file() and old.name not in files:
+            old.unlink()
+    for name, data in files.items():
+        with atomic_path(run_dir / name) as tmp:
+            tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def ray_session(address: Optional[str]):
+    """Ray, connected to the cluster at `address` (None: a local instance, started here) for the block and shut
+    down after it; within a session already open, that one. A cluster that does not answer is one error line."""
+    import logging
+
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise UsageError(f"--address {address}: no Ray cluster answered ({_one_line(err)}); start one with "
+                         "`ray start --head`, or leave --address out for a local one") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]:
+    from .outputs import prepare_run_dir
+
+    with ray_session(address) as ray:
+        for trial in trials:  # the same folder rules as a local run, checked before anything is sent
+            prepare_run_dir(trial.run_dir, trial.overwrite, trial.resume)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        task = ray.remote(_ray_trial)
+        refs = {}
+        for i, trial in enumerate(trials):
+            device = trial.cfg.train.device
+            num_gpus = 1 if device == "cuda" or (device == "auto" and gpus) else 0
+            files = _read_files(trial.run_dir) if trial.resume else {}
+            refs[task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data_dir, threads, files)] = \
+                (i, time.perf_counter())
+            echo(f"[{trial.label}] sent to Ray ({threads} CPU{'s' if threads > 1 else ''}"
+                 f"{', 1 GPU' if num_gpus else ''})")
+        ends = {}
+        try:
+            while refs:
+                (ref,), _ = ray.wait(list(refs), num_returns=1)
+                i, started = refs.pop(ref)
+                trial = trials[i]
+                try:
+                    status, exit_code, note, error_class, files = ray.get(ref)
+                    _write_back(trial.run_dir, files)
+                    end = _ended(trial, status, exit_code, note, started, error=_user_error(error_class, note))
+                except ray.exceptions.RayError as err:  # the task crashed, or its node went away
+                    end = _ended(trial, "failed", EXIT_FAILED, _one_line(err), started)
+                ends[i] = end
+                echo(f"[{trial.label}] {end.status}" + (f": {end.note}" if end.note else ""))
+                on_end(end)
+        except (KeyboardInterrupt, Terminated):
+            echo(f"stopping: cancelling {len(refs)} Ray task(s); their epochs are lost, the finished trials are kept")
+            for ref in refs:
+                ray.cancel(ref)
+            raise
+        return [ends[i] for i in sorted(ends)]
+

@@ -1,0 +1,368 @@
+"""Sweeps: a grid of config variants x seeds in one command, each trial an ordinary run folder, and the tables
+that compare them.
+
+`--vary model.dropout=0,0.05 --vary data.batch_size=64,128` is the product of the values, first --vary
+slowest. Every trial's config is built and type-checked (as `--set` is) before anything runs. Trial
+`<point>/seed_<n>/` is a normal run folder, so --resume, the analysis and every output of a run work on it.
+`sweep.csv` (a row per trial), `sweep.md` (a row per point, mean ± sd over seeds) and `sweep.png` are
+rewritten after each trial ends, so an interrupted sweep's files show what finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import itertools
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import plots
+from .checkpoint import CHECKPOINT
+from .config import Config, flatten, load_config, set_path, to_dict, yaml_value
+from .errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Terminated, UsageError
+from .executor import (Executor, Trial, TrialEnd, available_cpus, check_local, default_threads, import_ray,
+                       ray_session, run_info, run_trials)
+from .outputs import prepare_run_dir, write_text
+from .runner import plan_run, with_seed
+
+Echo = Callable[[str], None]
+NOT_VARIED = {"name": "names the run folder", "change": "describes a step", "train.seed": "use --seeds instead"}
+
+
+@dataclass(frozen=True)
+class Vary:
+    """One --vary: the dotted key and its values as YAML texts, in the order given."""
+
+    arg: str  # as given, for error messages: 'model.dropout=0,0.05'
+    key: str
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: its folder name, the varied keys' values as the config holds them, and its config."""
+
+    name: str
+    values: dict[str, object]
+    cfg: Config
+
+
+def split_values(text: str) -> list[str]:
+    """'0,0.05' -> ['0', '0.05']; commas inside brackets belong to a value: '[0.9,1.1],[1,1]' is two values."""
+    values, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            values.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*values, current.strip()]
+
+
+def parse_vary(arg: str) -> Vary:
+    key, sep, text = arg.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--vary {arg}: expected section.key=value1,value2,..., e.g. model.dropout=0,0.05")
+    texts = split_values(text)
+    if not all(texts):
+        raise ConfigError(f"--vary {arg}: an empty value; separate the values with single commas")
+    if key in NOT_VARIED:
+        raise ConfigError(f"--vary {arg}: {key} cannot be varied ({NOT_VARIED[key]})")
+    return Vary(arg, key, tuple(texts))
+
+
+def _value(cfg: Config, key: str, text: str) -> object:
+    """The value `key` has in the built config (typed: 0 -> 0.0 for a float key), else the YAML of `text`."""
+    flat = flatten(to_dict(cfg))
+    return flat[key] if key in flat else set_path(f"{key}={text}")[1]
+
+
+def _short_key(key: str) -> str:
+    """'model.dropout' -> 'dropout', 'model.blocks[1].out' -> 'blocks1.out': the key without its section."""
+    parts = key.split(".")
+    return re.sub(r"[\[\]]", "", ".".join(parts[1:] if len(parts) > 1 else parts))
+
+
+def _safe(text: str) -> str:
+    """A value as a piece of a folder name: '[0.9, 1.1]' -> '0.9-1.1'."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text.strip("[]{}() ")) or "empty"
+
+
+def point_names(keys: list[str], grid: list[dict[str, object]]) -> list[str]:
+    """A folder name per grid point from its values, e.g. 'dropout_0.02' or 'max_lr_0.05__batch_size_64':
+    deterministic, filesystem-safe and unique (a clash gets the point's number appended)."""
+    short = [_short_key(k) for k in keys]
+    labels = [s if short.count(s) == 1 else _safe(k) for s, k in zip(short, keys)]
+    names = ["__".join(f"{label}_{_safe(yaml_value(values[k]))}" for label, k in zip(labels, keys)) for values in grid]
+    clashes = Counter(names)
+    return [f"{n}_v{i + 1}" if clashes[n] > 1 else n for i, n in enumerate(names)]
+
+
+def _vary_error(err: ConfigError, items: list[str], args: list[str]) -> ConfigError:
+    """A config error from a --vary's value, reworded to name the --vary (load_config names it as a --set)."""
+    text = str(err)
+    for item in items:
+        if text.startswith(f"--set {item}: "):
+            return ConfigError(f"--vary {' with '.join(args)}: {text[len(f'--set {item}: '):]}")
+    return err
+
+
+def expand(config: Path, varies: list[Vary], overrides: list[str] = ()) -> list[Point]:
+    """Every grid point's config, type-checked value by value and then as a combination: a bad value raises
+    one ConfigError naming its --vary."""
+    keys = [v.key for v in varies]
+    repeated = [k for k, n in Counter(keys).items() if n > 1]
+    if repeated:
+        raise ConfigError(f"--vary {repeated[0]}: given twice; list all its values in one --vary")
+    choices = []  # per --vary: (item, value) for each value
+    for vary in varies:
+        seen: dict[str, str] = {}
+        items = []
+        for text in vary.texts:
+            item = f"{vary.key}={text}"
+            try:
+                value = _value(load_config(config, [*overrides, item]), vary.key, text)
+            except ConfigError as err:
+                raise _vary_error(err, [item], [vary.arg]) from None
+            if yaml_value(value) in seen:
+                raise ConfigError(f"--vary {vary.arg}: {text} is the same value as {seen[yaml_value(value)]}")
+            seen[yaml_value(value)] = text
+            items.append((item, value))
+        choices.append(items)
+    grid, cfgs = [], []
+    for combination in itertools.product(*choices):
+        items = [item for item, _ in combination]
+        try:
+            cfgs.append(load_config(config, [*overrides, *items]))
+        except ConfigError as err:
+            raise _vary_error(err, items, items) from None
+        grid.append({key: value for key, (_, value) in zip(keys, combination)})
+    names = point_names(keys, grid)
+    return [Point(name, values, dataclasses.replace(cfg, name=name)) for name, values, cfg in zip(names, grid, cfgs)]
+
+
+# ---------------------------------------------------------------- the tables
+
+def _acc(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def csv_columns(keys: list[str]) -> list[str]:
+    return ["point", *keys, "seed", "status", "params", "macs_per_image", "epochs", "best_test_acc", "final_test_acc",
+            "min_last_test_acc", "targets_met", "all_targets_met", "seconds", "note"]
+
+
+def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]) -> str:
+    """A row per trial that ended, in grid order. min_last_test_acc: the lowest test_acc of the last
+    target.consistent_epochs epochs; seconds: the run's training time (run.json), or the trial's wall time."""
+    keys = list(points[0].values)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(csv_columns(keys))
+    for p, point in enumerate(points):
+        for s, seed in enumerate(seeds):
+            end = ends.get((p, s))
+            if end is None:
+                continue
+            o, info = end.outcome, run_info(end.trial.run_dir)
+            writer.writerow([
+                point.name, *(yaml_value(point.values[k]) for k in keys), seed, end.status,
+                o.params if o else info.get("params", ""), info.get("macs_per_image", ""), o.epochs if o else "",
+                _acc(o and o.best_test_acc), _acc(o and o.final_test_acc), _acc(o and min(o.last_test_accs)),
+                f"{sum(o.targets.values())}/{len(o.targets)}" if o else "", str(o.all_met).lower() if o else "",
+                info.get("seconds_total", end.seconds), end.note])
+    return buf.getvalue()
+
+
+def _completed(point_ends: list[TrialEnd]) -> list:
+    return [e.outcome for e in point_ends if e.status == "completed" and e.outcome is not None]
+
+
+def sweep_markdown(title: str, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd],
+                   seeds: list[int], figure: bool) -> str:
+    """A row per grid point: mean ± sd over its completed seeds of the final and best test_acc, params, and how
+    many seeds hold the target; then the trials that did not complete."""
+    keys = list(points[0].values)
+    target = points[0].cfg.target
+    lines = [f"# {title}", "",
+             f"`{config}` with {', '.join(f'`{k}`' for k in keys)} varied: {len(points)} points x "
+             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}). Each trial is the run "
+             "folder `<point>/seed_<n>/`; `sweep.csv` has a row per trial. Means and sds are over the completed "
+             "seeds.", "",
+             f"| point | {' | '.join(keys)} | params | seeds completed | final test_acc | best test_acc | "
+             f"holds {target.test_acc}% over the last {target.consistent_epochs} epochs | all targets |",
+             "|---|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|---:|"]
+    unfinished = []
+    for p, point in enumerate(points):
+        point_ends = [ends[(p, s)] for s in range(len(seeds)) if (p, s) in ends]
+        unfinished += [e for e in point_ends if e.status != "completed"]
+        done = _completed(point_ends)
+        values = " | ".join(yaml_value(point.values[k]) for k in keys)
+        if not done:
+            lines.append(f"| {point.name} | {values} | | 0/{len(seeds)} | | | | |")
+            continue
+        final, best = plots.mean_sd([o.final_test_acc for o in done]), plots.mean_sd([o.best_test_acc for o in done])
+        lines.append(f"| {point.name} | {values} | {done[0].params:,} | {len(done)}/{len(seeds)} | "
+                     f"{final[0]:.2f} ± {final[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
+                     f"{sum(o.consistent for o in done)}/{len(done)} | {sum(o.all_met for o in done)}/{len(done)} |")
+    missing = len(points) * len(seeds) - len(ends)
+    if unfinished or missing:
+        lines += ["", "Not completed: " + "; ".join(
+            [f"{e.trial.label} ({e.status}{': ' + e.note if e.note else ''})" for e in unfinished]
+            + ([f"{missing} trial(s) not run yet"] if missing else []))]
+    if figure:
+        lines += ["", "![sweep](sweep.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(sweep_dir: Path, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd],
+                 seeds: list[int]) -> None:
+    """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
+    figure = []
+    for p, point in enumerate(points):
+        done = _completed([ends[(p, s)] for s in range(len(seeds)) if (p, s) in ends])
+        if done:
+            figure.append(plots.SweepPoint(point.values, done[0].params, [o.final_test_acc for o in done]))
+    if figure:
+        plots.sweep(figure, sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
+    write_text(sweep_dir / "sweep.csv", sweep_csv(points, ends, seeds))
+    write_text(sweep_dir / "sweep.md", sweep_markdown(sweep_dir.name, config, points, ends, seeds, bool(figure)))
+
+
+# ---------------------------------------------------------------- the sweep
+
+@dataclass
+class SweepPlan:
+    """What a sweep will do, decided before anything is written: its grid, and for each (point, seed) either a
+    trial to train or, with --resume, the end of one that already completed."""
+
+    config: Path
+    sweep_dir: Path
+    points: list[Point]
+    seeds: list[int]
+    trials: list[Trial]  # to train
+    slots: list[tuple[int, int]]  # (point, seed) index of each trial
+    ends: dict[tuple[int, int], TrialEnd]  # (point, seed) index -> how it ended, filled as trials end
+
+    def record(self, end: TrialEnd) -> None:
+        self.ends[self.slots[next(i for i, t in enumerate(self.trials) if t is end.trial)]] = end
+        write_tables(self.sweep_dir, self.config, self.points, self.ends, self.seeds)
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    ends: list[TrialEnd]  # in grid order, the trials that ended (reused ones as completed)
+    trials: int  # how many the grid has
+
+    @property
+    def failed(self) -> list[TrialEnd]:
+        return [e for e in self.ends if e.status in ("failed", "diverged")]
+
+    @property
+    def stopped(self) -> int:
+        """EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0."""
+        return next((e.exit_code for e in self.ends if e.status == "interrupted"
+                     and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM)), 0)
+
+
+def _unfinished_without_epochs(run_dir: Path) -> bool:
+    """A trial folder that was started but finished no epoch (stopped or killed early): nothing in it to keep."""
+    return (run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CHECKPOINT).is_file()
+            and run_info(run_dir).get("status") != "completed")
+
+
+def plan_sweep(config: Path, vary_args: list[str], sweep_dir: Path, *, overrides: list[str] = (),
+               seeds: Optional[list[int]] = None, overwrite: bool = False, resume: bool = False) -> SweepPlan:
+    """Build and check every trial's config and decide, per trial folder, train / resume / reuse / refuse
+    (runner.plan_run's rule; with --resume a trial stopped before its first epoch trains afresh). Raises the
+    user's mistakes; writes nothing."""
+    if overwrite and resume:
+        raise UsageError("--resume and --overwrite contradict each other: pass one")
+    varies = [parse_vary(a) for a in vary_args]
+    base = load_config(config, overrides)
+    points = expand(config, varies, overrides)
+    seeds = seeds or [base.train.seed]
+    if not resume and not overwrite and sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+        raise UsageError(f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
+                         "it, or --name/--out to write elsewhere")
+    plan = SweepPlan(config, sweep_dir, points, seeds, [], [], {})
+    for p, point in enumerate(points):
+        for s, seed in enumerate(seeds):
+            cfg, run_dir = with_seed(point.cfg, seed), sweep_dir / point.name / f"seed_{seed}"
+            trial = Trial(f"{point.name}/seed_{seed}", cfg, run_dir)
+            if resume and _unfinished_without_epochs(run_dir):
+                plan.trials.append(dataclasses.replace(trial, overwrite=True))
+                plan.slots.append((p, s))
+                continue
+            how, done = plan_run(cfg, run_dir, overwrite=False, resume=resume)
+            if how == "reuse":
+                plan.ends[(p, s)] = TrialEnd(trial, "completed", 0, "", 0.0, done)
+                continue
+            plan.trials.append(dataclasses.replace(trial, resume=how == "resume"))
+            plan.slots.append((p, s))
+    return plan
+
+
+def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[str] = None,
+              overrides: list[str] = (), seeds: Optional[list[int]] = None, data_dir: Optional[str] = None,
+              workers: Optional[int] = None, threads: Optional[int] = None, executor: Executor = "local",
+              address: Optional[str] = None, overwrite: bool = False, resume: bool = False,
+              echo: Echo = print) -> SweepResult:
+    """Train every (grid point, seed) of `config` varied by `vary_args` into `out/<name>/<point>/seed_<n>/` and
+    write the sweep's tables. Everything a user can get wrong raises before anything is written. A trial that
+    fails is recorded and the others go on; Ctrl-C or SIGTERM keeps what finished (and is raised again)."""
+    name = name or f"sweep_{Path(config).stem}"
+    if "/" in name or name in ("", ".", ".."):
+        raise UsageError(f"--name {name}: must be a plain folder name")
+    for option, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{option} {value}: must be >= 1")
+    if executor == "ray":
+        if workers is not None:
+            raise UsageError("--workers is for --executor local; Ray places each trial on --threads CPUs")
+        import_ray()
+    elif address is not None:
+        raise UsageError("--address is for --executor ray")
+    plan = plan_sweep(config, vary_args, out / name, overrides=overrides, seeds=seeds, overwrite=overwrite,
+                      resume=resume)
+    if executor == "local":
+        check_local(data_dir, [t.cfg for t in plan.trials])
+        workers = max(1, min(workers or available_cpus(), len(plan.trials)))  # never more workers than trials
+        threads = threads or (default_threads(workers) if workers > 1 else None)
+        how = (f"{workers} worker processes x {threads} torch thread(s)" if workers > 1 else
+               "in this process" + (f", {threads} torch thread(s)" if threads else ""))
+    else:
+        how = f"as Ray tasks of {threads or 1} CPU(s)"
+    with contextlib.ExitStack() as stack:
+        if executor == "ray":  # connected before anything is written: a cluster that is not there is one line
+            stack.enter_context(ray_session(address))
+        if resume:
+            plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            prepare_run_dir(plan.sweep_dir, overwrite, resume=False)  # --overwrite: the earlier sweep goes now
+        echo(f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
+             f"{len(plan.points) * len(plan.seeds)} trials" + (f", {len(plan.ends)} already complete" if plan.ends
+                                                                else "") + f"; {len(plan.trials)} to train {how}")
+        write_tables(plan.sweep_dir, config, plan.points, plan.ends, plan.seeds)  # the reused trials, if any
+        try:
+            run_trials(plan.trials, data_dir, workers=workers or 1, threads=threads, executor=executor,
+                       address=address, keep_going=True, echo=echo, on_end=plan.record)
+        except (KeyboardInterrupt, Terminated):
+            echo(f"the sweep was stopped; the finished trials are in {plan.sweep_dir / 'sweep.csv'}; run the same "
+                 "command with --resume to finish it")
+            raise
+    result = SweepResult(plan.sweep_dir, [plan.ends[key] for key in sorted(plan.ends)],
+                         len(plan.points) * len(plan.seeds))
+    if result.stopped:
+        echo("the sweep was stopped; run the same command with --resume to finish it")
+    echo(f"wrote {plan.sweep_dir / 'sweep.csv'}, sweep.md" +
+         (", sweep.png" if (plan.sweep_dir / "sweep.png").exists() else ""))
+    return result

@@ -1,0 +1,130 @@
+"""Where trials train: seeds in parallel worker processes give the numbers one process gives, trials in this
+process keep going past a failing one, the thread count per worker, and a sweep on a local Ray instance."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CLI_TIMEOUT, cli_env
+from mnist_drill import executor
+from mnist_drill.config import load_config
+from mnist_drill.errors import ConfigError
+from mnist_drill.executor import Trial, default_threads, run_trials
+
+
+def metrics_without_seconds(run: Path) -> list[list[str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [row[:-1] for row in csv.reader(f)]
+
+
+def test_run_seeds_with_two_workers_gives_the_same_numbers_as_one(cli_many, tmp_path, tiny, write_config, data_dir):
+    tiny["train"]["epochs"] = 2
+    config = write_config("tiny.yaml", tiny)
+    done = cli_many({n: ["run", config, "--seeds", "1,2", "--workers", n, "--data-dir", data_dir,
+                         "--out", tmp_path / n] for n in ("1", "2")})
+    for proc in done.values():
+        assert proc.returncode == 0, proc.stderr
+    assert "started in worker process" in done["2"].stdout and "worker process" not in done["1"].stdout
+    for seed in ("seed_1", "seed_2"):
+        one, two = tmp_path / "1" / "tiny" / seed, tmp_path / "2" / "tiny" / seed
+        assert metrics_without_seconds(one) == metrics_without_seconds(two)
+        first, second = torch.load(one / "model.pt"), torch.load(two / "model.pt")
+        assert all(torch.equal(first[k], second[k]) for k in first)
+    tables = [(tmp_path / n / "tiny" / "analysis.md").read_text() for n in ("1", "2")]
+    assert tables[0] == tables[1]
+
+
+def test_trials_in_this_process_keep_going_past_a_failing_one(tmp_path, tiny, write_config, data_dir):
+    config = write_config("tiny.yaml", tiny)
+    good = load_config(config)
+    bad = load_config(config, ["model.blocks[2].kernel=15"])  # does not fit its 13x13 map
+    trials = [Trial("bad", bad, tmp_path / "bad"), Trial("good", good, tmp_path / "good")]
+    seen = []
+    ends = run_trials(trials, str(data_dir), keep_going=True, echo=lambda line: None, on_end=seen.append)
+    assert [(e.trial.label, e.status) for e in ends] == [("bad", "failed"), ("good", "completed")]
+    assert seen == ends
+    assert "does not fit" in ends[0].note and isinstance(ends[0].error, ConfigError)
+    assert ends[1].outcome.epochs == 1 and (tmp_path / "good" / "model.pt").is_file()
+    with pytest.raises(ConfigError, match="does not fit"):  # as `run` reports it: the error itself
+        run_trials(trials[:1], str(data_dir), echo=lambda line: None)
+
+
+@pytest.mark.parametrize("env, cpus, workers, threads", [
+    (None, 16, 4, 4), (None, 16, 3, 5), (None, 2, 4, 1), ("1", 16, 4, 1), ("3", 2, 2, 3), ("x", 8, 2, 4)])
+def test_each_worker_gets_its_share_of_the_cpus_or_omp_num_threads(monkeypatch, env, cpus, workers, threads):
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    monkeypatch.setattr(executor, "available_cpus", lambda: cpus)
+    assert default_threads(workers) == threads
+
+
+def test_the_ray_executor_without_ray_says_how_to_install_it(cli, tmp_path, tiny, write_config, error_line):
+    fake = tmp_path / "no_ray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    path = os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])
+    proc = cli(["sweep", write_config("tiny.yaml", tiny), "--vary", "model.dropout=0,0.05", "--executor", "ray",
+                "--out", tmp_path / "out"], env={"PYTHONPATH": path})
+    assert proc.returncode == 2
+    assert error_line(proc) == "mnist-drill: error: --executor ray: Ray is not installed here; " \
+                               "pip install 'mnist-drill[ray]'"
+    assert not (tmp_path / "out").exists()
+
+
+def session_processes(sid: int) -> list[int]:
+    """The pids of the processes in session `sid` (from /proc: the field after the process group)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_sweep_on_a_local_ray_instance_brings_every_run_folder_back(tmp_path, tiny, write_config, data_dir):
+    config = write_config("tiny.yaml", tiny)
+    # No --address: the CLI starts a local Ray instance and shuts it down. In a session of its own, so that
+    # whatever Ray leaves running afterwards can be found (and stopped) here.
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_drill", "sweep", str(config), "--vary",
+                             "model.dropout=0,0.05", "--executor", "ray", "--data-dir", str(data_dir),
+                             "--out", str(tmp_path / "out")],
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        deadline = time.monotonic() + 30
+        while session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = session_processes(proc.pid)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert not left, "Ray was left running after the sweep"
+    sweep_dir = tmp_path / "out" / "sweep_tiny"
+    with open(sweep_dir / "sweep.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["point"], r["status"]) for r in table] == [("dropout_0.0", "completed"), ("dropout_0.05", "completed")]
+    for row in table:
+        run = sweep_dir / row["point"] / "seed_1"
+        assert {"config.yaml", "metrics.csv", "model.pt", "run.json", "analysis.md", "train.log"} <= \
+            {p.name for p in run.iterdir()}
+        assert not (run / "checkpoint.pt").exists()
+        with open(run / "metrics.csv", newline="") as f:
+            last = list(csv.DictReader(f))[-1]
+        assert float(row["final_test_acc"]) == pytest.approx(float(last["test_acc"]), abs=1e-3)
+    assert "sent to Ray" in out
