@@ -1,7 +1,7 @@
 """How the test pass's speed depends on its batch size and memory format, and that its answers don't.
 
     python benchmarks/sweep_eval.py configs/step7_lr_scheduler.yaml \
-        --weights results/step7_lr_scheduler/model.pt [--sizes 64,128,1000] [--repeats 5]
+        --weights results/drill/step7_lr_scheduler/seed_1/model.pt [--sizes 64,128,1000] [--repeats 5]
 
 For each test batch size, in channels_last and in contiguous (NCHW) layout, times `evaluate` over the
 whole test set (median of --repeats passes, after one warm-up) and checks that every size and

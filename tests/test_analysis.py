@@ -78,7 +78,7 @@ def test_just_either_side_of_the_tolerance(train, test, expected):
 
 
 @pytest.mark.parametrize("train, test, held, expected", [
-    (99.39, 99.49, True, "healthy"),  # results/seeds_cpu seed 2: every target met, once called under-fitting
+    (99.39, 99.49, True, "healthy"),  # a final-step run (seed 2, 2026-11-23) that met every target, once called under-fitting
     (99.39, 99.49, False, "under-fitting"),
     (98.50, 99.45, True, "healthy"),  # augmented batches read low; the test set holds the target
     (99.95, 99.45, True, "over-fitting"),  # holding the target does not hide a gap

@@ -1,5 +1,5 @@
 """Using a trained model: `eval` and `predict` through the real command line on the reference run
-(results/step7_lr_scheduler), the refusal of hostile files, and the preprocessing that makes any
+(results/drill/step7_lr_scheduler/seed_1), the refusal of hostile files, and the preprocessing that makes any
 picture of a digit look like an MNIST one."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mnist_drill.inference import prepare_digit, read_image
 from mnist_drill.outputs import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = REPO_ROOT / "results" / "step7_lr_scheduler"
+REFERENCE = REPO_ROOT / "results" / "drill" / "step7_lr_scheduler" / "seed_1"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -170,7 +170,7 @@ def test_eval_matches_the_last_test_acc_the_run_recorded(runs):
     done, tmp, _, _ = runs
     proc = done["eval"]
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp / "runs/eval/step7_lr_scheduler/eval.json").read_text())
+    report = json.loads((tmp / "runs/eval/step7_lr_scheduler_seed_1/eval.json").read_text())
     last = read_metrics(REFERENCE / "metrics.csv")[-1]
     assert report["images"] == 10_000
     assert round(report["test_acc"], 2) == round(last["test_acc"], 2)
@@ -180,7 +180,7 @@ def test_eval_matches_the_last_test_acc_the_run_recorded(runs):
 
 def test_eval_reports_each_digit_and_the_confusion_matrix(runs):
     done, tmp, _, _ = runs
-    folder = tmp / "runs/eval/step7_lr_scheduler"
+    folder = tmp / "runs/eval/step7_lr_scheduler_seed_1"
     report = json.loads((folder / "eval.json").read_text())
     confusion = torch.tensor(report["confusion"])
     assert confusion.shape == (10, 10) and confusion.sum() == 10_000
@@ -191,7 +191,7 @@ def test_eval_reports_each_digit_and_the_confusion_matrix(runs):
         row = rf"^\s+{c['digit']}\s+{c['images']}\s+{c['correct']}\s+{c['acc']:.2f}$"
         assert re.search(row, done["eval"].stdout, re.MULTILINE)
     assert (folder / "confusion.png").read_bytes()[:8] == PNG
-    assert "wrote runs/eval/step7_lr_scheduler/eval.json" in done["eval"].stdout
+    assert "wrote runs/eval/step7_lr_scheduler_seed_1/eval.json" in done["eval"].stdout
 
 
 @pytest.mark.parametrize("call", ["eval hostile", "predict hostile"])

@@ -19,10 +19,9 @@ from .config import config_changes, find_config, load_config, to_yaml, unused_se
 from .data import LOOKUP_ORDER
 from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
 from .model import build_model, with_model_defaults
+from .outputs import DEFAULT_OUT
 from .runner import compare_runs, exit_code, run_steps
 from .summary import summary_text
-
-DEFAULT_OUT = "runs"  # git-ignored: a user's runs never touch the committed reference results/
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, training=False)
 
     p = sub.add_parser("eval", help="score a run's model.pt on the MNIST test set, per digit too")
-    p.add_argument("run_dir", help="a run folder with config.yaml and model.pt, e.g. results/step7_lr_scheduler")
+    p.add_argument("run_dir", help="a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1")
     p.add_argument("--data-dir", help=f"folder with the MNIST IDX files (default: {LOOKUP_ORDER})")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the run's train.device)")
     p.add_argument("--out", help="folder for eval.json and confusion.png (default: runs/eval/<run folder name>/)")
 
     p = sub.add_parser("predict", help="the digit in each image file (PNG, JPEG, ...), by a run's model.pt")
-    p.add_argument("run_dir", help="a run folder with config.yaml and model.pt, e.g. results/step7_lr_scheduler")
+    p.add_argument("run_dir", help="a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1")
     p.add_argument("images", nargs="+", help="image files, one digit each, any size, dark-on-light or light-on-dark")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the run's train.device)")
     return parser
@@ -224,7 +223,8 @@ def cmd_diff(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import report as bench_report, run_bench
+    from .bench import report as bench_report
+    from .bench import run_bench
     from .data import resolve_dir
     from .outputs import write_json
 

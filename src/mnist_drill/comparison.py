@@ -206,6 +206,6 @@ def first_target_text(stats: StepStats, target_acc: float) -> str:
     s: Optional[Stat] = stats.first_target_epoch
     if s is None:
         return "never"
-    if stats.n == 1:
-        return f"epoch {s.mean:.0f}"
+    if stats.n == 1 or s.n == 1:  # one seed reached it: its epoch is a whole number
+        return f"epoch {s.mean:.0f}" + ("" if stats.n == 1 else f" ({stats.reached} of {stats.n} seeds)")
     return f"epoch {s.text(1)} ({stats.reached} of {stats.n} seeds)"

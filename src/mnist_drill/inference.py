@@ -24,7 +24,7 @@ from .config import Config, load_config
 from .data import Split, load_mnist, load_split, normalize, resolve_dir, to_device
 from .errors import EXIT_USAGE, DataError, StorageError, UsageError
 from .model import build_model
-from .outputs import write_json
+from .outputs import DEFAULT_OUT, write_json
 from .runtime import autocast, configure, place
 from .train import evaluate
 
@@ -41,7 +41,7 @@ def load_run(run_dir: Path, device: Optional[str] = None) -> tuple[Config, torch
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run folder")
     if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{run_dir}: no config.yaml here; pass a run folder such as results/step7_lr_scheduler")
+        raise UsageError(f"{run_dir}: no config.yaml here; pass a run folder such as results/drill/step7_lr_scheduler/seed_1")
     if not (run_dir / WEIGHTS).is_file():
         still = f" yet, only {CHECKPOINT}: the run is in progress or was interrupted (finish it with --resume)" \
             if (run_dir / CHECKPOINT).is_file() else ": the run did not finish"
@@ -92,7 +92,9 @@ def eval_text(report: dict) -> str:
 def run_eval(run_dir: Path, data_dir: Optional[str], device: Optional[str], out: Optional[str]) -> int:
     """`mnist-drill eval`: print the report; write eval.json and confusion.png under `out`."""
     report = evaluate_run(run_dir, data_dir, device)
-    folder = Path(out) if out else Path("runs/eval") / run_dir.resolve().name
+    run = run_dir.resolve()
+    name = f"{run.parent.name}_{run.name}" if run.name.startswith("seed_") else run.name  # step7_..._seed_1
+    folder = Path(out) if out else Path(DEFAULT_OUT) / "eval" / name
     print(eval_text(report))
     try:
         write_json(folder / "eval.json", report)

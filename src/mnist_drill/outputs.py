@@ -26,6 +26,8 @@ from typing import Optional
 from .errors import StorageError, UsageError
 from .lock import LOCK_NAME, refuse_if_in_use
 
+DEFAULT_OUT = "runs"  # where runs, evals and comparisons go: git-ignored, never the committed results/
+
 OUTPUT_FILES = ("config.yaml", "metrics.csv", "summary.txt", "analysis.md", "curves.png", "misclassified.png",
                 "model.pt", "checkpoint.pt", "run.json", "train.log")
 

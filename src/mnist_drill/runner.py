@@ -323,10 +323,11 @@ def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: 
         plan, done = plan_run(job_cfg, run_dir, overwrite=overwrite, resume=resume)
         if plan == "reuse":
             echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
-            # Its analysis is read again from its metrics, against the step before as it stands now.
+            # Its analysis and curves are read again from its metrics, against the step before as it stands now.
+            rows = read_metrics(run_dir / "metrics.csv")
             write_text(run_dir / "analysis.md", report.run_markdown(
-                job_cfg, done, read_metrics(run_dir / "metrics.csv"), "completed", "",
-                (run_dir / "misclassified.png").is_file(), previous))
+                job_cfg, done, rows, "completed", "", (run_dir / "misclassified.png").is_file(), previous))
+            plots.curves(rows, run_dir / "curves.png", job_cfg.name, job_cfg.target.test_acc)
             results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
             continue
         results.append(None)  # filled when its trial ends, so results keep the seeds' order
