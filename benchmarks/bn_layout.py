@@ -7,6 +7,7 @@ shapes of the drill's models.
 On the 2-core Xeon torch's channels_last BatchNorm was several times slower below 16 channels
 (benchmarks/README.md); this shows whether a machine has the same trait.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,8 +36,9 @@ def main() -> None:
         grad = torch.randn_like(x)
         bn, row = torch.nn.BatchNorm2d(c), FastBatchNorm2d(c)
         direct = _microseconds(lambda: torch.autograd.grad(bn(x), x, grad))
-        via = _microseconds(lambda: torch.autograd.grad(
-            bn(x.contiguous()).contiguous(memory_format=torch.channels_last), x, grad))
+        via = _microseconds(
+            lambda: torch.autograd.grad(bn(x.contiguous()).contiguous(memory_format=torch.channels_last), x, grad)
+        )
         rows = _microseconds(lambda: torch.autograd.grad(row(x), x, grad))
         print(f"{f'{n}x{c}x{h}x{h}':>16} {direct:>14.0f} {via:>19.0f} {rows:>15.0f}")
 

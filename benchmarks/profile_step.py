@@ -5,6 +5,7 @@
 A developer's companion to `mnist-drill bench`: the bench says how fast an epoch is, this says which
 operators pay for it (self time, summed over the profiled batches), so speed work starts from data.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mnist_drill.config import load_config
 from mnist_drill.bench import NoSchedule
+from mnist_drill.config import load_config
 from mnist_drill.data import Split, resolve_dir
 from mnist_drill.runtime import device_name
 from mnist_drill.train import setup, train_epoch
@@ -42,8 +43,10 @@ def main() -> None:
     with profile(activities=activities) as prof:
         train_epoch(model, batches(args.batches), optimizer, NoSchedule(), cfg, 1, device)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"{cfg.name}: {args.batches} training batches of {cfg.data.batch_size} on {device_name(device)}, "
-          f"torch {torch.__version__}")
+    print(
+        f"{cfg.name}: {args.batches} training batches of {cfg.data.batch_size} on {device_name(device)}, "
+        f"torch {torch.__version__}"
+    )
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
 
 

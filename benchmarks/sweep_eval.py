@@ -8,6 +8,7 @@ whole test set (median of --repeats passes, after one warm-up) and checks that e
 layout gives the same predictions as the first one. This is how `data.test_batch_size` got its
 default (benchmarks/README.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ def main() -> None:
     for channels_last in (True, False):
         model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         for size in (int(s) for s in args.sizes.split(",")):
-            run_cfg = replace(cfg, data=replace(cfg.data, test_batch_size=size),
-                              train=replace(cfg.train, channels_last=channels_last))
+            run_cfg = replace(
+                cfg, data=replace(cfg.data, test_batch_size=size), train=replace(cfg.train, channels_last=channels_last)
+            )
             result = evaluate(model, test, run_cfg, device)
             seconds = []
             for _ in range(args.repeats):

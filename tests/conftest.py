@@ -12,17 +12,16 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional, Union
 
 import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CLI_TIMEOUT = 300  # seconds; a tiny run takes ~10 s, mostly imports
 
 # A model of ~1.4k parameters that trains an epoch of 512 images in a fraction of a second on a CPU.
@@ -30,13 +29,16 @@ TINY = {
     "name": "tiny",
     "change": "a tiny model for tests",
     "data": {"batch_size": 64, "test_batch_size": 256, "train_subset": 512, "test_subset": 256},
-    "model": {"bn": True, "blocks": [
-        {"type": "conv", "out": 8},      # 26x26
-        {"type": "maxpool"},             # 13x13
-        {"type": "conv", "out": 16},     # 11x11
-        {"type": "gap"},
-        {"type": "head", "out": 10},
-    ]},
+    "model": {
+        "bn": True,
+        "blocks": [
+            {"type": "conv", "out": 8},  # 26x26
+            {"type": "maxpool"},  # 13x13
+            {"type": "conv", "out": 16},  # 11x11
+            {"type": "gap"},
+            {"type": "head", "out": 10},
+        ],
+    },
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
     "train": {"epochs": 1, "seed": 1, "device": "cpu"},
 }
@@ -57,8 +59,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _has_mnist(path: Path) -> bool:
-    return all((path / n).is_file() or (path / f"{n}.gz").is_file() or (path / "MNIST" / "raw" / n).is_file()
-               for n in MNIST_FILES)
+    return all(
+        (path / n).is_file() or (path / f"{n}.gz").is_file() or (path / "MNIST" / "raw" / n).is_file()
+        for n in MNIST_FILES
+    )
 
 
 @pytest.fixture(scope="session")
@@ -69,12 +73,15 @@ def data_dir() -> Path:
     candidates = [Path(env)] if env else [REPO_ROOT.parent / "shared" / "data" / "mnist", REPO_ROOT / "data" / "mnist"]
     found = next((p for p in candidates if _has_mnist(p)), None)
     if found is None:
-        pytest.fail(f"MNIST data not found in {' or '.join(map(str, candidates))}; set MNIST_DRILL_DATA to the folder "
-                    "holding the four IDX files, or run `mnist-drill run step7` once to download them", pytrace=False)
+        pytest.fail(
+            f"MNIST data not found in {' or '.join(map(str, candidates))}; set MNIST_DRILL_DATA to the folder "
+            "holding the four IDX files, or run `mnist-drill run step7` once to download them",
+            pytrace=False,
+        )
     return found
 
 
-def cli_env(extra: Optional[dict] = None) -> dict:
+def cli_env(extra: dict | None = None) -> dict:
     """The environment for a CLI subprocess: no GPU, unbuffered output, one CPU thread (several
     runs share two cores; more threads than cores make torch's OpenMP workers spin and crawl),
     `extra` on top."""
@@ -84,22 +91,36 @@ def cli_env(extra: Optional[dict] = None) -> dict:
     return env
 
 
-def run_cli(args, *, cwd: Path = REPO_ROOT, env: Optional[dict] = None,
-            timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
+def run_cli(
+    args, *, cwd: Path = REPO_ROOT, env: dict | None = None, timeout: float = CLI_TIMEOUT
+) -> subprocess.CompletedProcess:
     """`python -m mnist_drill ARGS` in a subprocess, text output captured."""
-    return subprocess.run([sys.executable, "-m", "mnist_drill", *map(str, args)], cwd=cwd, env=cli_env(env),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_drill", *map(str, args)],
+        cwd=cwd,
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def start_cli(args, *, cwd: Path = REPO_ROOT, env: Optional[dict] = None) -> subprocess.Popen:
+def start_cli(args, *, cwd: Path = REPO_ROOT, env: dict | None = None) -> subprocess.Popen:
     """`python -m mnist_drill ARGS` started in the background, stdout and stderr as text pipes."""
-    return subprocess.Popen([sys.executable, "-m", "mnist_drill", *map(str, args)], cwd=cwd, env=cli_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_drill", *map(str, args)],
+        cwd=cwd,
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def run_cli_many(calls: dict, jobs: int = 3) -> dict:
     """Run independent CLI calls concurrently. `calls` maps a name to an argument list, or to
     (argument list, extra env); returns name -> CompletedProcess."""
+
     def one(item):
         name, spec = item
         args, env = spec if isinstance(spec, tuple) else (spec, None)
@@ -109,7 +130,7 @@ def run_cli_many(calls: dict, jobs: int = 3) -> dict:
         return dict(pool.map(one, calls.items()))
 
 
-def write_yaml(folder: Path, name: str, content: Union[str, dict]) -> Path:
+def write_yaml(folder: Path, name: str, content: str | dict) -> Path:
     """Write `content` (YAML text, dedented, or a mapping) to folder/name; returns the path."""
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +163,8 @@ def cli_many() -> Callable[..., dict]:
 @pytest.fixture
 def write_config(tmp_path) -> Callable[..., Path]:
     """write_config(name, content, folder=tmp_path) -> path of the written YAML file."""
-    def write(name: str, content: Union[str, dict], folder: Optional[Path] = None) -> Path:
+
+    def write(name: str, content: str | dict, folder: Path | None = None) -> Path:
         return write_yaml(folder or tmp_path, name, content)
 
     return write
@@ -170,6 +192,7 @@ def tiny(tiny_factory) -> dict:
 def error_line() -> Callable[[subprocess.CompletedProcess], str]:
     """Asserts a CLI failure reported exactly one non-empty line on stderr, without a traceback;
     returns that line."""
+
     def check(proc: subprocess.CompletedProcess) -> str:
         lines = stderr_lines(proc)
         assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr

@@ -39,13 +39,25 @@ def noise() -> torch.Tensor:
 
 
 def theta(n, angle, translate, scale, shear, size=28):
-    return affine_theta(torch.full((n,), float(angle)), torch.tensor([translate] * n, dtype=torch.float32),
-                        torch.full((n,), float(scale)), torch.full((n,), float(shear)), size)
+    return affine_theta(
+        torch.full((n,), float(angle)),
+        torch.tensor([translate] * n, dtype=torch.float32),
+        torch.full((n,), float(scale)),
+        torch.full((n,), float(shear)),
+        size,
+    )
 
 
 def reference(images, angle, translate, scale, shear, mode, fill=(0.0,)):
-    return TF.affine(images, angle=angle, translate=list(translate), scale=scale, shear=[shear, 0.0],
-                     interpolation=mode, fill=None if fill is None else list(fill))
+    return TF.affine(
+        images,
+        angle=angle,
+        translate=list(translate),
+        scale=scale,
+        shear=[shear, 0.0],
+        interpolation=mode,
+        fill=None if fill is None else list(fill),
+    )
 
 
 @pytest.mark.parametrize("angle, translate, scale, shear", AFFINES)
@@ -110,20 +122,24 @@ def test_identity_leaves_images_alone(noise):
 
 # ---------------------------------------------------------------- augment_batch
 
+
 def test_disabled_config_returns_the_input_unchanged(noise):
     cfg = AugmentConfig()
     assert not cfg.enabled
     assert augment_batch(noise, cfg) is noise
 
 
-@pytest.mark.parametrize("cfg", [
-    AugmentConfig(rotation=15.0),
-    AugmentConfig(rotation=10.0, translate=0.1, scale=(0.9, 1.1), shear=10.0),
-    AugmentConfig(rotation=7.0, interpolation="bilinear"),
-    AugmentConfig(brightness=0.5),
-    AugmentConfig(contrast=0.5),
-    AugmentConfig(rotation=10.0, brightness=0.3, contrast=0.3),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        AugmentConfig(rotation=15.0),
+        AugmentConfig(rotation=10.0, translate=0.1, scale=(0.9, 1.1), shear=10.0),
+        AugmentConfig(rotation=7.0, interpolation="bilinear"),
+        AugmentConfig(brightness=0.5),
+        AugmentConfig(contrast=0.5),
+        AugmentConfig(rotation=10.0, brightness=0.3, contrast=0.3),
+    ],
+)
 def test_augmented_batches_stay_images(digits, cfg):
     torch.manual_seed(0)
     batch = digits[:1].expand(16, -1, -1, -1).contiguous()  # 16 copies of one digit
@@ -164,7 +180,8 @@ def test_random_parameters_follow_torchvision_ranges(digits, monkeypatch):
     assert seen["translate"].shape == (512, 2)
     assert torch.equal(seen["translate"], seen["translate"].round())
     assert seen["translate"].abs().max() <= max_shift and set(seen["translate"].unique().tolist()) == set(
-        range(-max_shift, max_shift + 1))
+        range(-max_shift, max_shift + 1)
+    )
     assert seen["scale"].min() >= 0.9 and seen["scale"].max() <= 1.1
     assert seen["shear"].abs().max() <= 5.0
 

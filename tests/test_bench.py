@@ -6,16 +6,31 @@ import torch
 from torch import nn
 
 from mnist_drill.bench import with_torch_dropout
-from mnist_drill.fast_dropout import FastDropout
 from mnist_drill.config import load_config
+from mnist_drill.fast_dropout import FastDropout
 from mnist_drill.model import build_model, count_params
 
 
 def test_bench_smoke(cli, data_dir, tmp_path):
     out = tmp_path / "bench.json"
-    result = cli(["bench", "configs/step7_lr_scheduler.yaml", "--device", "cpu", "--data-dir", data_dir,
-                  "--repeats", "1", "--json", out,
-                  "--set", "data.train_subset=3000", "--set", "data.test_subset=500"])
+    result = cli(
+        [
+            "bench",
+            "configs/step7_lr_scheduler.yaml",
+            "--device",
+            "cpu",
+            "--data-dir",
+            data_dir,
+            "--repeats",
+            "1",
+            "--json",
+            out,
+            "--set",
+            "data.train_subset=3000",
+            "--set",
+            "data.test_subset=500",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert "mnist-drill" in result.stdout and "classic" in result.stdout
     figures = json.loads(out.read_text())
@@ -29,8 +44,9 @@ def test_bench_smoke(cli, data_dir, tmp_path):
 
 
 def test_bench_rejects_zero_repeats(cli, data_dir):
-    result = cli(["bench", "configs/step7_lr_scheduler.yaml", "--device", "cpu", "--data-dir", data_dir,
-                  "--repeats", "0"])
+    result = cli(
+        ["bench", "configs/step7_lr_scheduler.yaml", "--device", "cpu", "--data-dir", data_dir, "--repeats", "0"]
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "--repeats" in result.stderr

@@ -7,12 +7,23 @@ import pytest
 import torch
 from torch import nn
 
+from mnist_drill.blocks import (
+    BLOCK_SPECS,
+    ConvSpec,
+    GapSpec,
+    HeadSpec,
+    LargeConvSpec,
+    LinearSpec,
+    MaxPoolSpec,
+    Op,
+    PointwiseSpec,
+    SepConvSpec,
+    TransitionSpec,
+    out_size,
+)
 from mnist_drill.config import ModelConfig
 from mnist_drill.fast_dropout import FastDropout
 from mnist_drill.model import with_model_defaults
-from mnist_drill.blocks import (BLOCK_SPECS, ConvSpec, GapSpec, HeadSpec, LargeConvSpec, LinearSpec,
-                                MaxPoolSpec, Op, PointwiseSpec, SepConvSpec, TransitionSpec,
-                                out_size)
 
 NO_BN, BN = ModelConfig(bn=False), ModelConfig(bn=True)
 
@@ -21,14 +32,20 @@ CASES = {
     "conv 3x3 8->16": (ConvSpec(out=16), 8, 12, NO_BN, 8 * 16 * 9, (16, 10, 10), 100 * 16 * 8 * 9),
     "conv 3x3 8->16 +BN": (ConvSpec(out=16), 8, 12, BN, 1152 + 32, (16, 10, 10), 100 * 16 * 8 * 9),
     "conv 3x3 own bn=false beats model bn": (ConvSpec(out=16, bn=False), 8, 12, BN, 1152, (16, 10, 10), 115200),
-    "conv 3x3 bias pad 1": (ConvSpec(out=16, bias=True, padding=1), 8, 12, NO_BN, 1152 + 16, (16, 12, 12),
-                            144 * 16 * 8 * 9),
+    "conv 3x3 bias pad 1": (
+        ConvSpec(out=16, bias=True, padding=1),
+        8,
+        12,
+        NO_BN,
+        1152 + 16,
+        (16, 12, 12),
+        144 * 16 * 8 * 9,
+    ),
     "conv 3x3 stride 2 pad 1": (ConvSpec(out=4, stride=2, padding=1), 2, 12, NO_BN, 72, (4, 6, 6), 36 * 72),
     "conv 3x3 dilation 2": (ConvSpec(out=4, dilation=2), 2, 12, NO_BN, 72, (4, 8, 8), 64 * 72),
     "conv 5x5": (ConvSpec(out=4, kernel=5), 1, 28, NO_BN, 100, (4, 24, 24), 576 * 100),
     "pointwise 8->16": (PointwiseSpec(out=16), 8, 12, NO_BN, 128, (16, 12, 12), 144 * 128),
-    "pointwise 8->16 +BN +bias": (PointwiseSpec(out=16, bias=True), 8, 12, BN, 128 + 16 + 32, (16, 12, 12),
-                                  144 * 128),
+    "pointwise 8->16 +BN +bias": (PointwiseSpec(out=16, bias=True), 8, 12, BN, 128 + 16 + 32, (16, 12, 12), 144 * 128),
     "sepconv 3x3 8->16": (SepConvSpec(out=16), 8, 12, NO_BN, 72 + 128, (16, 10, 10), 100 * 72 + 100 * 128),
     "sepconv 3x3 8->16 +BN": (SepConvSpec(out=16), 8, 12, BN, 72 + 128 + 32, (16, 10, 10), 100 * 72 + 100 * 128),
     "sepconv pad 1": (SepConvSpec(out=16, padding=1), 8, 12, NO_BN, 200, (16, 12, 12), 144 * 72 + 144 * 128),
@@ -76,17 +93,20 @@ def test_predicted_shape_params_and_macs(case):
     assert built.macs == macs
 
 
-@pytest.mark.parametrize("spec, defaults, bn, dropout", [
-    (ConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
-    (ConvSpec(out=4, bn=False, dropout=0.0), ModelConfig(bn=True, dropout=0.1), False, False),
-    (ConvSpec(out=4, bn=True, dropout=0.2), ModelConfig(), True, True),
-    (SepConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
-    (PointwiseSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
-    (TransitionSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
-    (LinearSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, True),
-    (HeadSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, False),
-    (LargeConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, False),
-])
+@pytest.mark.parametrize(
+    "spec, defaults, bn, dropout",
+    [
+        (ConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
+        (ConvSpec(out=4, bn=False, dropout=0.0), ModelConfig(bn=True, dropout=0.1), False, False),
+        (ConvSpec(out=4, bn=True, dropout=0.2), ModelConfig(), True, True),
+        (SepConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
+        (PointwiseSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
+        (TransitionSpec(out=4), ModelConfig(bn=True, dropout=0.1), True, True),
+        (LinearSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, True),
+        (HeadSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, False),
+        (LargeConvSpec(out=4), ModelConfig(bn=True, dropout=0.1), False, False),
+    ],
+)
 def test_blocks_inherit_model_defaults_unless_they_set_their_own(spec, defaults, bn, dropout):
     module = with_model_defaults(spec, defaults).build(2, 6).module
     kinds = [type(m) for m in module.modules()]
@@ -99,40 +119,50 @@ def test_blocks_inherit_model_defaults_unless_they_set_their_own(spec, defaults,
 
 @pytest.mark.parametrize("spec", [HeadSpec(out=10), LargeConvSpec(out=10)])
 def test_output_layers_have_no_relu(spec):
-    assert not any(isinstance(m, nn.ReLU) for m in with_model_defaults(spec, ModelConfig(bn=True)).build(4, 3).module.modules())
+    assert not any(
+        isinstance(m, nn.ReLU) for m in with_model_defaults(spec, ModelConfig(bn=True)).build(4, 3).module.modules()
+    )
 
 
 def test_sepconv_is_depthwise_then_pointwise():
     module = with_model_defaults(SepConvSpec(out=16), ModelConfig()).build(8, 10).module
     convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.groups, c.kernel_size) for c in convs] == [
-        (8, 8, 8, (3, 3)), (8, 16, 1, (1, 1))]
+        (8, 8, 8, (3, 3)),
+        (8, 16, 1, (1, 1)),
+    ]
 
 
-@pytest.mark.parametrize("op, size, expected", [
-    (Op(3), 28, 26),
-    (Op(3, padding=1), 28, 28),
-    (Op(3, stride=2, padding=1), 28, 14),
-    (Op(3, dilation=2), 28, 24),
-    (Op(2, 2), 13, 6),
-    (Op(7), 7, 1),
-])
+@pytest.mark.parametrize(
+    "op, size, expected",
+    [
+        (Op(3), 28, 26),
+        (Op(3, padding=1), 28, 28),
+        (Op(3, stride=2, padding=1), 28, 14),
+        (Op(3, dilation=2), 28, 24),
+        (Op(2, 2), 13, 6),
+        (Op(7), 7, 1),
+    ],
+)
 def test_out_size(op, size, expected):
     assert out_size(size, op) == expected
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: ConvSpec(out=0), "out"),
-    (lambda: ConvSpec(out=4, kernel=0), "kernel"),
-    (lambda: ConvSpec(out=4, stride=0), "stride"),
-    (lambda: ConvSpec(out=4, dilation=0), "dilation"),
-    (lambda: ConvSpec(out=4, padding=-1), "padding"),
-    (lambda: ConvSpec(out=4, dropout=1.0), "dropout"),
-    (lambda: TransitionSpec(out=4, pool=0), "pool"),
-    (lambda: MaxPoolSpec(kernel=0), "kernel"),
-    (lambda: HeadSpec(out=0), "out"),
-    (lambda: LinearSpec(out=0), "out"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ConvSpec(out=0), "out"),
+        (lambda: ConvSpec(out=4, kernel=0), "kernel"),
+        (lambda: ConvSpec(out=4, stride=0), "stride"),
+        (lambda: ConvSpec(out=4, dilation=0), "dilation"),
+        (lambda: ConvSpec(out=4, padding=-1), "padding"),
+        (lambda: ConvSpec(out=4, dropout=1.0), "dropout"),
+        (lambda: TransitionSpec(out=4, pool=0), "pool"),
+        (lambda: MaxPoolSpec(kernel=0), "kernel"),
+        (lambda: HeadSpec(out=0), "out"),
+        (lambda: LinearSpec(out=0), "out"),
+    ],
+)
 def test_specs_reject_out_of_range_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()

@@ -67,9 +67,17 @@ def runs(cli_many, data_dir, tmp_path_factory, yaml_writer, tiny_factory):
         "step1_a": {},
         "step2_bad": {"train": {"epohcs": 2}},  # a misspelt key: a config error
         "step3_b": {"model": {"dropout": 0.1}},
-        "step4_nofit": {"model": {"blocks": [{"type": "conv", "out": 8}, {"type": "maxpool"},
-                                             {"type": "conv", "out": 16, "kernel": 15},  # 15x15 on 13x13
-                                             {"type": "gap"}, {"type": "head"}]}},
+        "step4_nofit": {
+            "model": {
+                "blocks": [
+                    {"type": "conv", "out": 8},
+                    {"type": "maxpool"},
+                    {"type": "conv", "out": 16, "kernel": 15},  # 15x15 on 13x13
+                    {"type": "gap"},
+                    {"type": "head"},
+                ]
+            }
+        },
     }
     for name, change in steps.items():
         cfg = tiny_factory()
@@ -81,8 +89,18 @@ def runs(cli_many, data_dir, tmp_path_factory, yaml_writer, tiny_factory):
     calls = {
         "e2e": ["run", STEP7, "--epochs", "1", "--device", "cpu", *data, "--out", tmp / "e2e", *E2E_SETS],
         "seeds": ["run", tiny, "--seeds", "1,2", "--out", tmp / "seeds", *data],
-        "run-all": ["run-all", "--configs", tmp / "steps", "--epochs", "1", "--device", "cpu",
-                    "--out", tmp / "all", *data],
+        "run-all": [
+            "run-all",
+            "--configs",
+            tmp / "steps",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            tmp / "all",
+            *data,
+        ],
     }
     return cli_many(calls), tmp
 
@@ -94,6 +112,7 @@ def ok(proc):
 
 
 # ---------------------------------------------------------------- help and inspection
+
 
 def test_version(quick):
     assert ok(quick[0]["version"]).stdout.strip() == f"mnist-drill {__version__}"
@@ -138,12 +157,26 @@ def test_show_prints_the_resolved_config(quick):
     assert shown["train"]["epochs"] == 4  # from --set
     assert shown["data"]["test_batch_size"] == 128  # a default
     # Inherited block values are shown as what they resolve to, not as null.
-    assert shown["model"]["blocks"][0] == {"type": "conv", "out": 8, "kernel": 3, "padding": 0, "stride": 1,
-                                           "dilation": 1, "bias": False, "bn": True,
-                                           "dropout": step3["model"]["dropout"], "relu": True}
+    assert shown["model"]["blocks"][0] == {
+        "type": "conv",
+        "out": 8,
+        "kernel": 3,
+        "padding": 0,
+        "stride": 1,
+        "dilation": 1,
+        "bias": False,
+        "bn": True,
+        "dropout": step3["model"]["dropout"],
+        "relu": True,
+    }
     cfg = load_config(REPO / "configs" / "step3_dropout.yaml", ["train.epochs=4"])
-    assert shown["optim"] == {"name": cfg.optim.name, "lr": cfg.optim.lr, "momentum": cfg.optim.momentum,
-                              "nesterov": cfg.optim.nesterov, "weight_decay": cfg.optim.weight_decay}
+    assert shown["optim"] == {
+        "name": cfg.optim.name,
+        "lr": cfg.optim.lr,
+        "momentum": cfg.optim.momentum,
+        "nesterov": cfg.optim.nesterov,
+        "weight_decay": cfg.optim.weight_decay,
+    }
 
 
 def test_diff_shows_exactly_the_dropout_change(quick):
@@ -158,6 +191,7 @@ def test_diff_shows_exactly_the_dropout_change(quick):
 
 # ---------------------------------------------------------------- one-line errors
 
+
 def test_a_misspelt_key_is_one_line_exit_2(quick, error_line):
     results, tmp = quick
     proc = results["misspelt"]
@@ -168,10 +202,13 @@ def test_a_misspelt_key_is_one_line_exit_2(quick, error_line):
     assert not (tmp / "out_bad").exists()
 
 
-@pytest.mark.parametrize("name, fragment", [
-    ("unknown command", "invalid choice: 'frobnicate'"),
-    ("unknown option", "unrecognized arguments: --frobnicate"),
-])
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("unknown command", "invalid choice: 'frobnicate'"),
+        ("unknown option", "unrecognized arguments: --frobnicate"),
+    ],
+)
 def test_usage_errors_are_one_line_exit_2(quick, error_line, name, fragment):
     proc = quick[0][name]
     assert proc.returncode == 2
@@ -180,12 +217,18 @@ def test_usage_errors_are_one_line_exit_2(quick, error_line, name, fragment):
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("name, out, fragments", [
-    ("cuda", "out_cuda", ["--device cuda", "CUDA is not available"]),
-    ("out under a file", None, ["afile", "cannot write here"]),
-    ("no data", "out_nodata", ["empty", "downloading it failed: <urlopen error", "Connection refused", "--data-dir",
-                               "MNIST_DRILL_DATA"]),
-])
+@pytest.mark.parametrize(
+    "name, out, fragments",
+    [
+        ("cuda", "out_cuda", ["--device cuda", "CUDA is not available"]),
+        ("out under a file", None, ["afile", "cannot write here"]),
+        (
+            "no data",
+            "out_nodata",
+            ["empty", "downloading it failed: <urlopen error", "Connection refused", "--data-dir", "MNIST_DRILL_DATA"],
+        ),
+    ],
+)
 def test_user_errors_are_one_line_exit_2(quick, error_line, name, out, fragments):
     results, tmp = quick
     proc = results[name]
@@ -202,8 +245,17 @@ def test_user_errors_are_one_line_exit_2(quick, error_line, name, out, fragments
 
 # ---------------------------------------------------------------- end to end
 
-E2E_FILES = ["config.yaml", "metrics.csv", "summary.txt", "analysis.md", "curves.png", "misclassified.png",
-             "model.pt", "run.json", "train.log"]
+E2E_FILES = [
+    "config.yaml",
+    "metrics.csv",
+    "summary.txt",
+    "analysis.md",
+    "curves.png",
+    "misclassified.png",
+    "model.pt",
+    "run.json",
+    "train.log",
+]
 
 
 def test_run_writes_every_output(runs):
@@ -218,8 +270,9 @@ def test_run_writes_every_output(runs):
     assert table[0] == HEADER and len(table) == 2
     row = dict(zip(HEADER, table[1]))
     assert row["epoch"] == "1" and 0 <= float(row["test_acc"]) <= 100 and float(row["train_loss"]) > 0
-    expected = load_config(REPO / STEP7, ["train.epochs=1", "train.device=cpu", "data.train_subset=2000",
-                                          "data.test_subset=500"])
+    expected = load_config(
+        REPO / STEP7, ["train.epochs=1", "train.device=cpu", "data.train_subset=2000", "data.test_subset=500"]
+    )
     assert expected.scheduler.name == "onecycle"  # which starts at max_lr / div_factor
     assert float(row["lr"]) == pytest.approx(expected.scheduler.max_lr / expected.scheduler.div_factor)
 
@@ -248,8 +301,7 @@ def test_a_second_run_needs_overwrite(runs, cli, data_dir, error_line):
     ok(results["e2e"])
     run = tmp / "e2e" / "step7_lr_scheduler"
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
-    args = ["run", STEP7, "--epochs", "1", "--device", "cpu", "--data-dir", data_dir, "--out", tmp / "e2e",
-            *E2E_SETS]
+    args = ["run", STEP7, "--epochs", "1", "--device", "cpu", "--data-dir", data_dir, "--out", tmp / "e2e", *E2E_SETS]
     again = cli(args)
     assert again.returncode == 2
     line = error_line(again)

@@ -12,19 +12,31 @@ from mnist_drill.data import FILES
 
 # name -> (files to write {name: YAML text}, the config to run, fragments the error line must hold)
 CONFIG_CASES = {
-    "unknown key": ({"c.yaml": "model:\n  dropotu: 0.1\n"}, "c.yaml", ["c.yaml", "model.dropotu", "did you mean 'dropout'"]),
+    "unknown key": (
+        {"c.yaml": "model:\n  dropotu: 0.1\n"},
+        "c.yaml",
+        ["c.yaml", "model.dropotu", "did you mean 'dropout'"],
+    ),
     "wrong type": ({"c.yaml": "train:\n  epochs: ten\n"}, "c.yaml", ["c.yaml", "train.epochs", "expected an integer"]),
     "out of range": ({"c.yaml": "model:\n  dropout: 1.5\n"}, "c.yaml", ["c.yaml", "model.dropout", "[0, 1)"]),
     "missing extends": ({"c.yaml": "extends: nowhere.yaml\n"}, "c.yaml", ["c.yaml", "extends", "nowhere.yaml"]),
     "extends cycle": ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "a.yaml", ["extends cycle"]),
     "empty file": ({"c.yaml": ""}, "c.yaml", ["c.yaml", "empty"]),
     "invalid yaml": ({"c.yaml": "model:\n  bn: [true\n"}, "c.yaml", ["c.yaml", "invalid YAML", "line", "column"]),
-    "unknown block": ({"c.yaml": "model:\n  blocks:\n    - {type: convv, out: 4}\n"}, "c.yaml",
-                      ["c.yaml", "model.blocks[0].type", "did you mean 'conv'"]),
-    "block does not fit": ({"c.yaml": "model:\n  blocks:\n    - {type: conv, out: 8, kernel: 7}\n"
-                                      "    - {type: maxpool, kernel: 4}\n    - {type: conv, out: 8, kernel: 7}\n"
-                                      "    - {type: gap}\n    - {type: head}\n"}, "c.yaml",
-                           ["model.blocks[2] (conv)", "does not fit", "5x5"]),
+    "unknown block": (
+        {"c.yaml": "model:\n  blocks:\n    - {type: convv, out: 4}\n"},
+        "c.yaml",
+        ["c.yaml", "model.blocks[0].type", "did you mean 'conv'"],
+    ),
+    "block does not fit": (
+        {
+            "c.yaml": "model:\n  blocks:\n    - {type: conv, out: 8, kernel: 7}\n"
+            "    - {type: maxpool, kernel: 4}\n    - {type: conv, out: 8, kernel: 7}\n"
+            "    - {type: gap}\n    - {type: head}\n"
+        },
+        "c.yaml",
+        ["model.blocks[2] (conv)", "does not fit", "5x5"],
+    ),
     "missing file": ({}, "absent.yaml", ["absent.yaml", "no such config file"]),
 }
 
@@ -73,8 +85,10 @@ def results(tmp_path_factory, cli_many, data_dir, yaml_writer, tiny_factory):
             _damaged_data(data_dir, folder, name)
         # a missing file would be downloaded: send any download to a closed local port
         offline = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
-        calls[f"data: {name}"] = (["run", tiny, "--data-dir", folder, "--out", tmp / f"out_{name.replace(' ', '_')}"],
-                                  offline)
+        calls[f"data: {name}"] = (
+            ["run", tiny, "--data-dir", folder, "--out", tmp / f"out_{name.replace(' ', '_')}"],
+            offline,
+        )
     calls["set: unknown key"] = ["show", tiny, "--set", "model.dropotu=0.1"]
     calls["set: wrong type"] = ["show", tiny, "--set", "train.epochs=many"]
     return cli_many(calls), tmp
@@ -103,10 +117,13 @@ def test_data_mistakes(results, error_line, name):
     assert not (tmp / f"out_{name.replace(' ', '_')}").exists()
 
 
-@pytest.mark.parametrize("name, fragments", [
-    ("set: unknown key", ["--set model.dropotu=0.1", "did you mean 'dropout'"]),
-    ("set: wrong type", ["--set train.epochs=many", "expected an integer"]),
-])
+@pytest.mark.parametrize(
+    "name, fragments",
+    [
+        ("set: unknown key", ["--set model.dropotu=0.1", "did you mean 'dropout'"]),
+        ("set: wrong type", ["--set train.epochs=many", "expected an integer"]),
+    ],
+)
 def test_set_mistakes(results, error_line, name, fragments):
     proc = results[0][name]
     assert proc.returncode == 2

@@ -9,10 +9,23 @@ import pytest
 import yaml
 
 from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
+from mnist_drill.config import (
+    DESCRIPTIVE_KEYS,
+    EXPECTATIONS,
+    AugmentConfig,
+    Config,
+    ModelConfig,
+    TrainConfig,
+    flatten,
+    load_config,
+    load_yaml_text,
+    parse_set,
+    read_saved_config,
+    to_dict,
+    to_yaml,
+    trains_alike,
+)
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill.config import (DESCRIPTIVE_KEYS, EXPECTATIONS, AugmentConfig, Config, ModelConfig, TrainConfig,
-                                flatten, load_config, load_yaml_text, parse_set, read_saved_config, to_dict, to_yaml,
-                                trains_alike)
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_CONFIGS = sorted((REPO / "configs").glob("step*.yaml"))
@@ -20,6 +33,7 @@ ALL_CONFIGS = [*STEP_CONFIGS, REPO / "configs" / "seeds" / "seed002_12k.yaml"]
 
 
 # ---------------------------------------------------------------- defaults and merging
+
 
 def test_defaults_fill_everything_not_in_the_file(write_config):
     cfg = load_config(write_config("minimal.yaml", "model: {bn: true}"))
@@ -33,7 +47,9 @@ def test_defaults_fill_everything_not_in_the_file(write_config):
 
 
 def test_extends_chain_merges_mappings_key_by_key_and_replaces_lists(write_config):
-    write_config("base.yaml", """
+    write_config(
+        "base.yaml",
+        """
         name: base
         optim: {name: sgd, lr: 0.02, momentum: 0.8}
         model:
@@ -44,8 +60,11 @@ def test_extends_chain_merges_mappings_key_by_key_and_replaces_lists(write_confi
             - {type: conv, out: 16}
             - {type: gap}
             - {type: head}
-        """)
-    write_config("middle.yaml", """
+        """,
+    )
+    write_config(
+        "middle.yaml",
+        """
         extends: base.yaml
         name: middle
         optim: {lr: 0.05}
@@ -54,12 +73,16 @@ def test_extends_chain_merges_mappings_key_by_key_and_replaces_lists(write_confi
             - {type: conv, out: 4}
             - {type: gap}
             - {type: head}
-        """)
-    leaf = write_config("sub/leaf.yaml", """
+        """,
+    )
+    leaf = write_config(
+        "sub/leaf.yaml",
+        """
         extends: ../middle.yaml
         name: leaf
         model: {dropout: 0.2}
-        """)
+        """,
+    )
     cfg = load_config(leaf)
     assert cfg.name == "leaf"
     assert cfg.optim.name == "sgd" and cfg.optim.lr == 0.05 and cfg.optim.momentum == 0.8  # merged key by key
@@ -72,11 +95,14 @@ def changed_keys(old: Config, new: Config) -> set[str]:
     return {k for k in a.keys() | b.keys() if k not in DESCRIPTIVE_KEYS and a.get(k) != b.get(k)}
 
 
-@pytest.mark.parametrize("old, new, changed", [
-    ("step1_skeleton", "step2_bn", {"model.bn"}),
-    ("step2_bn", "step3_dropout", {"model.dropout"}),
-    ("step5_capacity", "step6_augmentation", {"augment.rotation"}),
-])
+@pytest.mark.parametrize(
+    "old, new, changed",
+    [
+        ("step1_skeleton", "step2_bn", {"model.bn"}),
+        ("step2_bn", "step3_dropout", {"model.dropout"}),
+        ("step5_capacity", "step6_augmentation", {"augment.rotation"}),
+    ],
+)
 def test_a_step_inherits_everything_it_does_not_change(old, new, changed):
     old_cfg, new_cfg = (load_config(REPO / "configs" / f"{n}.yaml") for n in (old, new))
     assert changed_keys(old_cfg, new_cfg) == changed
@@ -115,12 +141,15 @@ def test_child_without_a_name_is_named_after_its_own_file(write_config):
     assert load_config(child).name == "child"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("optim: {lr: 1e-3}", 0.001),
-    ("optim: {lr: 5e-2}", 0.05),
-    ("optim: {lr: 0.001}", 0.001),
-    ("optim: {lr: 1}", 1.0),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("optim: {lr: 1e-3}", 0.001),
+        ("optim: {lr: 5e-2}", 0.05),
+        ("optim: {lr: 0.001}", 0.001),
+        ("optim: {lr: 1}", 1.0),
+    ],
+)
 def test_numbers_in_scientific_notation_are_numbers(write_config, text, expected):
     # PyYAML reads `1e-3` (no dot) as a string; a config loader that asks for "a number" should
     # still accept the way everyone writes learning rates.
@@ -134,38 +163,44 @@ def test_set_accepts_scientific_notation(write_config):
 
 # ---------------------------------------------------------------- errors: one line, file and key
 
-@pytest.mark.parametrize("text, fragments", [
-    ("model: {dropotu: 0.1}", ["model.dropotu", "unknown key", "did you mean 'dropout'"]),
-    ("trian: {epochs: 3}", ["trian", "unknown key", "did you mean 'train'"]),
-    ("model: {blocks: [{type: conv, out: 8, kernal: 3}]}", ["model.blocks[0].kernal", "did you mean 'kernel'"]),
-    ("train: {epochs: ten}", ["train.epochs", "expected an integer", "'ten'"]),
-    ("train: {epochs: true}", ["train.epochs", "expected an integer", "True"]),
-    ("model: {bn: 1}", ["model.bn", "expected true/false"]),
-    ("optim: {lr: fast}", ["optim.lr", "expected a number"]),
-    ("augment: {interpolation: cubic}", ["augment.interpolation", "'nearest'", "'bilinear'"]),
-    ("augment: {scale: [0.9]}", ["augment.scale", "a list of 2 numbers"]),
-    ("model: {dropout: 1.0}", ["model.dropout", "[0, 1)"]),
-    ("train: {epochs: 0}", ["train.epochs", ">= 1"]),
-    ("augment: {rotation: -1}", ["augment.rotation", "[0, 180]"]),
-    ("augment: {scale: [1.2, 1.1]}", ["augment.scale", "low <= high"]),
-    ("optim: {lr: 0}", ["optim.lr", "> 0"]),
-    ("target: {test_acc: 101}", ["target.test_acc", "(0, 100]"]),
-    ("name: a/b", ["name", "plain folder name"]),
-    ("expect: [gap shrinks]", ["expect", "unknown item 'gap shrinks'", "valid: params fall,", "gap narrows"]),
-    ("expect: gap narrows", ["expect", "expected a list"]),
-    ("expect: [gap narrows, gap narrows]", ["expect", "twice"]),
-    ("expect: [gap narrows, gap widens]", ["expect", "'gap narrows' and 'gap widens' contradict"]),
-    ("reason: [a, b]", ["reason", "expected a string"]),
-    ("model: {blocks: [{type: conv, out: 0}]}", ["model.blocks[0].out", ">= 1"]),
-    ("model: {blocks: [{type: conv, out: 8, dropout: 1.5}]}", ["model.blocks[0].dropout", "[0, 1)"]),
-    ("model: {blocks: [{type: gap}, {type: conv, out: 8, kernel: 0}]}", ["model.blocks[1].kernel", ">= 1"]),
-    ("model: {blocks: [{type: convv, out: 8}]}", ["model.blocks[0].type", "unknown block type 'convv'",
-                                                  "did you mean 'conv'"]),
-    ("model: {blocks: [{type: conv}]}", ["model.blocks[0].out", "missing required key"]),
-    ("model: {blocks: [{out: 8}]}", ["model.blocks[0]", "'type'"]),
-    ("model: {blocks: [conv]}", ["model.blocks[0]", "mapping"]),
-    ("model: [1, 2]", ["model", "expected a mapping"]),
-])
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("model: {dropotu: 0.1}", ["model.dropotu", "unknown key", "did you mean 'dropout'"]),
+        ("trian: {epochs: 3}", ["trian", "unknown key", "did you mean 'train'"]),
+        ("model: {blocks: [{type: conv, out: 8, kernal: 3}]}", ["model.blocks[0].kernal", "did you mean 'kernel'"]),
+        ("train: {epochs: ten}", ["train.epochs", "expected an integer", "'ten'"]),
+        ("train: {epochs: true}", ["train.epochs", "expected an integer", "True"]),
+        ("model: {bn: 1}", ["model.bn", "expected true/false"]),
+        ("optim: {lr: fast}", ["optim.lr", "expected a number"]),
+        ("augment: {interpolation: cubic}", ["augment.interpolation", "'nearest'", "'bilinear'"]),
+        ("augment: {scale: [0.9]}", ["augment.scale", "a list of 2 numbers"]),
+        ("model: {dropout: 1.0}", ["model.dropout", "[0, 1)"]),
+        ("train: {epochs: 0}", ["train.epochs", ">= 1"]),
+        ("augment: {rotation: -1}", ["augment.rotation", "[0, 180]"]),
+        ("augment: {scale: [1.2, 1.1]}", ["augment.scale", "low <= high"]),
+        ("optim: {lr: 0}", ["optim.lr", "> 0"]),
+        ("target: {test_acc: 101}", ["target.test_acc", "(0, 100]"]),
+        ("name: a/b", ["name", "plain folder name"]),
+        ("expect: [gap shrinks]", ["expect", "unknown item 'gap shrinks'", "valid: params fall,", "gap narrows"]),
+        ("expect: gap narrows", ["expect", "expected a list"]),
+        ("expect: [gap narrows, gap narrows]", ["expect", "twice"]),
+        ("expect: [gap narrows, gap widens]", ["expect", "'gap narrows' and 'gap widens' contradict"]),
+        ("reason: [a, b]", ["reason", "expected a string"]),
+        ("model: {blocks: [{type: conv, out: 0}]}", ["model.blocks[0].out", ">= 1"]),
+        ("model: {blocks: [{type: conv, out: 8, dropout: 1.5}]}", ["model.blocks[0].dropout", "[0, 1)"]),
+        ("model: {blocks: [{type: gap}, {type: conv, out: 8, kernel: 0}]}", ["model.blocks[1].kernel", ">= 1"]),
+        (
+            "model: {blocks: [{type: convv, out: 8}]}",
+            ["model.blocks[0].type", "unknown block type 'convv'", "did you mean 'conv'"],
+        ),
+        ("model: {blocks: [{type: conv}]}", ["model.blocks[0].out", "missing required key"]),
+        ("model: {blocks: [{out: 8}]}", ["model.blocks[0]", "'type'"]),
+        ("model: {blocks: [conv]}", ["model.blocks[0]", "mapping"]),
+        ("model: [1, 2]", ["model", "expected a mapping"]),
+    ],
+)
 def test_errors_name_the_file_and_the_dotted_key(write_config, text, fragments):
     path = write_config("bad.yaml", text)
     with pytest.raises(ConfigError) as info:
@@ -202,11 +237,14 @@ def test_extends_must_be_a_path(write_config):
         load_config(write_config("c.yaml", "extends: [a.yaml]"))
 
 
-@pytest.mark.parametrize("files", [
-    {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"},
-    {"a.yaml": "extends: a.yaml\n"},
-    {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: c.yaml\n", "c.yaml": "extends: b.yaml\n"},
-])
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"},
+        {"a.yaml": "extends: a.yaml\n"},
+        {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: c.yaml\n", "c.yaml": "extends: b.yaml\n"},
+    ],
+)
 def test_extends_cycle(write_config, files):
     for name, text in files.items():
         write_config(name, text)
@@ -214,14 +252,17 @@ def test_extends_cycle(write_config, files):
         load_config(Path(write_config("a.yaml", files["a.yaml"])))
 
 
-@pytest.mark.parametrize("text, fragments", [
-    ("", ["the file is empty"]),
-    ("# only a comment\n", ["the file is empty"]),
-    ("model:\n  bn: true\n   dropout: 0.1\n", ["invalid YAML", "line 3", "column"]),
-    ("model: {bn: true\n", ["invalid YAML", "line", "column"]),
-    ("- a\n- b\n", ["expected a mapping at the top level", "list"]),
-    ("just a string\n", ["expected a mapping at the top level", "str"]),
-])
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("", ["the file is empty"]),
+        ("# only a comment\n", ["the file is empty"]),
+        ("model:\n  bn: true\n   dropout: 0.1\n", ["invalid YAML", "line 3", "column"]),
+        ("model: {bn: true\n", ["invalid YAML", "line", "column"]),
+        ("- a\n- b\n", ["expected a mapping at the top level", "list"]),
+        ("just a string\n", ["expected a mapping at the top level", "str"]),
+    ],
+)
 def test_file_level_errors(write_config, text, fragments):
     path = write_config("f.yaml", text)
     with pytest.raises(ConfigError) as info:
@@ -240,35 +281,44 @@ def test_invalid_yaml_reports_the_exact_position(write_config):
 
 # ---------------------------------------------------------------- the strict YAML reader (refusals: test_faults.py)
 
-@pytest.mark.parametrize("text, value", [
-    ("1e-3", 0.001),  # YAML 1.1 reads a string; everybody means a number
-    ("-.5", -0.5),
-    ("1.", 1.0),
-    ("0x10", 16),
-    ("0o17", 15),
-    ("0", 0),
-    ("true", True),
-    ("FALSE", False),
-    ("~", None),
-    ("'yes'", "yes"),  # quoted, the word is a word
-    ('"1:30"', "1:30"),
-    ("2024-01-01", "2024-01-01"),  # no dates: a step named after a day is a name
-    ("1_000", "1_000"),  # YAML 1.2: not a number, so an integer key says so instead of guessing
-    ("[1.0, 1.1]", [1.0, 1.1]),
-])
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1e-3", 0.001),  # YAML 1.1 reads a string; everybody means a number
+        ("-.5", -0.5),
+        ("1.", 1.0),
+        ("0x10", 16),
+        ("0o17", 15),
+        ("0", 0),
+        ("true", True),
+        ("FALSE", False),
+        ("~", None),
+        ("'yes'", "yes"),  # quoted, the word is a word
+        ('"1:30"', "1:30"),
+        ("2024-01-01", "2024-01-01"),  # no dates: a step named after a day is a name
+        ("1_000", "1_000"),  # YAML 1.2: not a number, so an integer key says so instead of guessing
+        ("[1.0, 1.1]", [1.0, 1.1]),
+    ],
+)
 def test_the_strict_reader_reads_what_the_text_says(text, value):
     read = load_yaml_text(f"key: {text}\n", "f.yaml")["key"]
     assert read == value and type(read) is type(value)
 
 
 def test_a_step_config_may_use_quotes_comments_and_a_document_marker(write_config):
-    cfg = load_config(write_config("q.yaml", """
+    cfg = load_config(
+        write_config(
+            "q.yaml",
+            """
         --- # one document, marked
         name: "on"      # a quoted YAML 1.1 word is a name like any other
         change: 'yes: 1:30, 010'
         optim: {lr: 1e-3}
         ...
-        """))
+        """,
+        )
+    )
     assert (cfg.name, cfg.change, cfg.optim.lr) == ("on", "yes: 1:30, 010", 0.001)
 
 
@@ -287,12 +337,15 @@ def test_words_and_numbers_yaml_1_1_reads_otherwise_round_trip_through_a_saved_c
     assert load_config(saved).change == "1:30" and load_config(saved).name == "off"
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("- a\n", "expected a mapping at the top level, got a list"),
-    ("model: {bn: yes}\n", "model.bn: yes is YAML 1.1 for true"),
-    ("optim: {lr: 0.1\n", "invalid YAML"),
-    ("\x89PNG\r\n\x1a\n\x00", "holds NUL bytes"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("- a\n", "expected a mapping at the top level, got a list"),
+        ("model: {bn: yes}\n", "model.bn: yes is YAML 1.1 for true"),
+        ("optim: {lr: 0.1\n", "invalid YAML"),
+        ("\x89PNG\r\n\x1a\n\x00", "holds NUL bytes"),
+    ],
+)
 def test_a_damaged_saved_config_says_to_restore_it_or_overwrite(tmp_path, text, fragment):
     saved = tmp_path / "run" / "config.yaml"
     saved.parent.mkdir()
@@ -301,8 +354,9 @@ def test_a_damaged_saved_config_says_to_restore_it_or_overwrite(tmp_path, text, 
         read_saved_config(saved)
     message = str(info.value)
     assert message.startswith(f"{saved}: ") and fragment in message
-    assert message.endswith(f"it is the config of the run in {saved.parent}: restore it, or pass --overwrite to train "
-                            "the run afresh")
+    assert message.endswith(
+        f"it is the config of the run in {saved.parent}: restore it, or pass --overwrite to train the run afresh"
+    )
 
 
 def test_a_missing_saved_config_is_named(tmp_path):
@@ -310,14 +364,17 @@ def test_a_missing_saved_config_is_named(tmp_path):
         read_saved_config(tmp_path / "config.yaml")
 
 
-@pytest.mark.parametrize("item, fragments", [
-    ("model.dropotu=0.1", ["--set model.dropotu=0.1", "model.dropotu", "did you mean 'dropout'"]),
-    ("model.dropout=1.5", ["--set model.dropout=1.5", "model.dropout", "[0, 1)"]),
-    ("train.epochs=ten", ["--set train.epochs=ten", "expected an integer"]),
-    ("nodot", ["--set nodot", "section.key=value"]),
-    ("=3", ["--set =3", "section.key=value"]),
-    ("model.dropout=[0.1", ["--set model.dropout=[0.1", "not valid YAML"]),
-])
+@pytest.mark.parametrize(
+    "item, fragments",
+    [
+        ("model.dropotu=0.1", ["--set model.dropotu=0.1", "model.dropotu", "did you mean 'dropout'"]),
+        ("model.dropout=1.5", ["--set model.dropout=1.5", "model.dropout", "[0, 1)"]),
+        ("train.epochs=ten", ["--set train.epochs=ten", "expected an integer"]),
+        ("nodot", ["--set nodot", "section.key=value"]),
+        ("=3", ["--set =3", "section.key=value"]),
+        ("model.dropout=[0.1", ["--set model.dropout=[0.1", "not valid YAML"]),
+    ],
+)
 def test_set_errors_name_the_set(write_config, item, fragments):
     path = write_config("ok.yaml", "model: {bn: true}")
     with pytest.raises(ConfigError) as info:
@@ -336,6 +393,7 @@ def test_parse_set_builds_a_nested_mapping():
 
 # ---------------------------------------------------------------- round trip, frozen, flatten
 
+
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.stem)
 def test_to_yaml_round_trip(path, tmp_path):
     cfg = load_config(path, ["augment.scale=[0.9, 1.1]"])
@@ -351,12 +409,15 @@ def test_to_dict_puts_the_block_type_first():
     assert blocks[0]["type"] == "conv" and blocks[0]["out"] == 8 and blocks[1]["type"] == "maxpool"
 
 
-@pytest.mark.parametrize("assign", [
-    lambda c: setattr(c, "name", "other"),
-    lambda c: setattr(c.model, "dropout", 0.5),
-    lambda c: setattr(c.train, "epochs", 3),
-    lambda c: setattr(c.model.blocks[0], "out", 3),
-])
+@pytest.mark.parametrize(
+    "assign",
+    [
+        lambda c: setattr(c, "name", "other"),
+        lambda c: setattr(c.model, "dropout", 0.5),
+        lambda c: setattr(c.train, "epochs", 3),
+        lambda c: setattr(c.model.blocks[0], "out", 3),
+    ],
+)
 def test_configs_are_frozen(assign):
     cfg = load_config(REPO / "configs" / "step3_dropout.yaml")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -388,6 +449,7 @@ def test_trains_alike_ignores_the_name_and_change_note_only(write_config):
 
 # ---------------------------------------------------------------- reason and expect: what a step aims at
 
+
 @pytest.mark.parametrize("path", STEP_CONFIGS[1:], ids=lambda p: p.name)
 def test_every_step_after_the_first_states_its_reason_and_expectations(path):
     cfg = load_config(path)
@@ -401,8 +463,9 @@ def test_step0_states_its_reason_and_expects_nothing_without_a_step_before():
 
 
 def test_a_parents_reason_and_expectations_do_not_leak_into_the_child(write_config):
-    write_config("parent.yaml", "name: parent\nchange: p\nreason: why the parent\nexpect: [gap narrows]\n"
-                                "model: {bn: true}")
+    write_config(
+        "parent.yaml", "name: parent\nchange: p\nreason: why the parent\nexpect: [gap narrows]\nmodel: {bn: true}"
+    )
     child = load_config(write_config("child.yaml", "extends: parent.yaml\nmodel: {dropout: 0.1}"))
     assert (child.name, child.change, child.reason, child.expect) == ("child", "", "", ())
     assert child.model.bn is True  # training keys are inherited as before
@@ -417,11 +480,14 @@ def test_reason_and_expect_can_be_set_on_the_command_line(write_config):
         load_config(write_config("b.yaml", "model: {bn: true}"), ["expect=[params drop]"])
 
 
-@pytest.mark.parametrize("key, value", [("name", "b"), ("change", "another note"), ("reason", "another reason"),
-                                        ("expect", ["test_acc rises"])])
+@pytest.mark.parametrize(
+    "key, value",
+    [("name", "b"), ("change", "another note"), ("reason", "another reason"), ("expect", ["test_acc rises"])],
+)
 def test_trains_alike_ignores_each_descriptive_key(write_config, key, value):
-    cfg = load_config(write_config("a.yaml", "name: a\nchange: c\nreason: r\nexpect: [gap narrows]\n"
-                                             "model: {dropout: 0.05}"))
+    cfg = load_config(
+        write_config("a.yaml", "name: a\nchange: c\nreason: r\nexpect: [gap narrows]\nmodel: {dropout: 0.05}")
+    )
     described = to_dict(cfg) | {key: value}
     assert key in DESCRIPTIVE_KEYS
     assert trains_alike(yaml.safe_dump(described), cfg)

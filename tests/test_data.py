@@ -12,9 +12,20 @@ import pytest
 import torch
 
 from mnist_drill import data as data_mod
+from mnist_drill.data import (
+    ENV_VAR,
+    FILES,
+    MEAN,
+    STD,
+    load_file,
+    load_mnist,
+    load_split,
+    normalize,
+    parse_idx,
+    read_bytes,
+    resolve_dir,
+)
 from mnist_drill.errors import DataError
-from mnist_drill.data import (ENV_VAR, FILES, MEAN, STD, load_file, load_mnist, load_split, normalize,
-                              parse_idx, read_bytes, resolve_dir)
 
 LABELS = "train-labels-idx1-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
@@ -55,6 +66,7 @@ def replace(root: Path, name: str, content: bytes) -> Path:
 
 # ---------------------------------------------------------------- the real data
 
+
 def test_real_mnist_sizes_and_ranges(mnist):
     train, test = mnist
     assert len(train) == 60_000 and len(test) == 10_000
@@ -92,6 +104,7 @@ def test_uncompressed_files_and_torchvision_layout_are_accepted(data_dir, tmp_pa
 
 # ---------------------------------------------------------------- resolving the folder
 
+
 def test_resolve_dir_precedence(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "/from/env")
     assert resolve_dir("/from/cli", "/from/config") == Path("/from/cli")
@@ -104,6 +117,7 @@ def test_resolve_dir_precedence(monkeypatch):
 
 # ---------------------------------------------------------------- broken files
 
+
 def test_a_changed_byte_fails_the_checksum(copy_dir):
     content = bytearray(content_of(copy_dir, LABELS))
     content[100] = (content[100] + 1) % 10  # still a valid label, still a valid IDX file
@@ -114,15 +128,18 @@ def test_a_changed_byte_fails_the_checksum(copy_dir):
     assert len(load_file(copy_dir, LABELS, verify=False)) == 60_000  # the format itself is fine
 
 
-@pytest.mark.parametrize("damage, fragment", [
-    ("truncate", "corrupt or truncated"),
-    ("garbage", "corrupt or truncated"),
-    ("empty", "wrong magic number"),  # an empty .gz decompresses to nothing
-])
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        ("truncate", "corrupt or truncated"),
+        ("garbage", "corrupt or truncated"),
+        ("empty", "wrong magic number"),  # an empty .gz decompresses to nothing
+    ],
+)
 def test_a_truncated_or_corrupt_gzip(copy_dir, damage, fragment):
     path = replace(copy_dir, TEST_LABELS, content_of(copy_dir, TEST_LABELS))
     raw = path.read_bytes()
-    path.write_bytes({"truncate": raw[:len(raw) // 2], "garbage": b"not gzip at all" * 10, "empty": b""}[damage])
+    path.write_bytes({"truncate": raw[: len(raw) // 2], "garbage": b"not gzip at all" * 10, "empty": b""}[damage])
     with pytest.raises(DataError, match=fragment) as info:
         load_mnist(copy_dir, download=False)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
@@ -138,15 +155,18 @@ def test_wrong_magic_number(copy_dir, verify):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("data, dims, fragment", [
-    (struct.pack(">I", 0x801) + struct.pack(">I", 3) + bytes([1, 2, 3]), 1, None),
-    (struct.pack(">I", 0x803) + struct.pack(">3I", 1, 2, 2) + bytes(4), 1, "magic"),
-    (struct.pack(">I", 0x801) + struct.pack(">I", 3) + bytes([1, 2]), 1, "header says (3,) but holds 2 bytes"),
-    (struct.pack(">I", 0x801) + struct.pack(">I", 3) + bytes(5), 1, "header says (3,) but holds 5 bytes"),
-    (struct.pack(">I", 0x803) + struct.pack(">3I", 2, 2, 2) + bytes(7), 3, "header says (2, 2, 2) but holds 7"),
-    (b"\x00\x00", 1, "magic"),
-    (b"", 3, "magic"),
-])
+@pytest.mark.parametrize(
+    "data, dims, fragment",
+    [
+        (struct.pack(">I", 0x801) + struct.pack(">I", 3) + bytes([1, 2, 3]), 1, None),
+        (struct.pack(">I", 0x803) + struct.pack(">3I", 1, 2, 2) + bytes(4), 1, "magic"),
+        (struct.pack(">I", 0x801) + struct.pack(">I", 3) + bytes([1, 2]), 1, "header says (3,) but holds 2 bytes"),
+        (struct.pack(">I", 0x801) + struct.pack(">I", 3) + bytes(5), 1, "header says (3,) but holds 5 bytes"),
+        (struct.pack(">I", 0x803) + struct.pack(">3I", 2, 2, 2) + bytes(7), 3, "header says (2, 2, 2) but holds 7"),
+        (b"\x00\x00", 1, "magic"),
+        (b"", 3, "magic"),
+    ],
+)
 def test_parse_idx(data, dims, fragment):
     path = Path("some/file")
     if fragment is None:
@@ -180,6 +200,7 @@ def test_image_and_label_counts_must_agree(copy_dir):
 
 
 # ---------------------------------------------------------------- missing data, downloading
+
 
 def test_missing_folder_without_download(tmp_path):
     with pytest.raises(DataError, match="no such data directory") as info:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CLI_TIMEOUT, cli_env
+
 from mnist_drill import executor
 from mnist_drill.config import load_config
 from mnist_drill.errors import ConfigError
@@ -29,8 +29,12 @@ def metrics_without_seconds(run: Path) -> list[list[str]]:
 def test_run_seeds_with_two_workers_gives_the_same_numbers_as_one(cli_many, tmp_path, tiny, write_config, data_dir):
     tiny["train"]["epochs"] = 2
     config = write_config("tiny.yaml", tiny)
-    done = cli_many({n: ["run", config, "--seeds", "1,2", "--workers", n, "--data-dir", data_dir,
-                         "--out", tmp_path / n] for n in ("1", "2")})
+    done = cli_many(
+        {
+            n: ["run", config, "--seeds", "1,2", "--workers", n, "--data-dir", data_dir, "--out", tmp_path / n]
+            for n in ("1", "2")
+        }
+    )
     for proc in done.values():
         assert proc.returncode == 0, proc.stderr
     assert "started in worker process" in done["2"].stdout and "worker process" not in done["1"].stdout
@@ -58,8 +62,10 @@ def test_trials_in_this_process_keep_going_past_a_failing_one(tmp_path, tiny, wr
         run_trials(trials[:1], str(data_dir), echo=lambda line: None)
 
 
-@pytest.mark.parametrize("env, cpus, workers, threads", [
-    (None, 16, 4, 4), (None, 16, 3, 5), (None, 2, 4, 1), ("1", 16, 4, 1), ("3", 2, 2, 3), ("x", 8, 2, 4)])
+@pytest.mark.parametrize(
+    "env, cpus, workers, threads",
+    [(None, 16, 4, 4), (None, 16, 3, 5), (None, 2, 4, 1), ("1", 16, 4, 1), ("3", 2, 2, 3), ("x", 8, 2, 4)],
+)
 def test_each_worker_gets_its_share_of_the_cpus_or_omp_num_threads(monkeypatch, env, cpus, workers, threads):
     if env is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -74,11 +80,24 @@ def test_the_ray_executor_without_ray_says_how_to_install_it(cli, tmp_path, tiny
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
     path = os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])
-    proc = cli(["sweep", write_config("tiny.yaml", tiny), "--vary", "model.dropout=0,0.05", "--executor", "ray",
-                "--out", tmp_path / "out"], env={"PYTHONPATH": path})
+    proc = cli(
+        [
+            "sweep",
+            write_config("tiny.yaml", tiny),
+            "--vary",
+            "model.dropout=0,0.05",
+            "--executor",
+            "ray",
+            "--out",
+            tmp_path / "out",
+        ],
+        env={"PYTHONPATH": path},
+    )
     assert proc.returncode == 2
-    assert error_line(proc) == "mnist-drill: error: --executor ray: Ray is not installed here; " \
-                               "pip install 'mnist-drill[ray]'"
+    assert (
+        error_line(proc) == "mnist-drill: error: --executor ray: Ray is not installed here; "
+        "pip install 'mnist-drill[ray]'"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -95,15 +114,33 @@ def session_processes(sid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # starts a Ray instance
 def test_a_sweep_on_a_local_ray_instance_brings_every_run_folder_back(tmp_path, tiny, write_config, data_dir):
     config = write_config("tiny.yaml", tiny)
     # No --address: the CLI starts a local Ray instance and shuts it down. In a session of its own, so that
     # whatever Ray leaves running afterwards can be found (and stopped) here.
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_drill", "sweep", str(config), "--vary",
-                             "model.dropout=0,0.05", "--executor", "ray", "--data-dir", str(data_dir),
-                             "--out", str(tmp_path / "out")],
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_drill",
+            "sweep",
+            str(config),
+            "--vary",
+            "model.dropout=0,0.05",
+            "--executor",
+            "ray",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=CLI_TIMEOUT)
     finally:
@@ -121,8 +158,9 @@ def test_a_sweep_on_a_local_ray_instance_brings_every_run_folder_back(tmp_path, 
     assert [(r["point"], r["status"]) for r in table] == [("dropout_0.0", "completed"), ("dropout_0.05", "completed")]
     for row in table:
         run = sweep_dir / row["point"] / "seed_1"
-        assert {"config.yaml", "metrics.csv", "model.pt", "run.json", "analysis.md", "train.log"} <= \
-            {p.name for p in run.iterdir()}
+        assert {"config.yaml", "metrics.csv", "model.pt", "run.json", "analysis.md", "train.log"} <= {
+            p.name for p in run.iterdir()
+        }
         assert not (run / "checkpoint.pt").exists()
         with open(run / "metrics.csv", newline="") as f:
             last = list(csv.DictReader(f))[-1]

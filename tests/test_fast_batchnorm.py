@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from mnist_drill import fast_batchnorm
+from mnist_drill.config import TrainConfig, load_config
 from mnist_drill.fast_batchnorm import FEW_CHANNELS, FastBatchNorm2d, use_fast_batchnorm
 from mnist_drill.fast_dropout import FastDropout
-from mnist_drill.config import TrainConfig, load_config
 from mnist_drill.model import build_model
 from mnist_drill.runtime import place
 

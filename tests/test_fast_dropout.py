@@ -8,6 +8,7 @@ import torch
 from mnist_drill import fast_dropout
 from mnist_drill.fast_dropout import FastDropout, dropped_positions
 
+
 @pytest.mark.parametrize("n, p", [(1, 0.5), (10, 0.02), (200_000, 0.02), (200_000, 0.3)])
 def test_dropped_positions_are_sorted_distinct_and_in_range(n, p):
     torch.manual_seed(0)
@@ -31,7 +32,7 @@ def test_dropped_positions_hit_each_element_with_probability_p_over_the_whole_ra
     # Independent neighbours: the rate of a hit next to a hit is p as well.
     both = ((counts[1:] > 0) & (counts[:-1] > 0)).float().mean()
     either = 1 - (1 - p) ** draws
-    assert abs(both.item() - either ** 2) < 0.02
+    assert abs(both.item() - either**2) < 0.02
 
 
 def test_dropout_zeroes_and_scales_like_torch():

@@ -25,18 +25,18 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import pytest
 import torch
-
 from conftest import CLI_TIMEOUT, REPO_ROOT, cli_env, stderr_lines
+
+from mnist_drill import lock
 from mnist_drill.config import load_config
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill import lock
 from mnist_drill.lock import LOCK_NAME, run_lock
 
 EPOCHS = 6
@@ -50,12 +50,19 @@ class Finished:
     stderr: str
 
 
-def start(args, preexec: Optional[Callable] = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mnist_drill", *map(str, args)], cwd=REPO_ROOT, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+def start(args, preexec: Callable | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_drill", *map(str, args)],
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec,
+    )
 
 
-def run(args, preexec: Optional[Callable] = None, at_epoch: Optional[tuple[int, Callable]] = None) -> Finished:
+def run(args, preexec: Callable | None = None, at_epoch: tuple[int, Callable] | None = None) -> Finished:
     """The CLI in a subprocess; `at_epoch` = (n, action): once "epoch n/" is printed, stop the child
     (SIGSTOP), call action(child), and let it go on (SIGCONT)."""
     proc = start(args, preexec)
@@ -102,19 +109,23 @@ def leftovers(run_dir: Path) -> list[str]:
 
 def state(run_dir: Path) -> dict:
     """What a stopped run left in its folder (None where a file is missing)."""
+
     def read(name, how):
         return how(run_dir / name) if (run_dir / name).is_file() else None
 
-    return {"metrics": read("metrics.csv", lambda p: metrics(run_dir)),
-            "checkpoint": read("checkpoint.pt", lambda p: checkpoint_epoch(run_dir)),
-            "run.json": read("run.json", lambda p: json.loads(p.read_text())),
-            "leftovers": leftovers(run_dir) if run_dir.is_dir() else None}
+    return {
+        "metrics": read("metrics.csv", lambda p: metrics(run_dir)),
+        "checkpoint": read("checkpoint.pt", lambda p: checkpoint_epoch(run_dir)),
+        "run.json": read("run.json", lambda p: json.loads(p.read_text())),
+        "leftovers": leftovers(run_dir) if run_dir.is_dir() else None,
+    }
 
 
 def file_limit(size: int) -> Callable:
     def preexec():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), not the process
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
     return preexec
 
 
@@ -140,8 +151,11 @@ def permissions_count(tmp: Path) -> bool:
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        probe = subprocess.run([sys.executable, "-c", f"open({str(folder / 'x')!r}, 'w')"],
-                               preexec_fn=without_root_override, capture_output=True)
+        probe = subprocess.run(
+            [sys.executable, "-c", f"open({str(folder / 'x')!r}, 'w')"],
+            preexec_fn=without_root_override,
+            capture_output=True,
+        )
         return probe.returncode != 0
     except (OSError, subprocess.SubprocessError):
         return False
@@ -150,6 +164,7 @@ def permissions_count(tmp: Path) -> bool:
 
 
 # ---------------------------------------------------------------- storage, killed and concurrent runs
+
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory, data_dir, yaml_writer, tiny_factory):
@@ -167,8 +182,10 @@ def faults(tmp_path_factory, data_dir, yaml_writer, tiny_factory):
 
     def concurrent(proc_a):
         """While run A is stopped after epoch 1, three more starts of its folder."""
-        done["while held"] = {how: run(args("held", *extra)) for how, extra in
-                              (("run", ()), ("--resume", ("--resume",)), ("--overwrite", ("--overwrite",)))}
+        done["while held"] = {
+            how: run(args("held", *extra))
+            for how, extra in (("run", ()), ("--resume", ("--resume",)), ("--overwrite", ("--overwrite",)))
+        }
 
     permissions = permissions_count(tmp)
     done: dict = {}
@@ -184,13 +201,16 @@ def faults(tmp_path_factory, data_dir, yaml_writer, tiny_factory):
             "held": pool.submit(run, args("held"), None, (1, concurrent)),
         }
         if permissions:
-            phase1["permission"] = pool.submit(run, args("perm"), without_root_override,
-                                               (1, lambda proc: (tmp / "perm" / "tiny").chmod(0o555)))
+            phase1["permission"] = pool.submit(
+                run, args("perm"), without_root_override, (1, lambda proc: (tmp / "perm" / "tiny").chmod(0o555))
+            )
         done.update({name: future.result() for name, future in phase1.items()})
 
         # the state each fault left, then put right what the user would put right, and --resume
-        done["left"] = {name: state(tmp / folder / "tiny") for name, folder in
-                        (("full disk", "full"), ("plot", "plot"), ("perm", "perm"), ("killed", "killed"))}
+        done["left"] = {
+            name: state(tmp / folder / "tiny")
+            for name, folder in (("full disk", "full"), ("plot", "plot"), ("perm", "perm"), ("killed", "killed"))
+        }
         if permissions:
             (tmp / "perm" / "tiny").chmod(0o755)
         (tmp / "replaced" / "tiny").unlink()
@@ -198,14 +218,22 @@ def faults(tmp_path_factory, data_dir, yaml_writer, tiny_factory):
         (tmp / "replaced" / "moved").rename(tmp / "replaced" / "tiny")
         # a killed process may leave a half-written temporary file behind
         (tmp / "killed" / "tiny" / ".metrics.csv.k1ll3d.tmp").write_text("epoch,train_lo")
-        phase2 = {f"{name} resumed": pool.submit(run, args(folder, "--resume"))
-                  for name, folder in (("full disk", "full"), ("plot", "plot"), ("replaced", "replaced"),
-                                       ("killed", "killed"), *((("permission", "perm"),) if permissions else ()))}
+        phase2 = {
+            f"{name} resumed": pool.submit(run, args(folder, "--resume"))
+            for name, folder in (
+                ("full disk", "full"),
+                ("plot", "plot"),
+                ("replaced", "replaced"),
+                ("killed", "killed"),
+                *((("permission", "perm"),) if permissions else ()),
+            )
+        }
         done.update({name: future.result() for name, future in phase2.items()})
     done["permissions"] = permissions
     return done, tmp
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 def test_a_full_disk_mid_run_stops_with_exit_74_keeping_the_finished_epochs(faults):
     done, tmp = faults
     proc, left = done["full disk"], done["left"]["full disk"]
@@ -216,11 +244,12 @@ def test_a_full_disk_mid_run_stops_with_exit_74_keeping_the_finished_epochs(faul
     kept = left["checkpoint"]
     assert 2 <= kept < EPOCHS
     reference = metrics(tmp / "reference" / "tiny")
-    assert left["metrics"][:kept + 1] == reference[:kept + 1]  # the header and every finished epoch
+    assert left["metrics"][: kept + 1] == reference[: kept + 1]  # the header and every finished epoch
     assert left["leftovers"] == []  # no temporary file, no lock
     assert left["run.json"]["status"] == "interrupted" and left["run.json"]["epochs_finished"] == kept
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 def test_after_a_full_disk_resume_gives_the_uninterrupted_numbers(faults):
     done, tmp = faults
     proc = done["full disk resumed"]
@@ -230,6 +259,7 @@ def test_after_a_full_disk_resume_gives_the_uninterrupted_numbers(faults):
     assert (tmp / "full" / "tiny" / "model.pt").is_file() and not (tmp / "full" / "tiny" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 def test_a_plot_that_cannot_be_written_is_a_storage_fault_and_resume_writes_the_rest(faults):
     done, tmp = faults
     proc, left = done["plot"], done["left"]["plot"]
@@ -246,6 +276,7 @@ def test_a_plot_that_cannot_be_written_is_a_storage_fault_and_resume_writes_the_
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 def test_a_disk_full_before_anything_is_written_leaves_no_folder(faults):
     done, tmp = faults
     proc = done["no space"]
@@ -255,6 +286,7 @@ def test_a_disk_full_before_anything_is_written_leaves_no_folder(faults):
     assert not (tmp / "nospace").exists()
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 def test_losing_write_permission_mid_run_stops_with_exit_74_and_resume_finishes(faults):
     done, tmp = faults
     if not done["permissions"]:
@@ -265,12 +297,13 @@ def test_losing_write_permission_mid_run_stops_with_exit_74_and_resume_finishes(
     assert "perm/tiny/" in line and "cannot write (Permission denied); make the folder writable again" in line
     kept = left["checkpoint"]
     assert 1 <= kept < EPOCHS
-    assert left["metrics"][:kept + 1] == metrics(tmp / "reference" / "tiny")[:kept + 1]
+    assert left["metrics"][: kept + 1] == metrics(tmp / "reference" / "tiny")[: kept + 1]
     resumed = done["permission resumed"]
     assert resumed.returncode == 0, resumed.stderr
     assert metrics(tmp / "perm" / "tiny") == metrics(tmp / "reference" / "tiny")
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 def test_a_run_folder_replaced_by_a_file_mid_run_is_a_storage_fault(faults):
     done, tmp = faults
     proc = done["replaced"]
@@ -285,6 +318,7 @@ def test_a_run_folder_replaced_by_a_file_mid_run_is_a_storage_fault(faults):
     assert metrics(tmp / "replaced" / "tiny") == metrics(tmp / "reference" / "tiny")
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 def test_a_killed_run_leaves_a_resumable_folder_whose_lock_resume_takes_over(faults):
     done, tmp = faults
     assert done["killed"].returncode == -signal.SIGKILL
@@ -299,6 +333,7 @@ def test_a_killed_run_leaves_a_resumable_folder_whose_lock_resume_takes_over(fau
     assert leftovers(run) == []  # the stale lock and the killed run's temporary file are gone
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 @pytest.mark.parametrize("how", ["run", "--resume", "--overwrite"])
 def test_a_second_process_on_a_run_folder_in_use_is_refused_naming_the_holder(faults, how):
     done, tmp = faults
@@ -309,6 +344,7 @@ def test_a_second_process_on_a_run_folder_in_use_is_refused_naming_the_holder(fa
     assert line.endswith("wait for it to finish, or stop it first")
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 def test_the_run_holding_the_folder_finishes_untouched(faults):
     done, tmp = faults
     assert done["held"].returncode == 0, done["held"].stderr
@@ -317,6 +353,7 @@ def test_the_run_holding_the_folder_finishes_untouched(faults):
 
 
 # ---------------------------------------------------------------- the lock itself
+
 
 def test_a_lock_refuses_a_second_holder_and_is_gone_after(tmp_path):
     run_dir = tmp_path / "out" / "run"
@@ -338,8 +375,9 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path):
     notes = []
     with run_lock(run_dir, echo=notes.append):
         assert not (run_dir / ".checkpoint.pt.x1y2.tmp").exists()
-    assert notes == [f"{run_dir}: took over the lock left by pid 999999 on elsewhere since yesterday, "
-                     "which no longer runs"]
+    assert notes == [
+        f"{run_dir}: took over the lock left by pid 999999 on elsewhere since yesterday, which no longer runs"
+    ]
     assert list(run_dir.iterdir()) == []
 
 
@@ -348,11 +386,14 @@ def test_where_files_cannot_be_locked_a_run_goes_ahead_and_says_so(tmp_path, mon
     notes = []
     with run_lock(tmp_path / "run", echo=notes.append):
         assert list((tmp_path / "run").iterdir()) == []
-    assert notes == [f"{tmp_path / 'run'}: cannot be locked here (no file locks on this system); a second run of "
-                     "this folder would not be refused"]
+    assert notes == [
+        f"{tmp_path / 'run'}: cannot be locked here (no file locks on this system); a second run of "
+        "this folder would not be refused"
+    ]
 
 
 # ---------------------------------------------------------------- damaged or foreign files on --resume
+
 
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:1000])
@@ -376,28 +417,60 @@ def _fewer_rows(path: Path) -> None:
 # damage to run.json, metrics.csv and config.yaml are read in-process: test_outputs.py, test_config.py.
 DAMAGE = {
     "truncated checkpoint": ("resumable", "checkpoint.pt", _truncate, ["checkpoint.pt: damaged or not a PyTorch file"]),
-    "foreign checkpoint": ("resumable", "checkpoint.pt", _foreign_checkpoint,
-                           ["checkpoint.pt: not a mnist-drill checkpoint"]),
-    "checkpoint of another model": ("resumable", "checkpoint.pt", _other_architecture,
-                                    ["checkpoint.pt: its weights do not fit the config's model",
-                                     "missing blocks.2.0.weight"]),
-    "config.yaml of another config": ("resumable", "config.yaml",
-                                     lambda p: p.write_text(p.read_text().replace("lr: 0.05", "lr: 0.07")),
-                                     ["--resume needs the same config"]),
-    "config.yaml not a mapping": ("resumable", "config.yaml", lambda p: p.write_text("- a\n- b\n"),
-                                  ["config.yaml: expected a mapping at the top level, got a list",
-                                   "restore it, or pass --overwrite"]),
-    "metrics.csv bad header": ("resumable", "metrics.csv", lambda p: p.write_text("a,b\n1,2\n"),
-                               ["metrics.csv: its header is 'a,b'", "pass --overwrite"]),
-    "metrics.csv not numbers": ("resumable", "metrics.csv",
-                                lambda p: p.write_text(p.read_text().replace("\n1,", "\n1,abc", 1)),
-                                ["metrics.csv: line 2, train_loss: 'abc", "is not a number"]),
-    "metrics.csv fewer rows": ("resumable", "metrics.csv", _fewer_rows,
-                               ["metrics.csv: 0 epoch(s), fewer than the", "of", "checkpoint.pt"]),
-    "run.json not JSON": ("resumable", "run.json", lambda p: p.write_text("{status: done"),
-                          ["run.json: damaged (not JSON", "pass --overwrite"]),
-    "finished run, model.pt missing": ("finished", "model.pt", Path.unlink,
-                                       ["run.json says completed, but model.pt is missing"]),
+    "foreign checkpoint": (
+        "resumable",
+        "checkpoint.pt",
+        _foreign_checkpoint,
+        ["checkpoint.pt: not a mnist-drill checkpoint"],
+    ),
+    "checkpoint of another model": (
+        "resumable",
+        "checkpoint.pt",
+        _other_architecture,
+        ["checkpoint.pt: its weights do not fit the config's model", "missing blocks.2.0.weight"],
+    ),
+    "config.yaml of another config": (
+        "resumable",
+        "config.yaml",
+        lambda p: p.write_text(p.read_text().replace("lr: 0.05", "lr: 0.07")),
+        ["--resume needs the same config"],
+    ),
+    "config.yaml not a mapping": (
+        "resumable",
+        "config.yaml",
+        lambda p: p.write_text("- a\n- b\n"),
+        ["config.yaml: expected a mapping at the top level, got a list", "restore it, or pass --overwrite"],
+    ),
+    "metrics.csv bad header": (
+        "resumable",
+        "metrics.csv",
+        lambda p: p.write_text("a,b\n1,2\n"),
+        ["metrics.csv: its header is 'a,b'", "pass --overwrite"],
+    ),
+    "metrics.csv not numbers": (
+        "resumable",
+        "metrics.csv",
+        lambda p: p.write_text(p.read_text().replace("\n1,", "\n1,abc", 1)),
+        ["metrics.csv: line 2, train_loss: 'abc", "is not a number"],
+    ),
+    "metrics.csv fewer rows": (
+        "resumable",
+        "metrics.csv",
+        _fewer_rows,
+        ["metrics.csv: 0 epoch(s), fewer than the", "of", "checkpoint.pt"],
+    ),
+    "run.json not JSON": (
+        "resumable",
+        "run.json",
+        lambda p: p.write_text("{status: done"),
+        ["run.json: damaged (not JSON", "pass --overwrite"],
+    ),
+    "finished run, model.pt missing": (
+        "finished",
+        "model.pt",
+        Path.unlink,
+        ["run.json says completed, but model.pt is missing"],
+    ),
 }
 
 
@@ -407,9 +480,14 @@ def damaged(tmp_path_factory, data_dir, yaml_writer, tiny_factory):
     cfg = tiny_factory()
     cfg["train"]["epochs"] = 3
     config = yaml_writer(tmp, "tiny.yaml", cfg)
-    bases = {"resumable": run(["run", config, "--data-dir", data_dir, "--out", tmp / "resumable"], None,
-                              (1, lambda proc: proc.send_signal(signal.SIGINT))),
-             "finished": run(["run", config, "--data-dir", data_dir, "--out", tmp / "finished", "--epochs", "1"])}
+    bases = {
+        "resumable": run(
+            ["run", config, "--data-dir", data_dir, "--out", tmp / "resumable"],
+            None,
+            (1, lambda proc: proc.send_signal(signal.SIGINT)),
+        ),
+        "finished": run(["run", config, "--data-dir", data_dir, "--out", tmp / "finished", "--epochs", "1"]),
+    }
     assert bases["resumable"].returncode == 130 and bases["finished"].returncode == 0
     calls, before = {}, {}
     for name, (base, file_name, damage, _) in DAMAGE.items():
@@ -421,11 +499,14 @@ def damaged(tmp_path_factory, data_dir, yaml_writer, tiny_factory):
         calls[name] = ["run", config, "--data-dir", data_dir, "--out", out, "--resume", *epochs]
     with ThreadPoolExecutor(max_workers=3) as pool:
         procs = dict(zip(calls, pool.map(run, calls.values())))
-    after = {name: {p.name: p.read_bytes() for p in (tmp / name.replace(" ", "_").replace(",", "") / "tiny").iterdir()}
-             for name in DAMAGE}
+    after = {
+        name: {p.name: p.read_bytes() for p in (tmp / name.replace(" ", "_").replace(",", "") / "tiny").iterdir()}
+        for name in DAMAGE
+    }
     return procs, before, after
 
 
+@pytest.mark.slow  # the real CLI in subprocesses
 @pytest.mark.parametrize("name", list(DAMAGE))
 def test_a_damaged_or_foreign_file_is_named_and_left_as_it_is(damaged, name):
     procs, before, after = damaged
@@ -439,11 +520,22 @@ def test_a_damaged_or_foreign_file_is_named_and_left_as_it_is(damaged, name):
 
 # ---------------------------------------------------------------- out of memory
 
+
 def torch_import_vm() -> int:
     """Bytes of address space a process holds after importing what a run imports."""
-    probe = subprocess.run([sys.executable, "-c", "import mnist_drill.cli, mnist_drill.runner, matplotlib.pyplot\n"
-                            "print([l for l in open('/proc/self/status') if l.startswith('VmPeak')][0].split()[1])"],
-                           env=cli_env(), capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import mnist_drill.cli, mnist_drill.runner, matplotlib.pyplot\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmPeak')][0].split()[1])",
+        ],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+    )
     return int(probe.stdout) * 1024
 
 
@@ -461,12 +553,15 @@ def test_run_all_fails_the_step_that_runs_out_of_memory_and_goes_on(tmp_path, da
     def short_of_memory():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    proc = run(["run-all", "--configs", tmp_path / "steps", "--data-dir", data_dir, "--out", tmp_path / "out"],
-               short_of_memory)
+    proc = run(
+        ["run-all", "--configs", tmp_path / "steps", "--data-dir", data_dir, "--out", tmp_path / "out"], short_of_memory
+    )
     assert proc.returncode == 1, proc.stderr
     line = one_error_line(proc)
-    assert line == (f"{ERROR}out of memory while testing step1_wide: lower data.test_batch_size (10000) and run it "
-                    "again with --overwrite")
+    assert line == (
+        f"{ERROR}out of memory while testing step1_wide: lower data.test_batch_size (10000) and run it "
+        "again with --overwrite"
+    )
     assert json.loads((tmp_path / "out" / "step1_wide" / "run.json").read_text())["status"] == "failed"
     assert (tmp_path / "out" / "step2_after" / "model.pt").is_file()
     progression = (tmp_path / "out" / "progression.md").read_text()
@@ -477,14 +572,20 @@ def test_run_all_fails_the_step_that_runs_out_of_memory_and_goes_on(tmp_path, da
 
 # name -> (the file's content, fragments of the error line after "<file>: ")
 CONFIG_TEXT = {
-    "duplicate key": ("optim:\n  lr: 0.1\n  lr: 0.2\n", ["optim.lr: the key appears twice (first at line 2)",
-                                                         "(line 3)"]),
+    "duplicate key": (
+        "optim:\n  lr: 0.1\n  lr: 0.2\n",
+        ["optim.lr: the key appears twice (first at line 2)", "(line 3)"],
+    ),
     "duplicate section": ("model: {bn: true}\nmodel: {dropout: 0.1}\n", ["model: the key appears twice"]),
-    "duplicate key in a flow mapping": ("model:\n  blocks:\n    - {type: conv, out: 8, out: 16}\n",
-                                        ["model.blocks[0].out: the key appears twice"]),
+    "duplicate key in a flow mapping": (
+        "model:\n  blocks:\n    - {type: conv, out: 8, out: 16}\n",
+        ["model.blocks[0].out: the key appears twice"],
+    ),
     "yes as a bool": ("model:\n  bn: yes\n", ["model.bn: yes is YAML 1.1 for true: write true or false"]),
-    "off in a block": ("model:\n  blocks:\n    - {type: conv, out: 8, bn: off}\n",
-                       ["model.blocks[0].bn: off is YAML 1.1 for false"]),
+    "off in a block": (
+        "model:\n  blocks:\n    - {type: conv, out: 8, bn: off}\n",
+        ["model.blocks[0].bn: off is YAML 1.1 for false"],
+    ),
     "On as a key": ("On: 1\n", ["On: the key 'On' is a YAML 1.1 boolean"]),
     "y as a value": ("train:\n  compile: y\n", ["train.compile: y is YAML 1.1 for true"]),
     "sexagesimal": ("train:\n  epochs: 1:30\n", ["train.epochs: 1:30 is a base-60 number in YAML 1.1 (= 90)"]),
@@ -495,8 +596,7 @@ CONFIG_TEXT = {
     "integer key": ("model:\n  1: x\n", ["model.1: the key 1 is not a name (YAML reads it as a number)"]),
     "null key": ("~: 1\n", ["~: the key ~ is not a name (YAML reads it as null)"]),
     "list as a key": ("? [a, b]\n: 1\n", ["a key that is a list or mapping"]),
-    "two documents": ("model: {bn: true}\n---\nmodel: {bn: false}\n", ["holds several YAML documents",
-                                                                       "line 2"]),
+    "two documents": ("model: {bn: true}\n---\nmodel: {bn: false}\n", ["holds several YAML documents", "line 2"]),
     "anchor and alias": ("optim: {lr: &lr 0.1}\nscheduler: {max_lr: *lr}\n", ["optim.lr: an anchor or alias"]),
     "merge key": ("model:\n  <<: {bn: true}\n", ["model.<<: a merge key (<<)"]),
     "explicit tag": ("optim:\n  lr: !!float 1\n", ["optim.lr: an explicit tag (!!float)"]),
@@ -508,8 +608,10 @@ CONFIG_TEXT = {
     "line separator": ("name: a\u2028b\n", ["invisible character U+2028 (LINE SEPARATOR)"]),
     "byte-order mark": (b"\xef\xbb\xbfmodel: {bn: true}\n", ["starts with a byte-order mark"]),
     "UTF-16": ("model: {bn: true}\n".encode("utf-16"), ["UTF-16 or UTF-32 text; save it as UTF-8"]),
-    "Latin-1": ("change: caf\u00e9\n".encode("latin-1"),
-                ["not UTF-8 text (byte 0xe9 at line 1, column 12; Latin-1 or Windows-1252?); save it as UTF-8"]),
+    "Latin-1": (
+        "change: caf\u00e9\n".encode("latin-1"),
+        ["not UTF-8 text (byte 0xe9 at line 1, column 12; Latin-1 or Windows-1252?); save it as UTF-8"],
+    ),
     "binary": (bytes(range(256)) * 4, ["holds NUL bytes (first at line 1): a binary file, not YAML text"]),
     "NUL byte": (b"model:\n  bn: true\x00\n", ["holds NUL bytes (first at line 2)"]),
     "control character": ("name: a\x07b\n", ["invisible character U+0007 (a control character) at line 1"]),

@@ -39,6 +39,7 @@ class Hostile:
 
 # ---------------------------------------------------------------- images
 
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -91,6 +92,7 @@ BAD_FILES = {  # name -> (contents, what its error line says)
 
 
 # ---------------------------------------------------------------- through the command line
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cli, firsts, data_dir):
@@ -222,6 +224,7 @@ def test_eval_of_a_run_without_model_pt_says_it_is_in_progress(runs, error_line)
 
 # ---------------------------------------------------------------- preprocessing
 
+
 def ink_box(digit: torch.Tensor) -> tuple[int, int]:
     """(height, width) of the bounding box of the non-zero pixels."""
     rows, cols = (digit > 0).any(1).nonzero().flatten(), (digit > 0).any(0).nonzero().flatten()
@@ -239,11 +242,14 @@ def canvas(height: int, width: int, ink: tuple[slice, slice], paper: float = 0.0
     return picture
 
 
-@pytest.mark.parametrize("shape, box", [
-    ((slice(10, 100), slice(40, 70)), (20, 7)),  # 90x30: tall
-    ((slice(5, 15), slice(3, 123)), (2, 20)),  # 10x120: wide
-    ((slice(60, 63), slice(60, 63)), (20, 20)),  # 3x3: small ones are enlarged
-])
+@pytest.mark.parametrize(
+    "shape, box",
+    [
+        ((slice(10, 100), slice(40, 70)), (20, 7)),  # 90x30: tall
+        ((slice(5, 15), slice(3, 123)), (2, 20)),  # 10x120: wide
+        ((slice(60, 63), slice(60, 63)), (20, 20)),  # 3x3: small ones are enlarged
+    ],
+)
 def test_a_digit_is_fitted_into_20x20_keeping_its_aspect_ratio(shape, box):
     assert ink_box(prepare_digit(canvas(150, 200, shape))) == box
 
@@ -251,7 +257,7 @@ def test_a_digit_is_fitted_into_20x20_keeping_its_aspect_ratio(shape, box):
 @pytest.mark.parametrize("top, left", [(0, 0), (100, 150), (30, 170)])
 def test_the_centre_of_mass_lands_at_14_14(top, left):
     picture = canvas(150, 200, (slice(top, top + 40), slice(left, left + 6)), paper=1.0, pen=0.0)
-    picture[top + 34:top + 40, left:left + 30] = 0.0  # an L, drawn dark: its mass is off its box's centre
+    picture[top + 34 : top + 40, left : left + 30] = 0.0  # an L, drawn dark: its mass is off its box's centre
     digit = prepare_digit(picture)
     y, x = centre_of_mass(digit)
     assert abs(y - 14) <= 0.5 and abs(x - 14) <= 0.5
@@ -283,14 +289,18 @@ def test_a_blank_image_is_no_digit(level):
         prepare_digit(torch.full((30, 40), level))
 
 
-@pytest.mark.parametrize("convert", [
-    lambda im: im.convert("RGB"),
-    lambda im: im.convert("P"),
-    lambda im: im.convert("I;16"),
-    lambda im: inverted(im).convert("RGB"),
-    lambda im: Image.merge("RGBA", [im.point(lambda v: 255)] * 3 + [im]),  # white ink on a transparent sheet
-    lambda im: Image.merge("LA", [im.point(lambda v: 0), im]),  # black ink on a transparent sheet
-], ids=["RGB", "palette", "16-bit", "inverted RGB", "white on transparent", "black on transparent"])
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda im: im.convert("RGB"),
+        lambda im: im.convert("P"),
+        lambda im: im.convert("I;16"),
+        lambda im: inverted(im).convert("RGB"),
+        lambda im: Image.merge("RGBA", [im.point(lambda v: 255)] * 3 + [im]),  # white ink on a transparent sheet
+        lambda im: Image.merge("LA", [im.point(lambda v: 0), im]),  # black ink on a transparent sheet
+    ],
+    ids=["RGB", "palette", "16-bit", "inverted RGB", "white on transparent", "black on transparent"],
+)
 def test_any_pillow_mode_reads_as_the_same_digit(tmp_path, firsts, convert):
     grey = as_image(firsts[5])
     grey.save(tmp_path / "grey.png")

@@ -8,10 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill.blocks import (ConvSpec, GapSpec, HeadSpec, LargeConvSpec, LinearSpec, MaxPoolSpec, PointwiseSpec,
-                                SepConvSpec, TransitionSpec)
-from mnist_drill.errors import ConfigError
+from mnist_drill.blocks import (
+    ConvSpec,
+    GapSpec,
+    HeadSpec,
+    LargeConvSpec,
+    LinearSpec,
+    MaxPoolSpec,
+    PointwiseSpec,
+    SepConvSpec,
+    TransitionSpec,
+)
 from mnist_drill.config import ModelConfig, load_config
+from mnist_drill.errors import ConfigError
 from mnist_drill.model import build_model, check_forward, count_params, has_fc, input_shape, macs_per_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,12 +44,23 @@ def real_shapes(net, cfg: ModelConfig) -> list[tuple[int, ...]]:
 
 
 ALL_TYPES = {
-    "conv-like": model(ConvSpec(out=8, padding=1), SepConvSpec(out=16), PointwiseSpec(out=16), MaxPoolSpec(),
-                       TransitionSpec(out=8), ConvSpec(out=12, stride=2), LargeConvSpec(out=16), GapSpec(),
-                       HeadSpec(out=10), bn=True, dropout=0.05),
+    "conv-like": model(
+        ConvSpec(out=8, padding=1),
+        SepConvSpec(out=16),
+        PointwiseSpec(out=16),
+        MaxPoolSpec(),
+        TransitionSpec(out=8),
+        ConvSpec(out=12, stride=2),
+        LargeConvSpec(out=16),
+        GapSpec(),
+        HeadSpec(out=10),
+        bn=True,
+        dropout=0.05,
+    ),
     "dilated": model(ConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8, dilation=2), *FINISH),
-    "linear": model(ConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8), LinearSpec(out=32),
-                    LinearSpec(out=10, relu=False)),
+    "linear": model(
+        ConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8), LinearSpec(out=32), LinearSpec(out=10, relu=False)
+    ),
     "small input": model(ConvSpec(out=4), MaxPoolSpec(kernel=3, stride=1), *FINISH, in_channels=3, input_size=9),
 }
 
@@ -54,23 +74,29 @@ def test_predicted_shapes_match_a_real_forward_pass(cfg):
     check_forward(net, cfg)
 
 
-@pytest.mark.parametrize("blocks, rf, jump", [
-    # conv, conv, maxpool, conv: the drill's first block
-    ((ConvSpec(out=8), ConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8)), [3, 5, 6, 10], [1, 1, 2, 2]),
-    # dilation 2 after a pool: r += (k - 1) * d * jump = 2 * 2 * 2
-    ((ConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8, dilation=2)), [3, 4, 12], [1, 2, 2]),
-    # a stride-2 conv doubles the jump for what follows
-    ((ConvSpec(out=8), ConvSpec(out=8, stride=2), ConvSpec(out=8)), [3, 5, 9], [1, 2, 2]),
-    # transition = pool 2 + 1x1: like a max-pool; 1x1 convs add nothing
-    ((ConvSpec(out=8), ConvSpec(out=8), TransitionSpec(out=8), PointwiseSpec(out=8), ConvSpec(out=8)),
-     [3, 5, 6, 6, 10], [1, 1, 2, 2, 2]),
-    # sepconv counts like a conv of its kernel; a 5x5 adds 4 * jump
-    ((SepConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8, kernel=5)), [3, 4, 12], [1, 2, 2]),
-])
+@pytest.mark.parametrize(
+    "blocks, rf, jump",
+    [
+        # conv, conv, maxpool, conv: the drill's first block
+        ((ConvSpec(out=8), ConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8)), [3, 5, 6, 10], [1, 1, 2, 2]),
+        # dilation 2 after a pool: r += (k - 1) * d * jump = 2 * 2 * 2
+        ((ConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8, dilation=2)), [3, 4, 12], [1, 2, 2]),
+        # a stride-2 conv doubles the jump for what follows
+        ((ConvSpec(out=8), ConvSpec(out=8, stride=2), ConvSpec(out=8)), [3, 5, 9], [1, 2, 2]),
+        # transition = pool 2 + 1x1: like a max-pool; 1x1 convs add nothing
+        (
+            (ConvSpec(out=8), ConvSpec(out=8), TransitionSpec(out=8), PointwiseSpec(out=8), ConvSpec(out=8)),
+            [3, 5, 6, 6, 10],
+            [1, 1, 2, 2, 2],
+        ),
+        # sepconv counts like a conv of its kernel; a 5x5 adds 4 * jump
+        ((SepConvSpec(out=8), MaxPoolSpec(), ConvSpec(out=8, kernel=5)), [3, 4, 12], [1, 2, 2]),
+    ],
+)
 def test_receptive_field_and_jump(blocks, rf, jump):
     _, layers = build_model(model(*blocks, *FINISH))
-    assert [layer.rf for layer in layers[:len(rf)]] == rf
-    assert [layer.jump for layer in layers[:len(jump)]] == jump
+    assert [layer.rf for layer in layers[: len(rf)]] == rf
+    assert [layer.jump for layer in layers[: len(jump)]] == jump
 
 
 def test_gap_and_large_conv_cover_the_whole_map():
@@ -120,26 +146,32 @@ def test_step_configs_by_hand():
     assert count_params(net)[0] < 8000 and layers[-1].rf >= 28
 
 
-@pytest.mark.parametrize("cfg, where", [
-    # 12 -> 10 -> 5, then a 7x7 does not fit the 5x5 map
-    (model(ConvSpec(out=4), MaxPoolSpec(), ConvSpec(out=4, kernel=7), *FINISH, input_size=12), "model.blocks[2]"),
-    (model(ConvSpec(out=4, kernel=7), *FINISH, input_size=5), "model.blocks[0]"),
-    (model(ConvSpec(out=4), ConvSpec(out=4, kernel=3, dilation=4), *FINISH, input_size=10), "model.blocks[1]"),
-    (model(ConvSpec(out=4), MaxPoolSpec(), MaxPoolSpec(), *FINISH, input_size=4), "model.blocks[2]"),
-    (model(ConvSpec(out=4), LargeConvSpec(out=10, kernel=9), input_size=8), "model.blocks[1]"),
-])
+@pytest.mark.parametrize(
+    "cfg, where",
+    [
+        # 12 -> 10 -> 5, then a 7x7 does not fit the 5x5 map
+        (model(ConvSpec(out=4), MaxPoolSpec(), ConvSpec(out=4, kernel=7), *FINISH, input_size=12), "model.blocks[2]"),
+        (model(ConvSpec(out=4, kernel=7), *FINISH, input_size=5), "model.blocks[0]"),
+        (model(ConvSpec(out=4), ConvSpec(out=4, kernel=3, dilation=4), *FINISH, input_size=10), "model.blocks[1]"),
+        (model(ConvSpec(out=4), MaxPoolSpec(), MaxPoolSpec(), *FINISH, input_size=4), "model.blocks[2]"),
+        (model(ConvSpec(out=4), LargeConvSpec(out=10, kernel=9), input_size=8), "model.blocks[1]"),
+    ],
+)
 def test_a_block_that_does_not_fit_is_named(cfg, where):
     with pytest.raises(ConfigError, match=r"does not fit") as info:
         build_model(cfg)
     assert str(info.value).startswith(where)
 
 
-@pytest.mark.parametrize("cfg, fragment", [
-    (model(ConvSpec(out=10)), "10x26x26"),
-    (model(ConvSpec(out=8), GapSpec()), "8x1x1"),
-    (model(ConvSpec(out=8), GapSpec(), HeadSpec(out=5)), "5x1x1"),
-    (model(ConvSpec(out=8), LinearSpec(out=12)), "12"),
-])
+@pytest.mark.parametrize(
+    "cfg, fragment",
+    [
+        (model(ConvSpec(out=10)), "10x26x26"),
+        (model(ConvSpec(out=8), GapSpec()), "8x1x1"),
+        (model(ConvSpec(out=8), GapSpec(), HeadSpec(out=5)), "5x1x1"),
+        (model(ConvSpec(out=8), LinearSpec(out=12)), "12"),
+    ],
+)
 def test_the_output_must_be_one_score_per_class(cfg, fragment):
     with pytest.raises(ConfigError, match="must output 10 channels at 1x1") as info:
         build_model(cfg)

@@ -17,9 +17,21 @@ import pytest
 
 from mnist_drill.errors import StorageError, UsageError
 from mnist_drill.lock import LOCK_NAME, run_lock
-from mnist_drill.outputs import (append_line, atomic_path, git_commit, holds_run, prepare_run_dir, provenance,
-                                 read_metrics, read_run_json, remove_temp_files, save_torch, write_json, write_metrics,
-                                 write_text)
+from mnist_drill.outputs import (
+    append_line,
+    atomic_path,
+    git_commit,
+    holds_run,
+    prepare_run_dir,
+    provenance,
+    read_metrics,
+    read_run_json,
+    remove_temp_files,
+    save_torch,
+    write_json,
+    write_metrics,
+    write_text,
+)
 from mnist_drill.train import METRIC_COLUMNS
 
 
@@ -63,10 +75,26 @@ def test_write_json_and_save_torch(tmp_path):
 
 
 def test_metrics_round_trip(tmp_path):
-    rows = [{"epoch": 1, "train_loss": 0.123456789, "train_acc": 95.5, "test_loss": 0.0456, "test_acc": 98.76,
-             "lr": 0.01, "seconds": 3.25},
-            {"epoch": 2, "train_loss": 0.05, "train_acc": 98.123456, "test_loss": 0.03, "test_acc": 99.12,
-             "lr": 0.001, "seconds": 2.5}]
+    rows = [
+        {
+            "epoch": 1,
+            "train_loss": 0.123456789,
+            "train_acc": 95.5,
+            "test_loss": 0.0456,
+            "test_acc": 98.76,
+            "lr": 0.01,
+            "seconds": 3.25,
+        },
+        {
+            "epoch": 2,
+            "train_loss": 0.05,
+            "train_acc": 98.123456,
+            "test_loss": 0.03,
+            "test_acc": 99.12,
+            "lr": 0.001,
+            "seconds": 2.5,
+        },
+    ]
     path = tmp_path / "metrics.csv"
     write_metrics(path, rows, METRIC_COLUMNS)
     assert path.read_text().splitlines()[0] == "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds"
@@ -166,12 +194,16 @@ def test_git_commit_is_dirty_for_changed_code_but_not_for_regenerated_results(tm
 
 # ---------------------------------------------------------------- storage faults
 
-@pytest.mark.parametrize("code, fragments", [
-    (errno.ENOSPC, ["No space left on device", "free some space"]),
-    (errno.EFBIG, ["File too large", "the file-size limit is reached"]),
-    (errno.EACCES, ["Permission denied", "make the folder writable again"]),
-    (errno.EROFS, ["Read-only file system", "write elsewhere with --out"]),
-])
+
+@pytest.mark.parametrize(
+    "code, fragments",
+    [
+        (errno.ENOSPC, ["No space left on device", "free some space"]),
+        (errno.EFBIG, ["File too large", "the file-size limit is reached"]),
+        (errno.EACCES, ["Permission denied", "make the folder writable again"]),
+        (errno.EROFS, ["Read-only file system", "write elsewhere with --out"]),
+    ],
+)
 def test_a_write_that_fails_on_the_disk_is_one_storage_error_and_keeps_the_old_file(tmp_path, code, fragments):
     path = tmp_path / "metrics.csv"
     write_text(path, "old content")
@@ -235,23 +267,29 @@ HEADER = "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds\n"
 ROW = "1,0.5,90,0.4,91,0.01,2.5\n"
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("a,b\n1,2\n", "its header is 'a,b', not 'epoch,train_loss,"),
-    ("", "its header is 'missing'"),
-    (HEADER + "1,0.5,90,0.4\n", "line 2 has 4 cells for 7 columns"),
-    (HEADER + ROW.replace("90", "n/a"), "line 2, train_acc: 'n/a' is not a number"),
-    (HEADER + ROW.replace("1,", "1.5,", 1), "line 2, epoch: '1.5' is not a number"),
-    (HEADER + ROW + ROW, "line 3: epoch 1 where epoch 2 belongs"),
-    (HEADER.encode() + b"1,0.5,9\xe9", "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("a,b\n1,2\n", "its header is 'a,b', not 'epoch,train_loss,"),
+        ("", "its header is 'missing'"),
+        (HEADER + "1,0.5,90,0.4\n", "line 2 has 4 cells for 7 columns"),
+        (HEADER + ROW.replace("90", "n/a"), "line 2, train_acc: 'n/a' is not a number"),
+        (HEADER + ROW.replace("1,", "1.5,", 1), "line 2, epoch: '1.5' is not a number"),
+        (HEADER + ROW + ROW, "line 3: epoch 1 where epoch 2 belongs"),
+        (HEADER.encode() + b"1,0.5,9\xe9", "not UTF-8 text"),
+    ],
+)
 def test_a_metrics_file_that_mnist_drill_did_not_write_is_named(tmp_path, text, fragment):
     path = tmp_path / "metrics.csv"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(UsageError) as info:
         read_metrics(path, METRIC_COLUMNS)
     message = str(info.value)
-    assert message.startswith(f"{path}: ") and fragment in message and message.endswith("pass --overwrite to train "
-                                                                                         "the run afresh")
+    assert (
+        message.startswith(f"{path}: ")
+        and fragment in message
+        and message.endswith("pass --overwrite to train the run afresh")
+    )
 
 
 def test_a_missing_metrics_file_is_named(tmp_path):
@@ -259,11 +297,14 @@ def test_a_missing_metrics_file_is_named(tmp_path):
         read_metrics(tmp_path / "metrics.csv", METRIC_COLUMNS)
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ('{"status": "completed"', "damaged (not JSON: "),
-    ("[1, 2]\n", "damaged (a JSON list, not an object)"),
-    ('"completed"\n', "damaged (a JSON str, not an object)"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('{"status": "completed"', "damaged (not JSON: "),
+        ("[1, 2]\n", "damaged (a JSON list, not an object)"),
+        ('"completed"\n', "damaged (a JSON str, not an object)"),
+    ],
+)
 def test_a_run_json_that_is_not_a_json_object_is_named(tmp_path, text, fragment):
     (tmp_path / "run.json").write_text(text)
     with pytest.raises(UsageError) as info:
@@ -278,6 +319,7 @@ def test_no_run_json_is_no_finished_run(tmp_path):
 
 
 # ---------------------------------------------------------------- run folders and their lock
+
 
 def test_a_folder_holding_only_a_lock_file_holds_no_run(tmp_path):
     (tmp_path / "run").mkdir()

@@ -9,9 +9,23 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from mnist_drill.plots import (SweepPoint, StepPoint, accuracy_limits, accuracy_scale, compare, compare_figure, curves,
-                               curves_figure, misclassified, pareto_front, progression, progression_figure, scale_for,
-                               sweep, sweep_figure)
+from mnist_drill.plots import (
+    StepPoint,
+    SweepPoint,
+    accuracy_limits,
+    accuracy_scale,
+    compare,
+    compare_figure,
+    curves,
+    curves_figure,
+    misclassified,
+    pareto_front,
+    progression,
+    progression_figure,
+    scale_for,
+    sweep,
+    sweep_figure,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TARGET = 99.4
@@ -20,8 +34,18 @@ TARGET = 99.4
 def rows(test_accs, lrs=None):
     """Metrics rows (train.METRIC_COLUMNS) with the given test_acc per epoch; train runs 0.5 pp behind."""
     lrs = lrs or [0.01] * len(test_accs)
-    return [{"epoch": i, "train_loss": 0.5 / i, "train_acc": acc - 0.5, "test_loss": 0.4 / i, "test_acc": acc,
-             "lr": lr, "seconds": 1.0} for i, (acc, lr) in enumerate(zip(test_accs, lrs), start=1)]
+    return [
+        {
+            "epoch": i,
+            "train_loss": 0.5 / i,
+            "train_acc": acc - 0.5,
+            "test_loss": 0.4 / i,
+            "test_acc": acc,
+            "lr": lr,
+            "seconds": 1.0,
+        }
+        for i, (acc, lr) in enumerate(zip(test_accs, lrs), start=1)
+    ]
 
 
 def assert_png(path, min_width=400):
@@ -41,9 +65,17 @@ def close_figures():
 STEP1 = [76.8, 97.2, 97.3, 98.0, 98.1, 98.3, 98.6, 99.0, 99.3]  # epoch 1 trains at 77 %, the last epochs near 99.4 %
 
 
-@pytest.mark.parametrize("values, scale", [([97.0], "linear"), ([95.0, 96.5, 98.0, 99.5], "linear"),
-                                           ([99.9, 100.0], "linear"), ([12.0, 40.0], "linear"),
-                                           (STEP1, "error-log"), ([90.0, 99.95, 100.0], "error-log")])
+@pytest.mark.parametrize(
+    "values, scale",
+    [
+        ([97.0], "linear"),
+        ([95.0, 96.5, 98.0, 99.5], "linear"),
+        ([99.9, 100.0], "linear"),
+        ([12.0, 40.0], "linear"),
+        (STEP1, "error-log"),
+        ([90.0, 99.95, 100.0], "error-log"),
+    ],
+)
 def test_accuracy_limits_hold_every_value_with_a_margin(values, scale):
     assert accuracy_scale(values) == scale
     lo, hi = accuracy_limits(values, TARGET, scale)
@@ -51,8 +83,9 @@ def test_accuracy_limits_hold_every_value_with_a_margin(values, scale):
     assert hi - lo >= 0.5  # one point is not drawn on a sliver of an axis
 
 
-@pytest.mark.parametrize("values, scale", [([97.0], "linear"), ([98.5, 98.9], "linear"), ([99.5, 99.7], "linear"),
-                                           (STEP1[:4], "error-log")])
+@pytest.mark.parametrize(
+    "values, scale", [([97.0], "linear"), ([98.5, 98.9], "linear"), ([99.5, 99.7], "linear"), (STEP1[:4], "error-log")]
+)
 def test_accuracy_limits_keep_a_near_target_in_view(values, scale):
     lo, hi = accuracy_limits(values, TARGET, scale)
     assert lo < TARGET < hi
@@ -74,8 +107,10 @@ def test_accuracy_limits_have_no_fixed_floor_at_90():
     assert accuracy_limits([95.0, 97.0], TARGET)[0] > 94 and accuracy_limits([60.0, 70.0], TARGET)[0] < 60
 
 
-@pytest.mark.parametrize("values, scale", [([0.01] * 3, "linear"), ([0.005, 0.05], "linear"),
-                                           ([0.005, 0.0499, 0.001], "log"), ([0.0, 0.1], "linear")])
+@pytest.mark.parametrize(
+    "values, scale",
+    [([0.01] * 3, "linear"), ([0.005, 0.05], "linear"), ([0.005, 0.0499, 0.001], "log"), ([0.0, 0.1], "linear")],
+)
 def test_a_learning_rate_spanning_more_than_ten_times_gets_a_log_axis(values, scale):
     assert scale_for(values) == scale
 
@@ -85,10 +120,17 @@ def axes_fractions(ax, line):
     return (ax.transData + ax.transAxes.inverted()).transform(line.get_xydata())
 
 
-@pytest.mark.parametrize("test_accs, scale", [([97.0], "linear"), ([96.0, 98.5], "linear"), ([95.0, 99.5], "function"),
-                                              ([95.0 + 0.3 * i for i in range(15)], "linear"),
-                                              ([90.0 + 0.19 * i for i in range(50)], "function"),
-                                              ([accuracy + 0.5 for accuracy in STEP1], "function")])
+@pytest.mark.parametrize(
+    "test_accs, scale",
+    [
+        ([97.0], "linear"),
+        ([96.0, 98.5], "linear"),
+        ([95.0, 99.5], "function"),
+        ([95.0 + 0.3 * i for i in range(15)], "linear"),
+        ([90.0 + 0.19 * i for i in range(50)], "function"),
+        ([accuracy + 0.5 for accuracy in STEP1], "function"),
+    ],
+)
 def test_curves_fit_every_accuracy_and_show_the_learning_rate(test_accs, scale):
     fig = curves_figure(rows(test_accs), "step1_skeleton", TARGET)
     _, ax_acc, ax_lr = fig.axes
@@ -134,12 +176,15 @@ def test_misclassified_with_nothing_wrong(tmp_path):
 
 def steps(seeds):
     """Three steps, each with `seeds` train and test accuracies that differ a little from seed to seed."""
+
     def per_seed(first, change):
         return [first + change * s for s in range(seeds)]
 
-    return [StepPoint("step0_setup", 2_123_474, per_seed(99.9, -0.01), per_seed(99.1, 0.02)),
-            StepPoint("step4_gap", 6_560, per_seed(99.2, -0.05), per_seed(99.3, 0.03)),
-            StepPoint("step7_lr_scheduler", 7_756, per_seed(99.4, 0.0), per_seed(99.5, 0.04))]
+    return [
+        StepPoint("step0_setup", 2_123_474, per_seed(99.9, -0.01), per_seed(99.1, 0.02)),
+        StepPoint("step4_gap", 6_560, per_seed(99.2, -0.05), per_seed(99.3, 0.03)),
+        StepPoint("step7_lr_scheduler", 7_756, per_seed(99.4, 0.0), per_seed(99.5, 0.04)),
+    ]
 
 
 @pytest.mark.parametrize("seeds", [1, 3])
@@ -149,7 +194,8 @@ def test_progression_shows_accuracy_gap_and_parameters_per_step(tmp_path, seeds)
     train, test = ax_acc.containers
     assert train.has_yerr == test.has_yerr == (seeds > 1)  # no error bar from one seed
     assert list(ax_gap.containers[0].lines[0].get_ydata()) == pytest.approx(
-        [sum(s.train_acc) / seeds - sum(s.test_acc) / seeds for s in steps(seeds)])
+        [sum(s.train_acc) / seeds - sum(s.test_acc) / seeds for s in steps(seeds)]
+    )
     assert ax_params.get_yscale() == "log"
     assert [t.get_text() for t in ax_params.get_xticklabels()] == [s.name for s in steps(seeds)]
     assert ax_acc.get_ylim()[0] < 99.1 and TARGET < ax_acc.get_ylim()[1]
@@ -175,9 +221,14 @@ def test_compare_overlays_every_run_in_its_own_colour(tmp_path, runs):
 
 
 def sweep_points(vary_params):
-    return [SweepPoint({"model.dropout": d, "augment.interpolation": i, "optim.nesterov": n},
-                       7_756 if not vary_params else 5_000 + 1_000 * k, [99.3 + k / 20, 99.4 + k / 25, 99.35])
-            for k, (d, i, n) in enumerate([(0.0, "nearest", True), (0.02, "bilinear", True), (0.05, "nearest", True)])]
+    return [
+        SweepPoint(
+            {"model.dropout": d, "augment.interpolation": i, "optim.nesterov": n},
+            7_756 if not vary_params else 5_000 + 1_000 * k,
+            [99.3 + k / 20, 99.4 + k / 25, 99.35],
+        )
+        for k, (d, i, n) in enumerate([(0.0, "nearest", True), (0.02, "bilinear", True), (0.05, "nearest", True)])
+    ]
 
 
 def test_sweep_draws_one_panel_per_varied_key_and_categories_for_words():
@@ -194,8 +245,12 @@ def test_sweep_adds_a_pareto_panel_when_params_vary():
 
 
 def test_pareto_front_keeps_only_the_points_no_smaller_model_beats():
-    points = [SweepPoint({}, 5_000, [99.30]), SweepPoint({}, 6_000, [99.20]), SweepPoint({}, 7_000, [99.45]),
-              SweepPoint({}, 8_000, [99.40])]
+    points = [
+        SweepPoint({}, 5_000, [99.30]),
+        SweepPoint({}, 6_000, [99.20]),
+        SweepPoint({}, 7_000, [99.45]),
+        SweepPoint({}, 8_000, [99.40]),
+    ]
     assert pareto_front(points) == [0, 2]
 
 

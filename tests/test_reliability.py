@@ -38,6 +38,7 @@ def metrics_without_seconds(run: Path) -> list[list[str]]:
 
 def snapshot(run: Path) -> dict:
     """The files of a run folder that the interruption tests check (None where missing)."""
+
     def read(name, how):
         return how(run / name) if (run / name).is_file() else None
 
@@ -103,8 +104,9 @@ def results(tmp_path_factory, data_dir, yaml_writer, tiny_factory, cli, cli_star
         phase2 = {
             **{f"{name} resumed": pool.submit(cli, [*run_args(name), "--resume"]) for name in SIGNALS},
             "nan": pool.submit(cli, ["run", nan_config, "--data-dir", data_dir, "--out", tmp / "nan"]),
-            "run-all": pool.submit(cli, ["run-all", "--configs", tmp / "steps", "--data-dir", data_dir,
-                                         "--out", tmp / "all"]),
+            "run-all": pool.submit(
+                cli, ["run-all", "--configs", tmp / "steps", "--data-dir", data_dir, "--out", tmp / "all"]
+            ),
         }
         done.update({name: future.result() for name, future in phase2.items()})
     return done, tmp / "a" / "rel", tmp

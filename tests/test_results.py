@@ -23,8 +23,10 @@ FRONTIER_TRIALS = {
     "frontier_under5k_batch32": ("configs/frontier_under5k.yaml", ["data.batch_size=32"]),
     "frontier_under5k_late16": ("configs/frontier_6k.yaml", ["model.blocks[1].out=8", "model.blocks[4].out=12"]),
     "frontier_4k": ("configs/frontier_under5k.yaml", ["model.blocks[5].out=12"]),
-    "frontier_4k_padded": ("configs/frontier_under5k.yaml",
-                           ["model.blocks[5].out=12", "model.blocks[0].padding=1", "model.blocks[1].padding=1"]),
+    "frontier_4k_padded": (
+        "configs/frontier_under5k.yaml",
+        ["model.blocks[5].out=12", "model.blocks[0].padding=1", "model.blocks[1].padding=1"],
+    ),
 }
 
 

@@ -7,11 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from mnist_drill.errors import ConfigError
 from mnist_drill.config import load_config
+from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.outputs import read_metrics
 from mnist_drill.runner import epoch_line, finished_run, run_step
-from mnist_drill.errors import UsageError
 
 
 @pytest.fixture
@@ -92,7 +91,15 @@ def test_a_missing_gpu_writes_nothing(tmp_path, data_dir, write_config, tiny, mo
 
 
 def test_epoch_line():
-    row = {"epoch": 3, "train_loss": 0.12345, "train_acc": 98.7654, "test_loss": 0.04321, "test_acc": 99.41,
-           "lr": 0.0123456, "seconds": 12.34}
-    assert epoch_line(row, 15) == ("epoch  3/15  train_loss 0.1235  train_acc  98.77  test_loss 0.0432  "
-                                   "test_acc  99.41  lr 0.01235  12.3s")
+    row = {
+        "epoch": 3,
+        "train_loss": 0.12345,
+        "train_acc": 98.7654,
+        "test_loss": 0.04321,
+        "test_acc": 99.41,
+        "lr": 0.0123456,
+        "seconds": 12.34,
+    }
+    assert epoch_line(row, 15) == (
+        "epoch  3/15  train_loss 0.1235  train_acc  98.77  test_loss 0.0432  test_acc  99.41  lr 0.01235  12.3s"
+    )

@@ -9,8 +9,7 @@ import torch
 
 from mnist_drill.config import TrainConfig
 from mnist_drill.errors import UsageError
-from mnist_drill.runtime import (autocast, choose_device, configure, device_name, place, rng_state,
-                                 set_rng_state)
+from mnist_drill.runtime import autocast, choose_device, configure, device_name, place, rng_state, set_rng_state
 
 
 @pytest.fixture
@@ -80,7 +79,8 @@ from mnist_drill.runtime import keep_freed_memory
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
 
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Mallinfo2
@@ -94,6 +94,7 @@ print(libc.mallinfo2().hblks - before)
 
 def _glibc_mallinfo2() -> bool:
     import ctypes
+
     try:
         return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
     except OSError:
@@ -106,5 +107,6 @@ def test_keep_freed_memory_serves_megabyte_tensors_from_the_heap(mode, new_mappe
     # A fresh process each: glibc raises its mmap threshold by itself once big blocks are freed.
     import subprocess
     import sys
+
     done = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, mode], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == new_mapped_blocks

@@ -28,23 +28,34 @@ def test_layer_table_of_the_reference_model():
     assert lines[0].split() == ["#", "block", "output", "params", "RF", "jump", "MACs"]
     assert lines[2].split() == ["input", "1x28x28", "1", "1"]
     rows = table_rows(text)
-    assert [r[-5] for r in rows] == ["8x26x26", "16x24x24", "32x22x22", "8x11x11", "16x9x9", "32x7x7", "32x1x1",
-                                     "10x1x1"]
+    assert [r[-5] for r in rows] == [
+        "8x26x26",
+        "16x24x24",
+        "32x22x22",
+        "8x11x11",
+        "16x9x9",
+        "32x7x7",
+        "32x1x1",
+        "10x1x1",
+    ]
     assert [r[-4] for r in rows] == ["96", "1,200", "4,704", "280", "1,200", "4,704", "0", "330"]
     assert [int(r[-3]) for r in rows] == [3, 5, 7, 8, 12, 16, 28, 28]
     assert [int(r[-2]) for r in rows] == [1, 1, 1, 2, 2, 2, 2, 2]
 
 
-@pytest.mark.parametrize("spec, text", [
-    (ConvSpec(out=16), "conv 3x3 -> 16"),
-    (ConvSpec(out=16, padding=1), "conv 3x3 p1 -> 16"),
-    (ConvSpec(out=8, dilation=2, stride=2), "conv 3x3 d2 s2 -> 8"),
-    (MaxPoolSpec(), "maxpool 2x2"),
-    (TransitionSpec(out=8), "transition 2x2 -> 8"),
-    (GapSpec(), "gap"),
-    (HeadSpec(), "head -> 10"),
-    (LargeConvSpec(out=10, kernel=6), "large_conv 6x6 -> 10"),
-])
+@pytest.mark.parametrize(
+    "spec, text",
+    [
+        (ConvSpec(out=16), "conv 3x3 -> 16"),
+        (ConvSpec(out=16, padding=1), "conv 3x3 p1 -> 16"),
+        (ConvSpec(out=8, dilation=2, stride=2), "conv 3x3 d2 s2 -> 8"),
+        (MaxPoolSpec(), "maxpool 2x2"),
+        (TransitionSpec(out=8), "transition 2x2 -> 8"),
+        (GapSpec(), "gap"),
+        (HeadSpec(), "head -> 10"),
+        (LargeConvSpec(out=10, kernel=6), "large_conv 6x6 -> 10"),
+    ],
+)
 def test_describe(spec, text):
     assert _describe(Config(model=ModelConfig(blocks=(spec,))), 0) == text
 

@@ -19,15 +19,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import CLI_TIMEOUT, cli_env
+
 from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.sweep import csv_columns, expand, parse_vary, point_names, run_sweep, split_values
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 # Two points x two seeds, long enough (3 epochs of 1,024 images) that a signal lands inside a trial.
-GRID = ["--vary", "model.dropout=0,0.05", "--seeds", "1,2", "--workers", "2", "--threads", "1", "--epochs", "3",
-        "--set", "data.train_subset=1024"]
+GRID = [
+    "--vary",
+    "model.dropout=0,0.05",
+    "--seeds",
+    "1,2",
+    "--workers",
+    "2",
+    "--threads",
+    "1",
+    "--epochs",
+    "3",
+    "--set",
+    "data.train_subset=1024",
+]
 
 
 @dataclass
@@ -48,12 +60,16 @@ def without_seconds(table: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------- the grid, without training
 
-@pytest.mark.parametrize("text, values", [
-    ("0,0.05", ["0", "0.05"]),
-    ("8, 10 ,12", ["8", "10", "12"]),
-    ("[0.9,1.1],[1,1]", ["[0.9,1.1]", "[1,1]"]),
-    ("sgd", ["sgd"]),
-])
+
+@pytest.mark.parametrize(
+    "text, values",
+    [
+        ("0,0.05", ["0", "0.05"]),
+        ("8, 10 ,12", ["8", "10", "12"]),
+        ("[0.9,1.1],[1,1]", ["[0.9,1.1]", "[1,1]"]),
+        ("sgd", ["sgd"]),
+    ],
+)
 def test_vary_values_split_at_commas_outside_brackets(text, values):
     assert split_values(text) == values
 
@@ -66,24 +82,42 @@ def tiny_config(write_config, tiny):
 def test_the_grid_is_the_product_of_the_values_first_vary_slowest(tiny_config):
     points = expand(tiny_config, [parse_vary("model.dropout=0,0.05"), parse_vary("model.blocks[2].out=12,16")])
     assert [p.values for p in points] == [
-        {"model.dropout": 0.0, "model.blocks[2].out": 12}, {"model.dropout": 0.0, "model.blocks[2].out": 16},
-        {"model.dropout": 0.05, "model.blocks[2].out": 12}, {"model.dropout": 0.05, "model.blocks[2].out": 16}]
-    assert [p.name for p in points] == ["dropout_0.0__blocks2.out_12", "dropout_0.0__blocks2.out_16",
-                                        "dropout_0.05__blocks2.out_12", "dropout_0.05__blocks2.out_16"]
+        {"model.dropout": 0.0, "model.blocks[2].out": 12},
+        {"model.dropout": 0.0, "model.blocks[2].out": 16},
+        {"model.dropout": 0.05, "model.blocks[2].out": 12},
+        {"model.dropout": 0.05, "model.blocks[2].out": 16},
+    ]
+    assert [p.name for p in points] == [
+        "dropout_0.0__blocks2.out_12",
+        "dropout_0.0__blocks2.out_16",
+        "dropout_0.05__blocks2.out_12",
+        "dropout_0.05__blocks2.out_16",
+    ]
     assert [(p.cfg.model.dropout, p.cfg.model.blocks[2].out) for p in points] == [
-        (0.0, 12), (0.0, 16), (0.05, 12), (0.05, 16)]
+        (0.0, 12),
+        (0.0, 16),
+        (0.05, 12),
+        (0.05, 16),
+    ]
     assert [p.cfg.name for p in points] == [p.name for p in points]  # each trial's logs say which variant it is
 
 
-@pytest.mark.parametrize("keys, grid", [
-    (["model.dropout"], [{"model.dropout": v} for v in (0.0, 0.01, 0.1, 1e-3)]),
-    (["augment.scale"], [{"augment.scale": [0.9, 1.1]}, {"augment.scale": [1.0, 1.0]}]),
-    (["model.blocks[1].out", "data.batch_size"], [{"model.blocks[1].out": o, "data.batch_size": b}
-                                                   for o in (8, 10) for b in (64, 128)]),
-    (["optim.name", "scheduler.name"], [{"optim.name": o, "scheduler.name": s}
-                                        for o in ("sgd", "adam") for s in ("none", "onecycle")]),
-    (["data.dir"], [{"data.dir": v} for v in ("a b", "a/b", "a-b", "../x")]),  # values that clash once made safe
-])
+@pytest.mark.parametrize(
+    "keys, grid",
+    [
+        (["model.dropout"], [{"model.dropout": v} for v in (0.0, 0.01, 0.1, 1e-3)]),
+        (["augment.scale"], [{"augment.scale": [0.9, 1.1]}, {"augment.scale": [1.0, 1.0]}]),
+        (
+            ["model.blocks[1].out", "data.batch_size"],
+            [{"model.blocks[1].out": o, "data.batch_size": b} for o in (8, 10) for b in (64, 128)],
+        ),
+        (
+            ["optim.name", "scheduler.name"],
+            [{"optim.name": o, "scheduler.name": s} for o in ("sgd", "adam") for s in ("none", "onecycle")],
+        ),
+        (["data.dir"], [{"data.dir": v} for v in ("a b", "a/b", "a-b", "../x")]),  # values that clash once made safe
+    ],
+)
 def test_point_names_are_unique_filesystem_safe_and_deterministic(keys, grid):
     names = point_names(keys, grid)
     assert len(set(names)) == len(grid)
@@ -95,19 +129,23 @@ def test_point_names_say_the_key_and_value():
     assert point_names(["model.blocks[1].out"], [{"model.blocks[1].out": 10}]) == ["blocks1.out_10"]
     assert point_names(["model.dropout"], [{"model.dropout": 0.02}]) == ["dropout_0.02"]
     # the same key name in two sections keeps the sections, so the name stays readable
-    assert point_names(["optim.name", "scheduler.name"], [{"optim.name": "sgd", "scheduler.name": "none"}]) == \
-        ["optim.name_sgd__scheduler.name_none"]
+    assert point_names(["optim.name", "scheduler.name"], [{"optim.name": "sgd", "scheduler.name": "none"}]) == [
+        "optim.name_sgd__scheduler.name_none"
+    ]
 
 
-@pytest.mark.parametrize("varies, message", [
-    (["model.dropout=0,abc"], "--vary model.dropout=0,abc: model.dropout: expected a number, got 'abc'"),
-    (["model.dropout=0,1.5"], "--vary model.dropout=0,1.5: model.dropout: must be in [0, 1)"),
-    (["model.blocks[9].out=8"], "--vary model.blocks[9].out=8: index [9] is out of range"),
-    (["model.dropot=0.1"], "--vary model.dropot=0.1: model.dropot: unknown key (did you mean 'dropout'?)"),
-    (["model.dropout=0.1,0.10"], "--vary model.dropout=0.1,0.10: 0.10 is the same value as 0.1"),
-    (["model.dropout=0", "model.dropout=0.1"], "--vary model.dropout: given twice"),
-    (["scheduler.max_lr=0.05"], "--vary scheduler.max_lr=0.05: used only by scheduler.name onecycle"),
-])
+@pytest.mark.parametrize(
+    "varies, message",
+    [
+        (["model.dropout=0,abc"], "--vary model.dropout=0,abc: model.dropout: expected a number, got 'abc'"),
+        (["model.dropout=0,1.5"], "--vary model.dropout=0,1.5: model.dropout: must be in [0, 1)"),
+        (["model.blocks[9].out=8"], "--vary model.blocks[9].out=8: index [9] is out of range"),
+        (["model.dropot=0.1"], "--vary model.dropot=0.1: model.dropot: unknown key (did you mean 'dropout'?)"),
+        (["model.dropout=0.1,0.10"], "--vary model.dropout=0.1,0.10: 0.10 is the same value as 0.1"),
+        (["model.dropout=0", "model.dropout=0.1"], "--vary model.dropout: given twice"),
+        (["scheduler.max_lr=0.05"], "--vary scheduler.max_lr=0.05: used only by scheduler.name onecycle"),
+    ],
+)
 def test_a_bad_vary_value_is_a_config_error_naming_the_vary(tiny_config, varies, message):
     with pytest.raises(ConfigError) as err:
         expand(tiny_config, [parse_vary(v) for v in varies])
@@ -115,27 +153,34 @@ def test_a_bad_vary_value_is_a_config_error_naming_the_vary(tiny_config, varies,
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("model.dropout", "expected section.key=value1,value2"),
-    ("model.dropout=0,,1", "an empty value"),
-    ("train.seed=1,2", "use --seeds instead"),
-    ("name=a,b", "cannot be varied"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("model.dropout", "expected section.key=value1,value2"),
+        ("model.dropout=0,,1", "an empty value"),
+        ("train.seed=1,2", "use --seeds instead"),
+        ("name=a,b", "cannot be varied"),
+    ],
+)
 def test_a_malformed_vary_is_refused(arg, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_vary(arg)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"address": "auto"}, "--address is for --executor ray"),
-    ({"executor": "ray", "workers": 2}, "--workers is for --executor local"),
-    ({"workers": 0}, "--workers 0: must be >= 1"),
-    ({"threads": 0}, "--threads 0: must be >= 1"),
-    ({"name": "a/b"}, "--name a/b: must be a plain folder name"),
-    ({"resume": True, "overwrite": True}, "--resume and --overwrite contradict each other"),
-])
-def test_options_that_cannot_work_together_are_refused_before_anything_is_written(tiny_config, tmp_path, options,
-                                                                                  message):
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"address": "auto"}, "--address is for --executor ray"),
+        ({"executor": "ray", "workers": 2}, "--workers is for --executor local"),
+        ({"workers": 0}, "--workers 0: must be >= 1"),
+        ({"threads": 0}, "--threads 0: must be >= 1"),
+        ({"name": "a/b"}, "--name a/b: must be a plain folder name"),
+        ({"resume": True, "overwrite": True}, "--resume and --overwrite contradict each other"),
+    ],
+)
+def test_options_that_cannot_work_together_are_refused_before_anything_is_written(
+    tiny_config, tmp_path, options, message
+):
     with pytest.raises(UsageError, match=re.escape(message)):
         run_sweep(tiny_config, ["model.dropout=0,0.05"], tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
@@ -143,10 +188,17 @@ def test_options_that_cannot_work_together_are_refused_before_anything_is_writte
 
 # ---------------------------------------------------------------- sweeps through the real CLI
 
+
 def start_sweep(args) -> subprocess.Popen:
     """The CLI in a session of its own, so a signal can go to its whole process group, as Ctrl-C at a terminal does."""
-    return subprocess.Popen([sys.executable, "-m", "mnist_drill", "sweep", *map(str, args)], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_drill", "sweep", *map(str, args)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen, seen: list[str]) -> Finished:
@@ -198,11 +250,28 @@ def sweeps(tmp_path_factory, data_dir, yaml_writer, tiny_factory, cli):
             "full": pool.submit(cli, ["sweep", *common, *GRID, "--out", tmp / "full"]),
             "interrupted": pool.submit(interrupt, [*common, *GRID, "--out", tmp / "interrupted"]),
             # blocks[2] sees a 13x13 map: a 15x15 kernel does not fit, which only building the model finds out
-            "failing": pool.submit(cli, ["sweep", *common, "--vary", "model.blocks[2].kernel=3,15", "--workers", "1",
-                                         "--out", tmp / "failing"]),
-            "killed": pool.submit(kill_worker, [*common, "--vary", "model.dropout=0,0.05,0.1", "--workers", "2",
-                                                "--threads", "1", "--epochs", "3", "--out", tmp / "killed"],
-                                  tmp / "killed" / "sweep_tiny", "dropout_0.0/seed_1"),
+            "failing": pool.submit(
+                cli,
+                ["sweep", *common, "--vary", "model.blocks[2].kernel=3,15", "--workers", "1", "--out", tmp / "failing"],
+            ),
+            "killed": pool.submit(
+                kill_worker,
+                [
+                    *common,
+                    "--vary",
+                    "model.dropout=0,0.05,0.1",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "1",
+                    "--epochs",
+                    "3",
+                    "--out",
+                    tmp / "killed",
+                ],
+                tmp / "killed" / "sweep_tiny",
+                "dropout_0.0/seed_1",
+            ),
         }
         done = {name: future.result() for name, future in phase1.items()}
     done["interrupted left"] = rows(tmp / "interrupted" / "sweep_tiny")
@@ -221,8 +290,11 @@ def test_a_sweep_writes_a_run_folder_per_trial_and_its_tables(sweeps):
     table = rows(sweep_dir)
     assert list(table[0]) == csv_columns(["model.dropout"])
     assert [(r["point"], r["model.dropout"], r["seed"], r["status"]) for r in table] == [
-        ("dropout_0.0", "0.0", "1", "completed"), ("dropout_0.0", "0.0", "2", "completed"),
-        ("dropout_0.05", "0.05", "1", "completed"), ("dropout_0.05", "0.05", "2", "completed")]
+        ("dropout_0.0", "0.0", "1", "completed"),
+        ("dropout_0.0", "0.0", "2", "completed"),
+        ("dropout_0.05", "0.05", "1", "completed"),
+        ("dropout_0.05", "0.05", "2", "completed"),
+    ]
     for row in table:
         run = sweep_dir / row["point"] / f"seed_{row['seed']}"
         with open(run / "metrics.csv", newline="") as f:
@@ -250,8 +322,10 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(sweeps, error_line):
     line = error_line(proc)
     assert "1 of 2 trials did not complete" in line and "kernel_15/seed_1 (failed)" in line
     table = rows(tmp / "failing" / "sweep_tiny")
-    assert [(r["point"], r["status"]) for r in table] == [("blocks2.kernel_3", "completed"),
-                                                          ("blocks2.kernel_15", "failed")]
+    assert [(r["point"], r["status"]) for r in table] == [
+        ("blocks2.kernel_3", "completed"),
+        ("blocks2.kernel_15", "failed"),
+    ]
     assert "kernel 15 (dilation 1) does not fit the 13x13 map" in table[1]["note"]
     assert "in this process" in proc.stdout  # one worker trains in the CLI's own process
 
@@ -291,8 +365,9 @@ def test_a_sweep_never_overwrites_an_earlier_one(sweeps, error_line):
 
 
 @pytest.mark.parametrize("vary", ["model.dropout=0,abc", "model.blocks[2].out=8,x"])
-def test_a_bad_vary_value_through_the_cli_is_one_line_and_writes_nothing(cli, tmp_path, tiny, write_config, vary,
-                                                                        error_line):
+def test_a_bad_vary_value_through_the_cli_is_one_line_and_writes_nothing(
+    cli, tmp_path, tiny, write_config, vary, error_line
+):
     proc = cli(["sweep", write_config("tiny.yaml", tiny), "--vary", vary, "--out", tmp_path / "out"])
     assert proc.returncode == 2
     assert error_line(proc).startswith(f"mnist-drill: error: --vary {vary}: ")

@@ -9,17 +9,27 @@ from torch import nn
 
 from mnist_drill.config import Config, DataConfig, OptimConfig, SchedulerConfig, TrainConfig
 from mnist_drill.data import Split, normalize
-from mnist_drill.train import (METRIC_COLUMNS, NonFiniteLoss, evaluate, make_optimizer, make_scheduler, run_epoch,
-                               steps_per_epoch, train_epoch)
+from mnist_drill.train import (
+    METRIC_COLUMNS,
+    NonFiniteLoss,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    run_epoch,
+    steps_per_epoch,
+    train_epoch,
+)
 
 CPU = torch.device("cpu")
 
 
 def cfg(batch=32, test_batch=16, lr=0.01, momentum=0.9, optim="sgd", scheduler="none", epochs=3, **sched) -> Config:
-    return Config(data=DataConfig(batch_size=batch, test_batch_size=test_batch),
-                  optim=OptimConfig(name=optim, lr=lr, momentum=momentum),
-                  scheduler=SchedulerConfig(name=scheduler, **sched),
-                  train=TrainConfig(epochs=epochs, device="cpu"))
+    return Config(
+        data=DataConfig(batch_size=batch, test_batch_size=test_batch),
+        optim=OptimConfig(name=optim, lr=lr, momentum=momentum),
+        scheduler=SchedulerConfig(name=scheduler, **sched),
+        train=TrainConfig(epochs=epochs, device="cpu"),
+    )
 
 
 def split(n=100, seed=0) -> Split:
@@ -77,12 +87,15 @@ def test_make_optimizer():
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 0.001
 
 
-@pytest.mark.parametrize("name, kind", [
-    ("none", type(None)),
-    ("step", torch.optim.lr_scheduler.StepLR),
-    ("onecycle", torch.optim.lr_scheduler.OneCycleLR),
-    ("plateau", torch.optim.lr_scheduler.ReduceLROnPlateau),
-])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("none", type(None)),
+        ("step", torch.optim.lr_scheduler.StepLR),
+        ("onecycle", torch.optim.lr_scheduler.OneCycleLR),
+        ("plateau", torch.optim.lr_scheduler.ReduceLROnPlateau),
+    ],
+)
 def test_make_scheduler(name, kind):
     c = cfg(scheduler=name, epochs=3)
     scheduler = make_scheduler(make_optimizer(Linear(), c), c, steps_per_epoch=4)
@@ -189,8 +202,7 @@ def test_onecycle_with_very_few_steps_does_not_crash(n, batch, epochs):
     # 4 steps in all with pct_start 0.25 (e.g. step 7 with --epochs 1 on a 512-image subset) makes
     # torch's OneCycleLR divide by zero in its first step; the run must either work or stop with a
     # one-line config error, never a ZeroDivisionError traceback.
-    from mnist_drill.errors import ConfigError
-    from mnist_drill.errors import UsageError
+    from mnist_drill.errors import ConfigError, UsageError
 
     c = cfg(batch=batch, scheduler="onecycle", epochs=epochs, max_lr=0.1, pct_start=0.25)
     model = Linear()

@@ -14,13 +14,23 @@ from mnist_drill.config import load_config, to_yaml
 SRC = Path(__file__).resolve().parents[1] / "src" / "mnist_drill"
 
 # Calls that can run code from a file: module or attribute name -> the function names.
-UNSAFE = {"pickle": {"load", "loads", "Unpickler"}, "marshal": {"load", "loads"}, "dill": {"load", "loads"},
-          "joblib": {"load"}, "shelve": {"open"}, "yaml": {"load", "unsafe_load", "full_load", "load_all"}}
+UNSAFE = {
+    "pickle": {"load", "loads", "Unpickler"},
+    "marshal": {"load", "loads"},
+    "dill": {"load", "loads"},
+    "joblib": {"load"},
+    "shelve": {"open"},
+    "yaml": {"load", "unsafe_load", "full_load", "load_all"},
+}
 
 
 def _calls(tree: ast.AST):
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+        ):
             yield node, node.func.value.id, node.func.attr
 
 
@@ -39,15 +49,18 @@ def unsafe_loads(source: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("source, bad", [
-    ("import pickle\npickle.load(f)", True),
-    ("import torch\ntorch.load(p)", True),
-    ("import torch\ntorch.load(p, weights_only=False)", True),
-    ("import torch\ntorch.load(p, map_location='cpu', weights_only=True)", False),
-    ("import yaml\nyaml.load(text, Loader=yaml.Loader)", True),
-    ("import yaml\nyaml.safe_load(text)", False),
-    ("import numpy as np\nnp.load(p, allow_pickle=True)", True),
-])
+@pytest.mark.parametrize(
+    "source, bad",
+    [
+        ("import pickle\npickle.load(f)", True),
+        ("import torch\ntorch.load(p)", True),
+        ("import torch\ntorch.load(p, weights_only=False)", True),
+        ("import torch\ntorch.load(p, map_location='cpu', weights_only=True)", False),
+        ("import yaml\nyaml.load(text, Loader=yaml.Loader)", True),
+        ("import yaml\nyaml.safe_load(text)", False),
+        ("import numpy as np\nnp.load(p, allow_pickle=True)", True),
+    ],
+)
 def test_the_checker_tells_unsafe_loads_from_safe_ones(source, bad):
     assert bool(unsafe_loads(source)) == bad
 
@@ -67,8 +80,9 @@ class _Hostile:
         return open, (self.marker, "w")
 
 
-def test_a_crafted_checkpoint_on_resume_is_refused_and_runs_nothing(cli, write_config, tiny, data_dir, tmp_path,
-                                                                    error_line):
+def test_a_crafted_checkpoint_on_resume_is_refused_and_runs_nothing(
+    cli, write_config, tiny, data_dir, tmp_path, error_line
+):
     config = write_config("tiny.yaml", tiny)
     run = tmp_path / "out" / "tiny"
     run.mkdir(parents=True)

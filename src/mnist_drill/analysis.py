@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Optional
 
 from .config import Config
 
@@ -42,7 +41,7 @@ class Outcome:
     final_test_acc: float
     gap: float  # final train_acc - test_acc, percentage points
     verdict: str  # over-fitting | under-fitting | healthy
-    first_target_epoch: Optional[int]
+    first_target_epoch: int | None
     consistent: bool  # test_acc >= target in each of the last N epochs
     last_test_accs: tuple[float, ...]  # test_acc in each of those last N epochs, oldest first
     targets: dict[str, bool]  # target name -> met
@@ -66,7 +65,7 @@ def assess(rows: list[dict], cfg: Config, params: int, has_fc: bool) -> Outcome:
     last = rows[-1]
     best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
     reached = [r["epoch"] for r in rows if r["test_acc"] >= t.test_acc]
-    tail = rows[-t.consistent_epochs:]
+    tail = rows[-t.consistent_epochs :]
     consistent = len(tail) == t.consistent_epochs and all(r["test_acc"] >= t.test_acc for r in tail)
     targets = {
         f"test_acc >= {t.test_acc}% in each of the last {t.consistent_epochs} epochs": consistent,
@@ -76,16 +75,24 @@ def assess(rows: list[dict], cfg: Config, params: int, has_fc: bool) -> Outcome:
     if t.no_fc:
         targets["no fully connected layer"] = not has_fc
     return Outcome(
-        params=params, epochs=len(rows),
-        best_train_acc=max(r["train_acc"] for r in rows), best_test_acc=best["test_acc"],
-        best_test_epoch=best["epoch"], final_train_acc=last["train_acc"], final_test_acc=last["test_acc"],
+        params=params,
+        epochs=len(rows),
+        best_train_acc=max(r["train_acc"] for r in rows),
+        best_test_acc=best["test_acc"],
+        best_test_epoch=best["epoch"],
+        final_train_acc=last["train_acc"],
+        final_test_acc=last["test_acc"],
         gap=last["train_acc"] - last["test_acc"],
         verdict=verdict(last["train_acc"], last["test_acc"], t.test_acc, consistent),
-        first_target_epoch=reached[0] if reached else None, consistent=consistent,
-        last_test_accs=tuple(r["test_acc"] for r in tail), targets=targets)
+        first_target_epoch=reached[0] if reached else None,
+        consistent=consistent,
+        last_test_accs=tuple(r["test_acc"] for r in tail),
+        targets=targets,
+    )
 
 
 # ---------------------------------------------------------------- seeds: mean ± sd with a noise floor
+
 
 def binomial_se(acc: float, images: int) -> float:
     """Standard error, in points, of an accuracy (percent) measured on `images` images."""
@@ -127,7 +134,7 @@ class StepStats:
     final_train_acc: Stat
     final_test_acc: Stat
     gap: Stat  # final train - test accuracy
-    first_target_epoch: Optional[Stat]  # over the seeds that reached the target; None when none did
+    first_target_epoch: Stat | None  # over the seeds that reached the target; None when none did
     reached: int  # seeds whose test accuracy reached the target in some epoch
     held: int  # seeds that hold it over the last consistent_epochs epochs
     all_met: int  # seeds that meet every target
@@ -153,15 +160,23 @@ def aggregate(cfg: Config, outcomes: dict[int, Outcome]) -> StepStats:
     reached = [o.first_target_epoch for o in runs if o.first_target_epoch is not None]
     held = sum(o.consistent for o in runs)
     return StepStats(
-        seeds=tuple(outcomes), params=runs[0].params,
-        best_train_acc=acc("best_train_acc", train_n), best_test_acc=acc("best_test_acc", test_n),
-        final_train_acc=final_train, final_test_acc=final_test, gap=stat([o.gap for o in runs], gap_floor),
-        first_target_epoch=stat(reached) if reached else None, reached=len(reached), held=held,
+        seeds=tuple(outcomes),
+        params=runs[0].params,
+        best_train_acc=acc("best_train_acc", train_n),
+        best_test_acc=acc("best_test_acc", test_n),
+        final_train_acc=final_train,
+        final_test_acc=final_test,
+        gap=stat([o.gap for o in runs], gap_floor),
+        first_target_epoch=stat(reached) if reached else None,
+        reached=len(reached),
+        held=held,
         all_met=sum(o.all_met for o in runs),
-        verdict=verdict(final_train.mean, final_test.mean, cfg.target.test_acc, held == len(runs)))
+        verdict=verdict(final_train.mean, final_test.mean, cfg.target.test_acc, held == len(runs)),
+    )
 
 
 # ---------------------------------------------------------------- advice that fits the step
+
 
 @dataclass(frozen=True)
 class Features:
@@ -188,24 +203,34 @@ def features(cfg: Config, params: int) -> Features:
     blocks = cfg.model.blocks
     rates = [_effective(b, "dropout", cfg.model.dropout) or 0.0 for b in blocks]
     return Features(
-        dropout=max(rates, default=0.0), bn=any(_effective(b, "bn", cfg.model.bn) for b in blocks),
-        augmentation=cfg.augment.enabled, scheduler=cfg.scheduler.name,
-        gap=any(b.TYPE == "gap" for b in blocks), fc=any(b.TYPE == "linear" for b in blocks),
-        headroom=cfg.target.max_params - params)
+        dropout=max(rates, default=0.0),
+        bn=any(_effective(b, "bn", cfg.model.bn) for b in blocks),
+        augmentation=cfg.augment.enabled,
+        scheduler=cfg.scheduler.name,
+        gap=any(b.TYPE == "gap" for b in blocks),
+        fc=any(b.TYPE == "linear" for b in blocks),
+        headroom=cfg.target.max_params - params,
+    )
 
 
 def verdict_reason(stats: StepStats, target_acc: float) -> str:
     """Why the verdict is what it is, with the numbers that decided it."""
     train, test, gap = stats.final_train_acc.mean, stats.final_test_acc.mean, stats.gap.mean
     if stats.verdict == "over-fitting":
-        return f"the final train accuracy {train:.2f} is {gap:.2f} points above the test accuracy {test:.2f} " \
-               f"(tolerance {GAP_TOLERANCE})"
+        return (
+            f"the final train accuracy {train:.2f} is {gap:.2f} points above the test accuracy {test:.2f} "
+            f"(tolerance {GAP_TOLERANCE})"
+        )
     if stats.verdict == "under-fitting":
-        return f"the final train accuracy {train:.2f} is below the {target_acc}% target and the test accuracy " \
-               f"does not hold it"
+        return (
+            f"the final train accuracy {train:.2f} is below the {target_acc}% target and the test accuracy "
+            f"does not hold it"
+        )
     if train < target_acc:
-        return f"the test accuracy holds the {target_acc}% target, so a train accuracy of {train:.2f} is " \
-               f"training on harder batches, not a lack of capacity"
+        return (
+            f"the test accuracy holds the {target_acc}% target, so a train accuracy of {train:.2f} is "
+            f"training on harder batches, not a lack of capacity"
+        )
     return f"train {train:.2f} and test {test:.2f} agree within {GAP_TOLERANCE} points and the training data is fitted"
 
 
@@ -221,20 +246,29 @@ def advice(cfg: Config, stats: StepStats) -> list[str]:
         return tips
     tips = []
     if stats.verdict == "over-fitting":
-        tips.append(f"Dropout ({f.dropout:g}) is already on: raise it a little, or regularise another way."
-                    if f.dropout else "Add a small dropout (0.01-0.05) after every conv.")
-        tips.append("Augmentation is already on: a little stronger (e.g. a few more degrees) is the next lever."
-                    if f.augmentation else "Add augmentation (a random rotation of 5-7°): harder training data, "
-                                           "no extra parameters.")
+        tips.append(
+            f"Dropout ({f.dropout:g}) is already on: raise it a little, or regularise another way."
+            if f.dropout
+            else "Add a small dropout (0.01-0.05) after every conv."
+        )
+        tips.append(
+            "Augmentation is already on: a little stronger (e.g. a few more degrees) is the next lever."
+            if f.augmentation
+            else "Add augmentation (a random rotation of 5-7°): harder training data, no extra parameters."
+        )
     elif stats.verdict == "under-fitting":
         if not f.bn:
             tips.append("Add BatchNorm after every conv: more effective capacity for a few parameters.")
         if f.headroom >= HEADROOM_FOR_CAPACITY * t.max_params:
-            tips.append(f"Add capacity: {f.headroom:,} parameters of headroom under the budget could go into "
-                        f"channels after the transition{' or a layer after GAP' if f.gap else ''}.")
+            tips.append(
+                f"Add capacity: {f.headroom:,} parameters of headroom under the budget could go into "
+                f"channels after the transition{' or a layer after GAP' if f.gap else ''}."
+            )
         elif f.headroom > 0:
-            tips.append(f"Only {f.headroom:,} parameters of headroom: capacity has to come from elsewhere "
-                        f"(BN, where the max-pool sits, the learning rate), not from more channels.")
+            tips.append(
+                f"Only {f.headroom:,} parameters of headroom: capacity has to come from elsewhere "
+                f"(BN, where the max-pool sits, the learning rate), not from more channels."
+            )
         if f.dropout:
             tips.append(f"Dropout ({f.dropout:g}) takes capacity from a small model: lower or remove it.")
         if f.augmentation:
@@ -246,14 +280,21 @@ def advice(cfg: Config, stats: StepStats) -> list[str]:
     elif stats.held < stats.n:  # healthy, the test target not held
         if not f.augmentation:
             tips.append("Add augmentation (a random rotation of 5-7°) to push the test accuracy.")
-        tips.append("Add an LR schedule (one-cycle or step) so the last epochs settle on the target."
-                    if f.scheduler == "none" else
-                    "The schedule is on: look at its end LR and peak, or spend the parameter headroom.")
+        tips.append(
+            "Add an LR schedule (one-cycle or step) so the last epochs settle on the target."
+            if f.scheduler == "none"
+            else "The schedule is on: look at its end LR and peak, or spend the parameter headroom."
+        )
     if f.headroom <= 0:
-        how = "fewer channels where the maps are large" if f.gap else \
-            "GAP and a 1x1 head instead of a large output kernel or a fully connected layer"
-        tips.append(f"{stats.params:,} parameters, {-f.headroom:,} above the target of fewer than {t.max_params:,}: "
-                    f"cut them ({how}).")
+        how = (
+            "fewer channels where the maps are large"
+            if f.gap
+            else "GAP and a 1x1 head instead of a large output kernel or a fully connected layer"
+        )
+        tips.append(
+            f"{stats.params:,} parameters, {-f.headroom:,} above the target of fewer than {t.max_params:,}: "
+            f"cut them ({how})."
+        )
     if f.fc and t.no_fc:
         tips.append("The fully connected layer breaks the no-FC target: GAP and a 1x1 head replace it.")
     if cfg.train.epochs > t.max_epochs:

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from .config import AugmentConfig
 
 
-def affine_theta(angle: torch.Tensor, translate: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor,
-                 size: int) -> torch.Tensor:
+def affine_theta(
+    angle: torch.Tensor, translate: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor, size: int
+) -> torch.Tensor:
     """(N, 2, 3) sampling matrices for `F.affine_grid`, one per sample, for square `size` images.
 
     Arguments follow `torchvision.transforms.functional.affine`: `angle` in degrees (clockwise),
@@ -64,4 +65,3 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = (out * factor + mean * (1 - factor)).clamp(0, 1)
     return out
-

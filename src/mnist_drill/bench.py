@@ -3,7 +3,8 @@
 The classic loop is the course's: torchvision `datasets.MNIST` + per-sample PIL transforms +
 `DataLoader` + a tqdm bar with `loss.item()` every batch; test with `.item()` per batch. Ours keeps
 the data on the device and augments whole batches; its model draws dropout masks the cheap way
-(fast_dropout.FastDropout), where the classic model has torch's nn.Dropout as the notebooks do. Both train a fresh copy of the same model with
+(fast_dropout.FastDropout), where the classic model has torch's nn.Dropout as the notebooks do. Both train a
+fresh copy of the same model with
 the same optimizer, interleaved (A B A B ...) after a warm-up, so machine noise hits both alike.
 """
 
@@ -13,7 +14,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from .fast_dropout import FastDropout
 from .config import Config
 from .data import FILES, MEAN, STD, Split, _locate, load_cached, read_bytes
+from .fast_dropout import FastDropout
 from .model import build_model, count_params, macs_per_image
 from .outputs import provenance
 from .runtime import device_name
 from .train import evaluate, make_optimizer, setup, train_epoch
-
 
 WARMUP_BATCHES = 20
 
@@ -50,8 +49,15 @@ def classic_loaders(root: Path, cfg: Config, device: torch.device):
     if a.rotation and not (a.translate or a.scale != (1.0, 1.0) or a.shear):
         augment.append(transforms.RandomRotation(a.rotation, fill=0))
     elif a.rotation or a.translate or a.scale != (1.0, 1.0) or a.shear:
-        augment.append(transforms.RandomAffine(a.rotation, translate=(a.translate, a.translate) if a.translate else None,
-                                               scale=a.scale, shear=a.shear or None, fill=0))
+        augment.append(
+            transforms.RandomAffine(
+                a.rotation,
+                translate=(a.translate, a.translate) if a.translate else None,
+                scale=a.scale,
+                shear=a.shear or None,
+                fill=0,
+            )
+        )
     if a.brightness or a.contrast:
         augment.append(transforms.ColorJitter(brightness=a.brightness, contrast=a.contrast))
     to_tensor = [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
@@ -64,8 +70,10 @@ def classic_loaders(root: Path, cfg: Config, device: torch.device):
     # The course notebooks' loader settings.
     kwargs = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
     bs = cfg.data.batch_size
-    return (DataLoader(train, batch_size=bs, shuffle=True, **kwargs),
-            DataLoader(test, batch_size=bs, shuffle=True, **kwargs))
+    return (
+        DataLoader(train, batch_size=bs, shuffle=True, **kwargs),
+        DataLoader(test, batch_size=bs, shuffle=True, **kwargs),
+    )
 
 
 def with_torch_dropout(model: nn.Module) -> nn.Module:
@@ -77,7 +85,7 @@ def with_torch_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def classic_train(model, loader, optimizer, device, max_batches: Optional[int] = None) -> int:
+def classic_train(model, loader, optimizer, device, max_batches: int | None = None) -> int:
     model.train()
     pbar = tqdm(loader, disable=True)  # the notebook's bar, minus drawing (a log file here)
     seen = 0
@@ -135,15 +143,20 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     classic_opt = make_optimizer(classic_model, cfg)
 
     # Warm-up: allocator, cuDNN/oneDNN kernel choice, DataLoader worker start.
-    warm = Split(train.images[:WARMUP_BATCHES * cfg.data.batch_size], train.labels[:WARMUP_BATCHES * cfg.data.batch_size])
+    warm = Split(
+        train.images[: WARMUP_BATCHES * cfg.data.batch_size], train.labels[: WARMUP_BATCHES * cfg.data.batch_size]
+    )
     train_epoch(net, warm, ours_opt, NoSchedule(), cfg, 0, device)
     classic_train(classic_model, classic_train_loader, classic_opt, device, max_batches=WARMUP_BATCHES)
 
     times = {"ours_train": [], "classic_train": [], "ours_test": [], "classic_test": []}
     for r in range(repeats):
-        times["ours_train"].append(_timed(lambda: train_epoch(net, train, ours_opt, NoSchedule(), cfg, r + 1, device), device))
-        times["classic_train"].append(_timed(lambda: classic_train(classic_model, classic_train_loader, classic_opt,
-                                                                   device), device))
+        times["ours_train"].append(
+            _timed(lambda: train_epoch(net, train, ours_opt, NoSchedule(), cfg, r + 1, device), device)  # noqa: B023
+        )
+        times["classic_train"].append(
+            _timed(lambda: classic_train(classic_model, classic_train_loader, classic_opt, device), device)
+        )
         times["ours_test"].append(_timed(lambda: evaluate(net, test, cfg, device), device))
         times["classic_test"].append(_timed(lambda: classic_test(classic_model, classic_test_loader, device), device))
         echo(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
@@ -153,16 +166,27 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     n_train, n_test = len(train), len(test)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "config": cfg.name, "device": str(device),
+        "config": cfg.name,
+        "device": str(device),
         "device_name": device_name(device),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "params": count_params(ours.model)[0],
-        "macs_per_image": macs, "train_images": n_train, "test_images": n_test, "repeats": repeats,
-        "precision": cfg.train.precision, "channels_last": cfg.train.channels_last, "compile": cfg.train.compile,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "params": count_params(ours.model)[0],
+        "macs_per_image": macs,
+        "train_images": n_train,
+        "test_images": n_test,
+        "repeats": repeats,
+        "precision": cfg.train.precision,
+        "channels_last": cfg.train.channels_last,
+        "compile": cfg.train.compile,
         "fast_batchnorm": cfg.train.fast_batchnorm,
-        "batch_size": cfg.data.batch_size, "test_batch_size": cfg.data.test_batch_size,
+        "batch_size": cfg.data.batch_size,
+        "test_batch_size": cfg.data.test_batch_size,
         "seconds": times,
-        "ours_train_img_s": n_train / med["ours_train"], "classic_train_img_s": n_train / med["classic_train"],
-        "ours_test_img_s": n_test / med["ours_test"], "classic_test_img_s": n_test / med["classic_test"],
+        "ours_train_img_s": n_train / med["ours_train"],
+        "classic_train_img_s": n_train / med["classic_train"],
+        "ours_test_img_s": n_test / med["ours_test"],
+        "classic_test_img_s": n_test / med["classic_test"],
     }
     result["train_ratio"] = result["ours_train_img_s"] / result["classic_train_img_s"]
     result["test_ratio"] = result["ours_test_img_s"] / result["classic_test_img_s"]
@@ -182,14 +206,16 @@ class NoSchedule:
 
 def report(result: dict) -> str:
     r = result
-    return "\n".join([
-        f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch']}; "
-        f"{r['params']:,} params, {r['macs_per_image']:,} MACs/image; "
-        f"{r['repeats']} interleaved repeats, medians",
-        f"train epoch ({r['train_images']:,} images): mnist-drill {r['ours_train_img_s']:,.0f} img/s, "
-        f"classic {r['classic_train_img_s']:,.0f} img/s -> {r['train_ratio']:.2f}x "
-        f"(~{r['ours_train_flop_s'] / 1e9:.1f} GFLOP/s achieved)",
-        f"test pass ({r['test_images']:,} images):  mnist-drill {r['ours_test_img_s']:,.0f} img/s, "
-        f"classic {r['classic_test_img_s']:,.0f} img/s -> {r['test_ratio']:.2f}x "
-        f"(~{r['ours_test_flop_s'] / 1e9:.1f} GFLOP/s achieved)",
-    ])
+    return "\n".join(
+        [
+            f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch']}; "
+            f"{r['params']:,} params, {r['macs_per_image']:,} MACs/image; "
+            f"{r['repeats']} interleaved repeats, medians",
+            f"train epoch ({r['train_images']:,} images): mnist-drill {r['ours_train_img_s']:,.0f} img/s, "
+            f"classic {r['classic_train_img_s']:,.0f} img/s -> {r['train_ratio']:.2f}x "
+            f"(~{r['ours_train_flop_s'] / 1e9:.1f} GFLOP/s achieved)",
+            f"test pass ({r['test_images']:,} images):  mnist-drill {r['ours_test_img_s']:,.0f} img/s, "
+            f"classic {r['classic_test_img_s']:,.0f} img/s -> {r['test_ratio']:.2f}x "
+            f"(~{r['ours_test_flop_s'] / 1e9:.1f} GFLOP/s achieved)",
+        ]
+    )

@@ -8,7 +8,7 @@ multiply-accumulates are computed from the specs alone, without running the mode
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple, Optional
+from typing import ClassVar, NamedTuple
 
 from torch import nn
 
@@ -60,11 +60,24 @@ class ConvBNReLU(nn.Sequential):
     `groups=cin` makes the conv depthwise. A Sequential, so summaries list the real layers only.
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, *, padding: int = 0, stride: int = 1,
-                 dilation: int = 1, groups: int = 1, bias: bool = False, bn: bool = False,
-                 relu: bool = True, dropout: float = 0.0):
-        layers = [nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation,
-                            groups=groups, bias=bias)]
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        *,
+        padding: int = 0,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        bn: bool = False,
+        relu: bool = True,
+        dropout: float = 0.0,
+    ):
+        layers = [
+            nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias)
+        ]
         if bn:
             layers.append(nn.BatchNorm2d(cout))
         if relu:
@@ -77,19 +90,33 @@ class ConvBNReLU(nn.Sequential):
 class SeparableConv(nn.Sequential):
     """Depthwise k x k conv (one filter per channel) then a pointwise 1x1 conv with BN/ReLU/dropout."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, *, padding: int, stride: int, dilation: int,
-                 bias: bool, bn: bool, relu: bool, dropout: float):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        *,
+        padding: int,
+        stride: int,
+        dilation: int,
+        bias: bool,
+        bn: bool,
+        relu: bool,
+        dropout: float,
+    ):
         super().__init__(
             nn.Conv2d(cin, cin, kernel, stride=stride, padding=padding, dilation=dilation, groups=cin, bias=False),
-            ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout))
+            ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout),
+        )
 
 
 class Transition(nn.Sequential):
     """Max-pool (halves the map) then a 1x1 conv that squeezes the channels."""
 
     def __init__(self, cin: int, cout: int, *, pool: int, bias: bool, bn: bool, relu: bool, dropout: float):
-        super().__init__(nn.MaxPool2d(pool, pool),
-                         ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout))
+        super().__init__(
+            nn.MaxPool2d(pool, pool), ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout)
+        )
 
 
 class LinearBlock(nn.Sequential):
@@ -106,6 +133,7 @@ class LinearBlock(nn.Sequential):
 
 # ---------------------------------------------------------------- specs
 
+
 @dataclass(frozen=True)
 class ConvSpec(BlockSpec):
     """k x k convolution with optional BN, ReLU and dropout."""
@@ -117,8 +145,8 @@ class ConvSpec(BlockSpec):
     stride: int = 1
     dilation: int = 1
     bias: bool = False
-    bn: Optional[bool] = None  # null: the model's `bn`
-    dropout: Optional[float] = None  # null: the model's `dropout`
+    bn: bool | None = None  # null: the model's `bn`
+    dropout: float | None = None  # null: the model's `dropout`
     relu: bool = True
 
     def __post_init__(self):
@@ -126,11 +154,20 @@ class ConvSpec(BlockSpec):
 
     def build(self, cin: int, size: int) -> Built:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
-        module = ConvBNReLU(cin, self.out, self.kernel, padding=self.padding, stride=self.stride,
-                            dilation=self.dilation, bias=self.bias, bn=self.bn, relu=self.relu,
-                            dropout=self.dropout)
+        module = ConvBNReLU(
+            cin,
+            self.out,
+            self.kernel,
+            padding=self.padding,
+            stride=self.stride,
+            dilation=self.dilation,
+            bias=self.bias,
+            bn=self.bn,
+            relu=self.relu,
+            dropout=self.dropout,
+        )
         hw = out_size(size, op) ** 2
-        return Built(module, self.out, [op], hw * self.out * cin * self.kernel ** 2)
+        return Built(module, self.out, [op], hw * self.out * cin * self.kernel**2)
 
 
 @dataclass(frozen=True)
@@ -140,16 +177,15 @@ class PointwiseSpec(BlockSpec):
     TYPE: ClassVar[str] = "pointwise"
     out: int
     bias: bool = False
-    bn: Optional[bool] = None
-    dropout: Optional[float] = None
+    bn: bool | None = None
+    dropout: float | None = None
     relu: bool = True
 
     def __post_init__(self):
         _check_common(self)
 
     def build(self, cin: int, size: int) -> Built:
-        module = ConvBNReLU(cin, self.out, 1, bias=self.bias, bn=self.bn, relu=self.relu,
-                            dropout=self.dropout)
+        module = ConvBNReLU(cin, self.out, 1, bias=self.bias, bn=self.bn, relu=self.relu, dropout=self.dropout)
         return Built(module, self.out, [], size * size * self.out * cin)
 
 
@@ -161,18 +197,27 @@ class SepConvSpec(ConvSpec):
 
     def build(self, cin: int, size: int) -> Built:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
-        module = SeparableConv(cin, self.out, self.kernel, padding=self.padding, stride=self.stride,
-                               dilation=self.dilation, bias=self.bias, bn=self.bn, relu=self.relu,
-                               dropout=self.dropout)
+        module = SeparableConv(
+            cin,
+            self.out,
+            self.kernel,
+            padding=self.padding,
+            stride=self.stride,
+            dilation=self.dilation,
+            bias=self.bias,
+            bn=self.bn,
+            relu=self.relu,
+            dropout=self.dropout,
+        )
         hw = out_size(size, op) ** 2
-        return Built(module, self.out, [op], hw * cin * self.kernel ** 2 + hw * cin * self.out)
+        return Built(module, self.out, [op], hw * cin * self.kernel**2 + hw * cin * self.out)
 
 
 @dataclass(frozen=True)
 class MaxPoolSpec(BlockSpec):
     TYPE: ClassVar[str] = "maxpool"
     kernel: int = 2
-    stride: Optional[int] = None  # null: same as kernel
+    stride: int | None = None  # null: same as kernel
 
     def __post_init__(self):
         if self.kernel < 1 or (self.stride is not None and self.stride < 1):
@@ -197,8 +242,9 @@ class TransitionSpec(PointwiseSpec):
 
     def build(self, cin: int, size: int) -> Built:
         op = Op(self.pool, self.pool)
-        module = Transition(cin, self.out, pool=self.pool, bias=self.bias, bn=self.bn,
-                            relu=self.relu, dropout=self.dropout)
+        module = Transition(
+            cin, self.out, pool=self.pool, bias=self.bias, bn=self.bn, relu=self.relu, dropout=self.dropout
+        )
         return Built(module, self.out, [op], out_size(size, op) ** 2 * cin * self.out)
 
 
@@ -221,7 +267,7 @@ class LargeConvSpec(BlockSpec):
 
     TYPE: ClassVar[str] = "large_conv"
     out: int
-    kernel: Optional[int] = None
+    kernel: int | None = None
     bias: bool = False
     bn: bool = False
     relu: bool = False
@@ -233,10 +279,9 @@ class LargeConvSpec(BlockSpec):
     def build(self, cin: int, size: int) -> Built:
         kernel = self.kernel or size
         op = Op(kernel)
-        module = ConvBNReLU(cin, self.out, kernel, bias=self.bias, bn=self.bn, relu=self.relu,
-                            dropout=self.dropout)
+        module = ConvBNReLU(cin, self.out, kernel, bias=self.bias, bn=self.bn, relu=self.relu, dropout=self.dropout)
         hw = out_size(size, op) ** 2
-        return Built(module, self.out, [op], hw * self.out * cin * kernel ** 2)
+        return Built(module, self.out, [op], hw * self.out * cin * kernel**2)
 
 
 @dataclass(frozen=True)
@@ -263,7 +308,7 @@ class LinearSpec(BlockSpec):
     out: int
     bias: bool = True
     relu: bool = True
-    dropout: Optional[float] = None
+    dropout: float | None = None
 
     def __post_init__(self):
         _check_common(self)
@@ -276,6 +321,15 @@ class LinearSpec(BlockSpec):
 
 BLOCK_SPECS: dict[str, type] = {
     spec.TYPE: spec
-    for spec in (ConvSpec, PointwiseSpec, SepConvSpec, MaxPoolSpec, TransitionSpec, GapSpec, LargeConvSpec,
-                 HeadSpec, LinearSpec)
+    for spec in (
+        ConvSpec,
+        PointwiseSpec,
+        SepConvSpec,
+        MaxPoolSpec,
+        TransitionSpec,
+        GapSpec,
+        LargeConvSpec,
+        HeadSpec,
+        LinearSpec,
+    )
 }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
@@ -26,17 +25,28 @@ CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng")
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer, scheduler) -> None:
-    save_torch(run_dir / CHECKPOINT, {
-        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state()})
+    save_torch(
+        run_dir / CHECKPOINT,
+        {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": rng_state(),
+        },
+    )
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, device: torch.device) -> int:
     """Restore model, optimizer, scheduler and RNG from the run's checkpoint; returns its epoch."""
     path = run_dir / CHECKPOINT
     ckpt = read_tensors(path, device)
-    if (not isinstance(ckpt, dict) or set(ckpt) != set(CHECKPOINT_KEYS) or type(ckpt["epoch"]) is not int
-            or ckpt["epoch"] < 1):
+    if (
+        not isinstance(ckpt, dict)
+        or set(ckpt) != set(CHECKPOINT_KEYS)
+        or type(ckpt["epoch"]) is not int
+        or ckpt["epoch"] < 1
+    ):
         raise UsageError(f"{path}: not a mnist-drill checkpoint; remove it (or pass --overwrite) to start afresh")
     try:
         load_state(model, ckpt["model"], path)
@@ -45,8 +55,10 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, devic
             scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
-        raise UsageError(f"{path}: does not fit this config's optimizer or scheduler ({_first_line(err)}); "
-                         "pass --overwrite to start afresh") from None
+        raise UsageError(
+            f"{path}: does not fit this config's optimizer or scheduler ({_first_line(err)}); "
+            "pass --overwrite to start afresh"
+        ) from None
     return ckpt["epoch"]
 
 
@@ -54,7 +66,7 @@ def save_weights(run_dir: Path, model: nn.Module) -> None:
     save_torch(run_dir / WEIGHTS, model.state_dict())
 
 
-def load_weights(path: Path, model: nn.Module, device: Optional[torch.device] = None) -> nn.Module:
+def load_weights(path: Path, model: nn.Module, device: torch.device | None = None) -> nn.Module:
     """Load a state_dict file (a run's model.pt) into `model`; names the file when it does not fit."""
     state = read_tensors(path, device or torch.device("cpu"))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -68,15 +80,27 @@ def load_state(model: nn.Module, state: dict, path: Path) -> None:
     ours = model.state_dict()
     missing = [k for k in ours if k not in state]
     unexpected = [k for k in state if k not in ours]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
-              if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in ours.items()
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
-        detail = "; ".join(filter(None, [
-            f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}" if missing else "",
-            f"unexpected {', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''}" if unexpected else "",
-            f"shape {shapes[0]}" if shapes else ""]))
-        raise UsageError(f"{path}: its weights do not fit the config's model ({detail}); "
-                         "is it from another architecture?")
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}" if missing else "",
+                    f"unexpected {', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''}"
+                    if unexpected
+                    else "",
+                    f"shape {shapes[0]}" if shapes else "",
+                ],
+            )
+        )
+        raise UsageError(
+            f"{path}: its weights do not fit the config's model ({detail}); is it from another architecture?"
+        )
     model.load_state_dict(state)
 
 
@@ -88,11 +112,15 @@ def read_tensors(path: Path, device: torch.device):
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message is a page of advice with terminal escapes; the user needs the verdict.
-        raise UsageError(f"{path}: refused: loading it would run code or build objects that are not plain "
-                         "tensors and numbers (mnist-drill reads weights-only; is the file from someone else?)") from None
+        raise UsageError(
+            f"{path}: refused: loading it would run code or build objects that are not plain "
+            "tensors and numbers (mnist-drill reads weights-only; is the file from someone else?)"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UsageError(f"{path}: damaged or not a PyTorch file ({_first_line(err)[:100]}); "
-                         "remove it, or pass --overwrite to start the run afresh") from None
+        raise UsageError(
+            f"{path}: damaged or not a PyTorch file ({_first_line(err)[:100]}); "
+            "remove it, or pass --overwrite to start the run afresh"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:

@@ -12,7 +12,6 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 from . import __version__
 from .config import config_changes, find_config, load_config, to_yaml, unused_settings
@@ -32,23 +31,33 @@ class Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser, training: bool, writes: bool = True) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set model.dropout=0.05 or --set model.blocks[2].out=12 "
-                        "(repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.dropout=0.05 or --set model.blocks[2].out=12 (repeatable)",
+    )
     if not training:
         return
     if writes:
         p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (train.device)")
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
-    p.add_argument("--data-dir", help=f"folder with the four MNIST IDX files (default: {LOOKUP_ORDER}; "
-                                      "downloaded there when missing)")
+    p.add_argument(
+        "--data-dir",
+        help=f"folder with the four MNIST IDX files (default: {LOOKUP_ORDER}; downloaded there when missing)",
+    )
     if not writes:
         return
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the run folders (default: {DEFAULT_OUT}/)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run of the same step")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its last checkpoint; reuse one that finished")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last checkpoint; reuse one that finished",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,24 +80,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="train a grid of config variants x seeds, in parallel, and tabulate them")
     p.add_argument("config", help="the config the variants start from, e.g. configs/step3_dropout.yaml or step3")
-    p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2,...",
-                   help="values to try for one key, e.g. --vary model.dropout=0,0.05 or "
-                        "--vary model.blocks[1].out=8,12 (repeatable: the sweep is the product)")
+    p.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="values to try for one key, e.g. --vary model.dropout=0,0.05 or "
+        "--vary model.blocks[1].out=8,12 (repeatable: the sweep is the product)",
+    )
     p.add_argument("--seeds", help="train every point once per seed, e.g. 1,2,3 (default: the config's train.seed)")
     p.add_argument("--name", help="the sweep's folder under --out (default: sweep_<config name>)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local worker processes (default) or tasks on a Ray cluster (pip install 'mnist-drill[ray]')")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local worker processes (default) or tasks on a Ray cluster (pip install 'mnist-drill[ray]')",
+    )
     p.add_argument("--workers", type=int, help="local worker processes (default: one per CPU, at most one per trial)")
-    p.add_argument("--threads", type=int, help="torch threads per trial (default: $OMP_NUM_THREADS, else the CPUs "
-                                               "shared out among the workers; on Ray, 1)")
-    p.add_argument("--address", help="with --executor ray: the cluster, e.g. auto or ray://host:10001 (default: start "
-                                     "a local Ray instance)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per trial (default: $OMP_NUM_THREADS, else the CPUs "
+        "shared out among the workers; on Ray, 1)",
+    )
+    p.add_argument(
+        "--address",
+        help="with --executor ray: the cluster, e.g. auto or ray://host:10001 (default: start a local Ray instance)",
+    )
     _common(p, training=True)
 
     p = sub.add_parser("compare", help="runs side by side: the config keys that differ, results, curves overlaid")
     p.add_argument("runs", nargs="+", help="run folders, or step folders of seed_<n>/ runs (two or more)")
-    p.add_argument("--out", default=f"{DEFAULT_OUT}/compare",
-                   help=f"folder for compare.md and compare.png (default: {DEFAULT_OUT}/compare/)")
+    p.add_argument(
+        "--out",
+        default=f"{DEFAULT_OUT}/compare",
+        help=f"folder for compare.md and compare.png (default: {DEFAULT_OUT}/compare/)",
+    )
 
     p = sub.add_parser("bench", help="time an epoch of mnist-drill's pipeline against the classic DataLoader loop")
     p.add_argument("config")
@@ -110,30 +137,40 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, training=False)
 
     p = sub.add_parser("eval", help="score a run's model.pt on the MNIST test set, per digit too")
-    p.add_argument("run_dir", help="a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1")
+    p.add_argument(
+        "run_dir", help="a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1"
+    )
     p.add_argument("--data-dir", help=f"folder with the MNIST IDX files (default: {LOOKUP_ORDER})")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the run's train.device)")
     p.add_argument("--out", help="folder for eval.json and confusion.png (default: runs/eval/<run folder name>/)")
 
     p = sub.add_parser("predict", help="the digit in each image file (PNG, JPEG, ...), by a run's model.pt")
-    p.add_argument("run_dir", help="a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1")
+    p.add_argument(
+        "run_dir", help="a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1"
+    )
     p.add_argument("images", nargs="+", help="image files, one digit each, any size, dark-on-light or light-on-dark")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the run's train.device)")
     return parser
 
 
 def _workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=1,
-                   help="with --seeds: train this many seeds at once, each in its own process (default 1: one after "
-                        "another in this process)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --seeds: train this many seeds at once, each in its own process (default 1: one after "
+        "another in this process)",
+    )
 
 
 def _overrides(args) -> list[str]:
-    extra = [f"train.{k}={getattr(args, k)}" for k in ("epochs", "device", "seed") if getattr(args, k, None) is not None]
+    extra = [
+        f"train.{k}={getattr(args, k)}" for k in ("epochs", "device", "seed") if getattr(args, k, None) is not None
+    ]
     return [*args.overrides, *extra]
 
 
-def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
+def parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
@@ -160,18 +197,33 @@ def _check_workers(args) -> int:
 
 
 def cmd_run(args) -> int:
-    reports = run_steps([find_config(args.config)], Path(args.out), args.data_dir, overrides=_overrides(args),
-                        seeds=parse_seeds(args.seeds), overwrite=args.overwrite, resume=args.resume,
-                        workers=_check_workers(args))
+    reports = run_steps(
+        [find_config(args.config)],
+        Path(args.out),
+        args.data_dir,
+        overrides=_overrides(args),
+        seeds=parse_seeds(args.seeds),
+        overwrite=args.overwrite,
+        resume=args.resume,
+        workers=_check_workers(args),
+    )
     cfg = reports[0].cfg
     print(f"wrote {Path(args.out) / cfg.name}/")
     return exit_code(reports)
 
 
 def cmd_run_all(args) -> int:
-    reports = run_steps(step_configs(Path(args.configs)), Path(args.out), args.data_dir, overrides=_overrides(args),
-                        seeds=parse_seeds(args.seeds), overwrite=args.overwrite, resume=args.resume,
-                        progression=True, workers=_check_workers(args))
+    reports = run_steps(
+        step_configs(Path(args.configs)),
+        Path(args.out),
+        args.data_dir,
+        overrides=_overrides(args),
+        seeds=parse_seeds(args.seeds),
+        overwrite=args.overwrite,
+        resume=args.resume,
+        progression=True,
+        workers=_check_workers(args),
+    )
     return exit_code(reports)
 
 
@@ -184,16 +236,30 @@ def cmd_compare(args) -> int:
 def cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
-    result = run_sweep(find_config(args.config), args.vary, Path(args.out), name=args.name,
-                       overrides=_overrides(args), seeds=parse_seeds(args.seeds), data_dir=args.data_dir,
-                       workers=args.workers, threads=args.threads, executor=args.executor, address=args.address,
-                       overwrite=args.overwrite, resume=args.resume)
+    result = run_sweep(
+        find_config(args.config),
+        args.vary,
+        Path(args.out),
+        name=args.name,
+        overrides=_overrides(args),
+        seeds=parse_seeds(args.seeds),
+        data_dir=args.data_dir,
+        workers=args.workers,
+        threads=args.threads,
+        executor=args.executor,
+        address=args.address,
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
     if result.stopped:
         return result.stopped
     if result.failed:
         names = ", ".join(f"{e.trial.label} ({e.status})" for e in result.failed)
-        print(f"mnist-drill: error: {len(result.failed)} of {result.trials} trials did not complete (why: the note "
-              f"column of {result.sweep_dir / 'sweep.csv'}): {names}", file=sys.stderr)
+        print(
+            f"mnist-drill: error: {len(result.failed)} of {result.trials} trials did not complete (why: the note "
+            f"column of {result.sweep_dir / 'sweep.csv'}): {names}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return 0
 
@@ -251,15 +317,25 @@ def cmd_predict(args) -> int:
     return run_predict(Path(args.run_dir), [Path(p) for p in args.images], args.device)
 
 
-COMMANDS = {"run": cmd_run, "run-all": cmd_run_all, "bench": cmd_bench, "summary": cmd_summary, "show": cmd_show,
-            "diff": cmd_diff, "compare": cmd_compare, "eval": cmd_eval, "predict": cmd_predict, "sweep": cmd_sweep}
+COMMANDS = {
+    "run": cmd_run,
+    "run-all": cmd_run_all,
+    "bench": cmd_bench,
+    "summary": cmd_summary,
+    "show": cmd_show,
+    "diff": cmd_diff,
+    "compare": cmd_compare,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "sweep": cmd_sweep,
+}
 
 
 def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_terminated)  # so SIGTERM unwinds like Ctrl-C: files stay whole
     try:

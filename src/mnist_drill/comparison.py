@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 from .analysis import NOISE_Z, Outcome, Stat, StepStats, aggregate, features
 from .config import Config
@@ -43,8 +42,9 @@ def difference(noun: str, before: Stat, after: Stat, size: bool = False) -> Diff
     if abs(change) <= threshold:
         return Difference(noun, before.mean, after.mean, threshold, 0, NOISE)
     direction = 1 if change > 0 else -1
-    return Difference(noun, before.mean, after.mean, threshold, direction,
-                      "gain" if (direction > 0) != size else "loss")
+    return Difference(
+        noun, before.mean, after.mean, threshold, direction, "gain" if (direction > 0) != size else "loss"
+    )
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,9 @@ class Comparison:
 
 def _numbers(d: Difference) -> str:
     if d.noun == "gap":
-        return f"gap {d.before:+.2f} → {d.after:+.2f} (size {abs(d.after) - abs(d.before):+.2f}, " \
-               f"noise ±{d.threshold:.2f})"
+        return (
+            f"gap {d.before:+.2f} → {d.after:+.2f} (size {abs(d.after) - abs(d.before):+.2f}, noise ±{d.threshold:.2f})"
+        )
     return f"{d.noun} {d.before:.2f} → {d.after:.2f} ({d.delta:+.2f}, noise ±{d.threshold:.2f})"
 
 
@@ -95,8 +96,12 @@ def _check(item: str, cfg: Config, before: StepStats, after: StepStats, diffs: d
         if verb == "holds":
             ok = d.direction >= 0
         elif d.direction == 0:
-            return Check(item, "within noise", f"{numbers}: no change beyond seed noise, so the numbers do not show "
-                                               f"the expected effect (nor rule out one within ±{d.threshold:.2f})")
+            return Check(
+                item,
+                "within noise",
+                f"{numbers}: no change beyond seed noise, so the numbers do not show "
+                f"the expected effect (nor rule out one within ±{d.threshold:.2f})",
+            )
         else:
             ok = d.direction == (1 if verb in ("rises", "widens") else -1)
     if ok:
@@ -128,15 +133,24 @@ def _reading(train: int, test: int, gap: int, cause: str) -> str:
     if train < 0:
         harder = cause == "regularisation"
         if test < 0:
-            return "too much regularisation: both sets fit worse" if harder else \
-                "less capacity: the model now fits both sets worse"
+            return (
+                "too much regularisation: both sets fit worse"
+                if harder
+                else "less capacity: the model now fits both sets worse"
+            )
         if test > 0:
             return "harder training, better generalisation" if harder else "a looser fit, better generalisation"
         if gap < 0:
-            return "regularisation at work: a harder fit and a smaller gap at no measurable test cost" if harder \
+            return (
+                "regularisation at work: a harder fit and a smaller gap at no measurable test cost"
+                if harder
                 else "less capacity to memorise: a smaller gap at no measurable test cost"
-        return "harder training data, at no measurable test cost" if harder else \
-            "less capacity to fit the training set, at no measurable test cost"
+            )
+        return (
+            "harder training data, at no measurable test cost"
+            if harder
+            else "less capacity to fit the training set, at no measurable test cost"
+        )
     if test:
         return "better generalisation at the same fit" if test > 0 else "worse generalisation at the same fit"
     if gap:
@@ -146,8 +160,15 @@ def _reading(train: int, test: int, gap: int, cause: str) -> str:
     return "on these seeds the change does not measurably matter"
 
 
-def _sentence(subject: str, before_name: str, before: StepStats, after: StepStats, diffs: list[Difference],
-              cause: str, target_acc: float) -> str:
+def _sentence(
+    subject: str,
+    before_name: str,
+    before: StepStats,
+    after: StepStats,
+    diffs: list[Difference],
+    cause: str,
+    target_acc: float,
+) -> str:
     did, kept = [], []
     if after.params < before.params:
         did.append(f"cut the parameters {before.params:,} → {after.params:,}")
@@ -173,37 +194,63 @@ def _sentence(subject: str, before_name: str, before: StepStats, after: StepStat
 def _target_news(before_name: str, before: StepStats, after: StepStats, target_acc: float) -> str:
     """A second sentence when the step meets every target, or reaches the target accuracy, more often than the
     step before."""
+
     def share(count: int, stats: StepStats) -> str:
         return "" if stats.n == 1 else f" on {count} of {stats.n} seeds"
+
     if after.all_met and after.all_met / after.n > before.all_met / before.n:
-        return f" It meets every target{share(after.all_met, after)}; {before_name} did" + \
-            (" not." if not before.all_met else f"{share(before.all_met, before)}.")
+        return f" It meets every target{share(after.all_met, after)}; {before_name} did" + (
+            " not." if not before.all_met else f"{share(before.all_met, before)}."
+        )
     if after.reached and after.reached / after.n > before.reached / before.n:
-        return f" Its test accuracy reaches {target_acc}%{share(after.reached, after)} " \
-               f"({first_target_text(after, target_acc)}; {before_name}: {first_target_text(before, target_acc)})."
+        return (
+            f" Its test accuracy reaches {target_acc}%{share(after.reached, after)} "
+            f"({first_target_text(after, target_acc)}; {before_name}: {first_target_text(before, target_acc)})."
+        )
     return ""
 
 
-def compare_steps(before_cfg: Config, before_outcomes: dict[int, Outcome], cfg: Config,
-                  outcomes: dict[int, Outcome], subject: Optional[str] = None,
-                  before_name: Optional[str] = None) -> Comparison:
+def compare_steps(
+    before_cfg: Config,
+    before_outcomes: dict[int, Outcome],
+    cfg: Config,
+    outcomes: dict[int, Outcome],
+    subject: str | None = None,
+    before_name: str | None = None,
+) -> Comparison:
     """The step (cfg, outcomes: seed -> Outcome) against the one before it. The sentence names the steps by
     their config names unless `subject` / `before_name` say otherwise (compare labels runs by folder)."""
     before, after = aggregate(before_cfg, before_outcomes), aggregate(cfg, outcomes)
     before_name, after_name = before_name or before_cfg.name, subject or cfg.name
-    diffs = {"train_acc": difference("train accuracy", before.best_train_acc, after.best_train_acc),
-             "test_acc": difference("test accuracy", before.best_test_acc, after.best_test_acc),
-             "gap": difference("gap", before.gap, after.gap, size=True)}
+    diffs = {
+        "train_acc": difference("train accuracy", before.best_train_acc, after.best_train_acc),
+        "test_acc": difference("test accuracy", before.best_test_acc, after.best_test_acc),
+        "gap": difference("gap", before.gap, after.gap, size=True),
+    }
     return Comparison(
-        before_name, after_name, before, after, diffs["train_acc"], diffs["test_acc"], diffs["gap"],
+        before_name,
+        after_name,
+        before,
+        after,
+        diffs["train_acc"],
+        diffs["test_acc"],
+        diffs["gap"],
         tuple(_check(item, cfg, before, after, diffs) for item in cfg.expect),
-        _sentence(after_name, before_name, before, after, list(diffs.values()), _cause(before_cfg, cfg, before, after),
-                  cfg.target.test_acc))
+        _sentence(
+            after_name,
+            before_name,
+            before,
+            after,
+            list(diffs.values()),
+            _cause(before_cfg, cfg, before, after),
+            cfg.target.test_acc,
+        ),
+    )
 
 
 def first_target_text(stats: StepStats, target_acc: float) -> str:
     """'epoch 10', '10.3 ± 0.6 (3 of 3 seeds)' or 'never'."""
-    s: Optional[Stat] = stats.first_target_epoch
+    s: Stat | None = stats.first_target_epoch
     if s is None:
         return "never"
     if stats.n == 1 or s.n == 1:  # one seed reached it: its epoch is a whole number

@@ -18,7 +18,7 @@ import typing
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -50,11 +50,11 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dir: Optional[str] = None  # where MNIST is: see data.LOOKUP_ORDER
+    dir: str | None = None  # where MNIST is: see data.LOOKUP_ORDER
     batch_size: int = 128
     test_batch_size: int = 128  # among the fastest on 2 CPU cores, same predictions at any size (benchmarks/README.md)
-    train_subset: Optional[int] = None  # first N training images (smoke runs, tests)
-    test_subset: Optional[int] = None
+    train_subset: int | None = None  # first N training images (smoke runs, tests)
+    test_subset: int | None = None
 
     def __post_init__(self):
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
@@ -90,7 +90,13 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         return (self.rotation, self.translate, self.scale, self.shear, self.brightness, self.contrast) != (
-            0.0, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0)
+            0.0,
+            0.0,
+            (1.0, 1.0),
+            0.0,
+            0.0,
+            0.0,
+        )
 
 
 @dataclass(frozen=True)
@@ -181,9 +187,13 @@ EXPECTATIONS = {
     "target reached": "test accuracy reaches target.test_acc in some epoch, on every seed",
     "targets met": "every target met, on every seed",
 }
-_CONTRADICTIONS = [("params fall", "params rise"), ("train_acc rises", "train_acc falls"),
-                   ("test_acc rises", "test_acc falls"), ("test_acc holds", "test_acc falls"),
-                   ("gap narrows", "gap widens")]
+_CONTRADICTIONS = [
+    ("params fall", "params rise"),
+    ("train_acc rises", "train_acc falls"),
+    ("test_acc rises", "test_acc falls"),
+    ("test_acc holds", "test_acc falls"),
+    ("gap narrows", "gap widens"),
+]
 
 
 @dataclass(frozen=True)
@@ -201,8 +211,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
-               "must be a plain folder name")
+        _check(
+            bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+            "name",
+            "must be a plain folder name",
+        )
         for item in self.expect:
             _check(item in EXPECTATIONS, "expect", f"unknown item {item!r} (valid: {', '.join(EXPECTATIONS)})")
         _check(len(set(self.expect)) == len(self.expect), "expect", "lists an item twice")
@@ -211,6 +224,7 @@ class Config:
 
 
 # ---------------------------------------------------------------- dict -> dataclass, strictly
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
@@ -329,8 +343,9 @@ _TRAP_BASE60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _TRAP_OCTAL = re.compile(r"^[-+]?0[0-9_]+$")
 # Invisible characters: control characters but tab/newline/CR, format characters (zero-width space,
 # BOM, direction marks) and the line and paragraph separators, which YAML reads as line breaks.
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f"
-                        "\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
 
 
 class _Refused(Exception):
@@ -363,8 +378,11 @@ class StrictLoader(yaml.SafeLoader):
         path = self._path_of(parent, index)
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
-            raise _Refused(path, event.start_mark, "an anchor or alias (&name, *name): repeat the value, or "
-                                                   "share settings between files with extends:")
+            raise _Refused(
+                path,
+                event.start_mark,
+                "an anchor or alias (&name, *name): repeat the value, or share settings between files with extends:",
+            )
         if getattr(event, "tag", None) not in (None, "!"):
             tag = event.tag.replace("tag:yaml.org,2002:", "!!")
             raise _Refused(path, event.start_mark, f"an explicit tag ({tag}): write the plain value")
@@ -398,12 +416,19 @@ class StrictLoader(yaml.SafeLoader):
             raise _Refused(base, node.start_mark, "a key that is a list or mapping: keys are names")
         path = _join(base, node.value)
         if node.tag == _TRAP and _TRAP_WORD.match(node.value):
-            raise _Refused(path, node.start_mark, f"the key {node.value!r} is a YAML 1.1 boolean; quote it if you "
-                                                  "mean the word (is it a misplaced value?)")
+            raise _Refused(
+                path,
+                node.start_mark,
+                f"the key {node.value!r} is a YAML 1.1 boolean; quote it if you "
+                "mean the word (is it a misplaced value?)",
+            )
         if node.tag != _STR:
             kind = {_NULL: "null", _BOOL: "true/false"}.get(node.tag, "a number")
-            raise _Refused(path, node.start_mark, f"the key {node.value or '(empty)'} is not a name (YAML reads it "
-                                                  f"as {kind}); keys are names such as lr")
+            raise _Refused(
+                path,
+                node.start_mark,
+                f"the key {node.value or '(empty)'} is not a name (YAML reads it as {kind}); keys are names such as lr",
+            )
         if node.value == "<<" and node.style is None:
             raise _Refused(path, node.start_mark, "a merge key (<<): share settings between files with extends:")
         self._check_text(node, path)
@@ -413,14 +438,17 @@ class StrictLoader(yaml.SafeLoader):
         if node.tag == _TRAP:
             if _TRAP_WORD.match(value):
                 meaning = "true" if value.lower() in ("y", "yes", "on") else "false"
-                why = (f"{value} is YAML 1.1 for {meaning}: write true or false, or quote it (\"{value}\") "
-                       "for the word")
+                why = f'{value} is YAML 1.1 for {meaning}: write true or false, or quote it ("{value}") for the word'
             elif _TRAP_BASE60.match(value):
-                why = (f"{value} is a base-60 number in YAML 1.1 (= {_base60(value):g}): write the number, or "
-                       "quote it for text")
+                why = (
+                    f"{value} is a base-60 number in YAML 1.1 (= {_base60(value):g}): write the number, or "
+                    "quote it for text"
+                )
             else:
-                why = (f"{value} has a leading zero, which YAML 1.1 reads as octal: write the number without it, "
-                       "or quote it for text")
+                why = (
+                    f"{value} has a leading zero, which YAML 1.1 reads as octal: write the number without it, "
+                    "or quote it for text"
+                )
             raise _Refused(path, node.start_mark, why)
         if node.tag == _FLOAT and not math.isfinite(_construct_float(self, node)):
             raise _Refused(path, node.start_mark, f"{value} is not a finite number")
@@ -428,22 +456,23 @@ class StrictLoader(yaml.SafeLoader):
 
     @staticmethod
     def _check_text(node, path: str) -> None:
-        bad = _INVISIBLE.search(node.value) or re.search(r"[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]",
-                                                         node.value)
+        bad = _INVISIBLE.search(node.value) or re.search(r"[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]", node.value)
         if bad:
             char = bad.group()
             name = unicodedata.name(char, "a control character")
-            raise _Refused(path, node.start_mark, f"holds an invisible character U+{ord(char):04X} ({name}): "
-                                                  "retype it")
+            raise _Refused(path, node.start_mark, f"holds an invisible character U+{ord(char):04X} ({name}): retype it")
 
     @staticmethod
     def _check_unique(node, path: str) -> None:
         seen = {}
         for key, _ in node.value:
             if key.value in seen:
-                raise _Refused(_join(path, key.value), key.start_mark,
-                               f"the key appears twice (first at line {seen[key.value] + 1}); YAML would keep only "
-                               "the last: remove one")
+                raise _Refused(
+                    _join(path, key.value),
+                    key.start_mark,
+                    f"the key appears twice (first at line {seen[key.value] + 1}); YAML would keep only "
+                    "the last: remove one",
+                )
             seen[key.value] = key.start_mark.line
 
 
@@ -471,13 +500,18 @@ def _construct_float(loader, node) -> float:
 
 
 for _tag, _pattern, _first in (
-        (_BOOL, r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-        (_NULL, r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
-        (_TRAP, _TRAP_WORD.pattern, "yYnNoO"),
-        (_TRAP, f"{_TRAP_BASE60.pattern}|{_TRAP_OCTAL.pattern}", "-+0123456789"),
-        (_INT, r"^[-+]?(?:0|[1-9][0-9]*)$|^[-+]?0x[0-9a-fA-F]+$|^[-+]?0o[0-7]+$", "-+0123456789"),
-        (_FLOAT, r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$"
-                 r"|^\.(?:nan|NaN|NAN)$", "-+.0123456789")):
+    (_BOOL, r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    (_NULL, r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    (_TRAP, _TRAP_WORD.pattern, "yYnNoO"),
+    (_TRAP, f"{_TRAP_BASE60.pattern}|{_TRAP_OCTAL.pattern}", "-+0123456789"),
+    (_INT, r"^[-+]?(?:0|[1-9][0-9]*)$|^[-+]?0x[0-9a-fA-F]+$|^[-+]?0o[0-7]+$", "-+0123456789"),
+    (
+        _FLOAT,
+        r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$"
+        r"|^\.(?:nan|NaN|NAN)$",
+        "-+.0123456789",
+    ),
+):
     StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 StrictLoader.add_constructor(_INT, _construct_int)
 StrictLoader.add_constructor(_FLOAT, _construct_float)
@@ -496,8 +530,10 @@ def load_yaml_text(text: str, source: str) -> Any:
         raise ConfigError(f"{source}:{key} {err.why}{line}") from None
     except yaml.composer.ComposerError as err:
         if err.context == "expected a single document in the stream":
-            raise ConfigError(f"{source}: holds several YAML documents (another starts at line "
-                              f"{err.problem_mark.line + 1}): a step config is one document") from None
+            raise ConfigError(
+                f"{source}: holds several YAML documents (another starts at line "
+                f"{err.problem_mark.line + 1}): a step config is one document"
+            ) from None
         raise _invalid(err, source) from None
     except yaml.YAMLError as err:
         raise _invalid(err, source) from None
@@ -522,29 +558,36 @@ def config_text(path: Path) -> str:
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     if len(data) > CONFIG_MAX_BYTES:
-        raise ConfigError(f"{path}: larger than {CONFIG_MAX_BYTES // 1_000_000} MB, so not a step config "
-                          "(they are a few hundred bytes)")
+        raise ConfigError(
+            f"{path}: larger than {CONFIG_MAX_BYTES // 1_000_000} MB, so not a step config "
+            "(they are a few hundred bytes)"
+        )
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # also the UTF-32 marks
         raise ConfigError(f"{path}: UTF-16 or UTF-32 text; save it as UTF-8")
     if data.startswith(codecs.BOM_UTF8):
-        raise ConfigError(f"{path}: starts with a byte-order mark (saved as 'UTF-8 with BOM'); save it as UTF-8 "
-                          "without one")
+        raise ConfigError(
+            f"{path}: starts with a byte-order mark (saved as 'UTF-8 with BOM'); save it as UTF-8 without one"
+        )
     if b"\0" in data:
-        line = data[:data.index(b"\0")].count(b"\n") + 1
+        line = data[: data.index(b"\0")].count(b"\n") + 1
         raise ConfigError(f"{path}: holds NUL bytes (first at line {line}): a binary file, not YAML text")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
+        line = data[: err.start].count(b"\n") + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}, column {column}; "
-                          "Latin-1 or Windows-1252?); save it as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at line {line}, column {column}; "
+            "Latin-1 or Windows-1252?); save it as UTF-8"
+        ) from None
     for number, line in enumerate(text.split("\n"), start=1):
         if (bad := _INVISIBLE.search(line.rstrip("\r"))) is not None:
             char = bad.group()
-            raise ConfigError(f"{path}: holds an invisible character U+{ord(char):04X} "
-                              f"({unicodedata.name(char, 'a control character')}) at line {number}: retype that line")
-        if line[:len(line) - len(line.lstrip(" \t"))].count("\t"):
+            raise ConfigError(
+                f"{path}: holds an invisible character U+{ord(char):04X} "
+                f"({unicodedata.name(char, 'a control character')}) at line {number}: retype that line"
+            )
+        if line[: len(line) - len(line.lstrip(" \t"))].count("\t"):
             raise ConfigError(f"{path}: a tab in the indentation of line {number}: YAML indents with spaces")
     return text
 
@@ -560,7 +603,8 @@ def _read_yaml(path: Path) -> dict:
 
 def _yaml_kind(value: Any) -> str:
     return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )
 
 
 def read_saved_config(path: Path) -> str:
@@ -569,8 +613,10 @@ def read_saved_config(path: Path) -> str:
     try:
         _read_yaml(path)
     except ConfigError as err:
-        raise UsageError(f"{err}; it is the config of the run in {path.parent}: restore it, or pass --overwrite "
-                         "to train the run afresh") from None
+        raise UsageError(
+            f"{err}; it is the config of the run in {path.parent}: restore it, or pass --overwrite "
+            "to train the run afresh"
+        ) from None
     return path.read_text(encoding="utf-8")
 
 
@@ -682,15 +728,26 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 # What each setting needs to have any effect: (dotted key, the condition, why it has none otherwise).
 _WHEN_USED = (
-    ("optim.lr", lambda c: c.scheduler.name != "onecycle",
-     lambda c: f"one-cycle starts at scheduler.max_lr / scheduler.div_factor = {c.scheduler.max_lr / c.scheduler.div_factor:g} "
-               "and ignores optim.lr; set scheduler.max_lr instead"),
+    (
+        "optim.lr",
+        lambda c: c.scheduler.name != "onecycle",
+        lambda c: (
+            f"one-cycle starts at scheduler.max_lr / scheduler.div_factor = "
+            f"{c.scheduler.max_lr / c.scheduler.div_factor:g} "
+            "and ignores optim.lr; set scheduler.max_lr instead"
+        ),
+    ),
     ("optim.momentum", lambda c: c.optim.name == "sgd", lambda c: "adam has no momentum setting"),
     ("optim.nesterov", lambda c: c.optim.name == "sgd", lambda c: "adam has no nesterov setting"),
-    *((f"scheduler.{k}", lambda c, n=n: c.scheduler.name == n, lambda c, n=n: f"used only by scheduler.name {n}")
-      for n, keys in (("step", ("step_size", "gamma")), ("onecycle", ("max_lr", "pct_start", "div_factor", "final_div_factor")),
-                      ("plateau", ("factor", "patience")))
-      for k in keys),
+    *(
+        (f"scheduler.{k}", lambda c, n=n: c.scheduler.name == n, lambda c, n=n: f"used only by scheduler.name {n}")
+        for n, keys in (
+            ("step", ("step_size", "gamma")),
+            ("onecycle", ("max_lr", "pct_start", "div_factor", "final_div_factor")),
+            ("plateau", ("factor", "patience")),
+        )
+        for k in keys
+    ),
 )
 
 
@@ -732,8 +789,9 @@ def trains_alike(saved_yaml: str, cfg: Config) -> bool:
     except (yaml.YAMLError, ConfigError):
         return False
     ours = to_dict(cfg)
-    return {k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS} == \
-        {k: v for k, v in ours.items() if k not in DESCRIPTIVE_KEYS}
+    return {k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS} == {
+        k: v for k, v in ours.items() if k not in DESCRIPTIVE_KEYS
+    }
 
 
 def yaml_value(value: Any) -> str:
@@ -754,9 +812,12 @@ def _block_text(block: BlockSpec) -> str:
 def config_changes(old: Config, new: Config) -> list[str]:
     """One line per changed setting, values in YAML; blocks are compared position by position."""
     flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(new))
-    lines = [f"{k}: {yaml_value(flat_old.get(k, '<absent>'))} -> {yaml_value(flat_new.get(k, '<absent>'))}"
-             for k in dict.fromkeys([*flat_old, *flat_new])
-             if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS)) and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")]
+    lines = [
+        f"{k}: {yaml_value(flat_old.get(k, '<absent>'))} -> {yaml_value(flat_new.get(k, '<absent>'))}"
+        for k in dict.fromkeys([*flat_old, *flat_new])
+        if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS))
+        and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")
+    ]
     a, b = old.model.blocks, new.model.blocks
     for i in range(max(len(a), len(b))):
         before = _block_text(a[i]) if i < len(a) else "<absent>"
@@ -766,7 +827,7 @@ def config_changes(old: Config, new: Config) -> list[str]:
     return lines
 
 
-def extends_path(path: Path) -> Optional[Path]:
+def extends_path(path: Path) -> Path | None:
     """The file a config extends, or None."""
     parent = _read_yaml(Path(path)).get("extends")
     return Path(path).parent / parent if isinstance(parent, str) else None

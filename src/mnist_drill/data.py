@@ -13,7 +13,6 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -42,12 +41,12 @@ class Split:
         return len(self.labels)
 
 
-def resolve_dir(cli_dir: Optional[str], cfg_dir: Optional[str]) -> Path:
+def resolve_dir(cli_dir: str | None, cfg_dir: str | None) -> Path:
     """The MNIST folder: LOOKUP_ORDER, the first one given."""
     return Path(cli_dir or os.environ.get(ENV_VAR) or cfg_dir or DEFAULT_DIR).expanduser()
 
 
-def _locate(root: Path, name: str) -> Optional[Path]:
+def _locate(root: Path, name: str) -> Path | None:
     # torchvision's downloader puts the files under MNIST/raw; plain copies sit in the folder itself.
     for folder in (root, root / "MNIST" / "raw"):
         for candidate in (folder / name, folder / f"{name}.gz"):
@@ -76,9 +75,11 @@ def _download(root: Path, missing: list[str]) -> None:
                 folder.rmdir()
         reasons = [line for line in str(err).splitlines() if line.strip() and not line.startswith(("Tried", "Error"))]
         reason = (reasons[-1] if reasons else str(err).strip() or type(err).__name__)[:120]
-        raise DataError(f"MNIST is not in {root} (missing {', '.join(missing)}) and downloading it failed: {reason}; "
-                        f"check the network (or a proxy), or put the four IDX files there, or pass --data-dir / "
-                        f"set {ENV_VAR}") from None
+        raise DataError(
+            f"MNIST is not in {root} (missing {', '.join(missing)}) and downloading it failed: {reason}; "
+            f"check the network (or a proxy), or put the four IDX files there, or pass --data-dir / "
+            f"set {ENV_VAR}"
+        ) from None
 
 
 def read_bytes(path: Path) -> bytes:
@@ -96,8 +97,8 @@ def parse_idx(data: bytes, path: Path, expect_dims: int) -> torch.Tensor:
     magic = 0x800 + expect_dims
     if len(data) < 4 + 4 * expect_dims or struct.unpack(">I", data[:4])[0] != magic:
         raise DataError(f"{path}: wrong magic number (not an IDX file of {expect_dims}-D unsigned bytes)")
-    dims = struct.unpack(f">{expect_dims}I", data[4:4 + 4 * expect_dims])
-    body = data[4 + 4 * expect_dims:]
+    dims = struct.unpack(f">{expect_dims}I", data[4 : 4 + 4 * expect_dims])
+    body = data[4 + 4 * expect_dims :]
     if len(body) != torch.Size(dims).numel():
         raise DataError(f"{path}: header says {dims} but holds {len(body)} bytes")
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
@@ -115,7 +116,7 @@ def load_file(root: Path, name: str, verify: bool = True) -> torch.Tensor:
     return tensor
 
 
-def load_split(root: Path, train: bool, subset: Optional[int] = None, verify: bool = True) -> Split:
+def load_split(root: Path, train: bool, subset: int | None = None, verify: bool = True) -> Split:
     prefix = "train" if train else "t10k"
     images = load_file(root, f"{prefix}-images-idx3-ubyte", verify)
     labels = load_file(root, f"{prefix}-labels-idx1-ubyte", verify)
@@ -126,8 +127,9 @@ def load_split(root: Path, train: bool, subset: Optional[int] = None, verify: bo
     return Split(images.unsqueeze(1).float().div_(255), labels.long())
 
 
-def load_mnist(root: Path, train_subset: Optional[int] = None, test_subset: Optional[int] = None,
-               download: bool = True) -> tuple[Split, Split]:
+def load_mnist(
+    root: Path, train_subset: int | None = None, test_subset: int | None = None, download: bool = True
+) -> tuple[Split, Split]:
     """(train, test) on the CPU; downloads into `root` when files are missing and download is allowed."""
     if not root.exists() and not download:
         raise DataError(f"{root}: no such data directory; pass --data-dir or set {ENV_VAR}")
@@ -140,7 +142,7 @@ def load_mnist(root: Path, train_subset: Optional[int] = None, test_subset: Opti
 
 
 @functools.lru_cache(maxsize=2)
-def load_cached(root: Path, train_subset: Optional[int] = None, test_subset: Optional[int] = None) -> tuple[Split, Split]:
+def load_cached(root: Path, train_subset: int | None = None, test_subset: int | None = None) -> tuple[Split, Split]:
     """load_mnist, read and verified once per process: run-all and seeds train many runs on it."""
     return load_mnist(root, train_subset, test_subset)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Optional
 
 from .config import Config
 
@@ -23,8 +22,7 @@ ONSET_SUSTAIN = 3  # epochs after the test loss's minimum needed to call over-fi
 ONSET_RISE = 0.10  # fraction above its minimum the test loss must stay (on average and at the end)
 
 
-DIAGNOSTIC_NAMES = ("still improving", "bouncing", "over-fitting onset", "target held", "target lost",
-                    "target reached")
+DIAGNOSTIC_NAMES = ("still improving", "bouncing", "over-fitting onset", "target held", "target lost", "target reached")
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,12 @@ class Diagnostic:
 def _slope(values: list[float]) -> float:
     """Least-squares slope per epoch."""
     mean_x, mean_y = (len(values) - 1) / 2, statistics.mean(values)
-    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / \
-        sum((x - mean_x) ** 2 for x in range(len(values)))
+    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / sum(
+        (x - mean_x) ** 2 for x in range(len(values))
+    )
 
 
-def still_improving(rows: list[dict], cfg: Config) -> Optional[Diagnostic]:
+def still_improving(rows: list[dict], cfg: Config) -> Diagnostic | None:
     """The test accuracy still rises, or the test loss still falls, over the last TREND_EPOCHS epochs."""
     if len(rows) < TREND_EPOCHS:
         return None
@@ -57,13 +56,15 @@ def still_improving(rows: list[dict], cfg: Config) -> Optional[Diagnostic]:
         pay = "the epoch budget is spent, so a higher LR (or a one-cycle schedule) would pay"
     else:
         pay = "the schedule ends while the model still learns: a higher peak LR would pay"
-    return Diagnostic("still improving",
-                      f"over epochs {tail[0]['epoch']}-{tail[-1]['epoch']} the test accuracy moves {acc:+.2f} "
-                      f"points/epoch and the test loss {loss:+.1%}/epoch: {pay}.",
-                      {"test_acc_slope": acc, "test_loss_slope": loss})
+    return Diagnostic(
+        "still improving",
+        f"over epochs {tail[0]['epoch']}-{tail[-1]['epoch']} the test accuracy moves {acc:+.2f} "
+        f"points/epoch and the test loss {loss:+.1%}/epoch: {pay}.",
+        {"test_acc_slope": acc, "test_loss_slope": loss},
+    )
 
 
-def bouncing(rows: list[dict], cfg: Config) -> Optional[Diagnostic]:
+def bouncing(rows: list[dict], cfg: Config) -> Diagnostic | None:
     """Test accuracy swings up and down by BOUNCE_POINTS or more over the last BOUNCE_EPOCHS epochs."""
     tail = rows[-BOUNCE_EPOCHS:]
     steps = [b["test_acc"] - a["test_acc"] for a, b in zip(tail, tail[1:])]
@@ -75,15 +76,18 @@ def bouncing(rows: list[dict], cfg: Config) -> Optional[Diagnostic]:
         fix = f"the LR ({tail[-1]['lr']:g}) is too high for the end of training; a schedule that lowers it helps"
     else:
         fix = f"the schedule's end LR ({tail[-1]['lr']:.2g}) may still be too high"
-    return Diagnostic("bouncing", f"the test accuracy swings by up to {max(swings):.2f} points between epochs "
-                                  f"{tail[0]['epoch']}-{tail[-1]['epoch']} ({path}): {fix}.",
-                      {"largest_swing": max(swings), "end_lr": tail[-1]["lr"]})
+    return Diagnostic(
+        "bouncing",
+        f"the test accuracy swings by up to {max(swings):.2f} points between epochs "
+        f"{tail[0]['epoch']}-{tail[-1]['epoch']} ({path}): {fix}.",
+        {"largest_swing": max(swings), "end_lr": tail[-1]["lr"]},
+    )
 
 
-def overfitting_onset(rows: list[dict]) -> Optional[Diagnostic]:
+def overfitting_onset(rows: list[dict]) -> Diagnostic | None:
     """The test loss turns up for good (ONSET_SUSTAIN epochs or more) while the train loss keeps falling."""
     low = min(range(len(rows)), key=lambda i: rows[i]["test_loss"])
-    after = rows[low + 1:]
+    after = rows[low + 1 :]
     if len(after) < ONSET_SUSTAIN:
         return None
     floor = rows[low]["test_loss"]
@@ -95,40 +99,57 @@ def overfitting_onset(rows: list[dict]) -> Optional[Diagnostic]:
     if rise < ONSET_RISE or end_rise < ONSET_RISE or not falling:
         return None
     epoch = rows[low]["epoch"]
-    return Diagnostic("over-fitting onset",
-                      f"the test loss bottoms at {floor:.4f} in epoch {epoch} and stays {rise:.0%} above it over the "
-                      f"{len(after)} epochs after, while the train loss keeps falling "
-                      f"({rows[low]['train_loss']:.4f} → {after[-1]['train_loss']:.4f}): the model memorises from "
-                      f"epoch {epoch} on.",
-                      {"epoch": epoch, "min_test_loss": floor, "mean_rise": rise, "end_rise": end_rise})
+    return Diagnostic(
+        "over-fitting onset",
+        f"the test loss bottoms at {floor:.4f} in epoch {epoch} and stays {rise:.0%} above it over the "
+        f"{len(after)} epochs after, while the train loss keeps falling "
+        f"({rows[low]['train_loss']:.4f} → {after[-1]['train_loss']:.4f}): the model memorises from "
+        f"epoch {epoch} on.",
+        {"epoch": epoch, "min_test_loss": floor, "mean_rise": rise, "end_rise": end_rise},
+    )
 
 
-def target_course(rows: list[dict], target_acc: float) -> Optional[Diagnostic]:
+def target_course(rows: list[dict], target_acc: float) -> Diagnostic | None:
     """When the test accuracy first reached the target, and whether it stayed there."""
     reached = next((i for i, r in enumerate(rows) if r["test_acc"] >= target_acc), None)
     if reached is None:
         return None
     epoch = rows[reached]["epoch"]
-    below = [r for r in rows[reached + 1:] if r["test_acc"] < target_acc]
+    below = [r for r in rows[reached + 1 :] if r["test_acc"] < target_acc]
     dips = ", ".join(f"{r['epoch']} ({r['test_acc']:.2f})" for r in below)
     numbers = {"epoch_reached": epoch, "epochs_below_after": len(below)}
     if reached == len(rows) - 1:
-        return Diagnostic("target reached", f"the test accuracy reached {target_acc}% only in epoch {epoch}, the last "
-                                            f"({rows[reached]['test_acc']:.2f}): too late to show that it holds.",
-                          numbers)
+        return Diagnostic(
+            "target reached",
+            f"the test accuracy reached {target_acc}% only in epoch {epoch}, the last "
+            f"({rows[reached]['test_acc']:.2f}): too late to show that it holds.",
+            numbers,
+        )
     if rows[-1]["test_acc"] < target_acc:
-        return Diagnostic("target lost", f"the test accuracy reached {target_acc}% in epoch {epoch} "
-                                         f"({rows[reached]['test_acc']:.2f}) and fell below it again in epochs "
-                                         f"{dips}, ending below it.", numbers)
+        return Diagnostic(
+            "target lost",
+            f"the test accuracy reached {target_acc}% in epoch {epoch} "
+            f"({rows[reached]['test_acc']:.2f}) and fell below it again in epochs "
+            f"{dips}, ending below it.",
+            numbers,
+        )
     held = "and stayed at or above it in every epoch after" if not below else f"but dipped below it in epochs {dips}"
-    return Diagnostic("target held", f"the test accuracy reached {target_acc}% in epoch {epoch} "
-                                     f"({rows[reached]['test_acc']:.2f}) {held}, and ends at or above it.", numbers)
+    return Diagnostic(
+        "target held",
+        f"the test accuracy reached {target_acc}% in epoch {epoch} "
+        f"({rows[reached]['test_acc']:.2f}) {held}, and ends at or above it.",
+        numbers,
+    )
 
 
 def diagnose(rows: list[dict], cfg: Config) -> list[Diagnostic]:
     """Every diagnostic that fires on a run's metrics rows, in the order the curves are read."""
     if not rows:
         return []
-    found = [still_improving(rows, cfg), bouncing(rows, cfg), overfitting_onset(rows),
-             target_course(rows, cfg.target.test_acc)]
+    found = [
+        still_improving(rows, cfg),
+        bouncing(rows, cfg),
+        overfitting_onset(rows),
+        target_course(rows, cfg.target.test_acc),
+    ]
     return [d for d in found if d is not None]

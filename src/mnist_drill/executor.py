@@ -22,10 +22,11 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 from . import errors
 from .config import Config
@@ -46,7 +47,7 @@ class Trial:
     run_dir: Path
     resume: bool = False  # continue the checkpoint in run_dir
     overwrite: bool = False  # replace what run_dir holds
-    previous: Optional[tuple] = None  # the step before, (Config, {seed: Outcome}), for analysis.md
+    previous: tuple | None = None  # the step before, (Config, {seed: Outcome}), for analysis.md
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ class TrialEnd:
     exit_code: int
     note: str = ""
     seconds: float = 0.0
-    outcome: Optional[object] = None  # analysis.Outcome
-    error: Optional[DrillError] = None  # the user error that stopped it before training, if that is what did
+    outcome: object | None = None  # analysis.Outcome
+    error: DrillError | None = None  # the user error that stopped it before training, if that is what did
 
 
 def available_cpus() -> int:
@@ -79,10 +80,18 @@ def default_threads(workers: int) -> int:
     return max(1, available_cpus() // workers)
 
 
-def run_trials(trials: list[Trial], data_dir: Optional[str] = None, *, workers: int = 1,
-               threads: Optional[int] = None, executor: Executor = "local", address: Optional[str] = None,
-               keep_going: bool = False, echo: Echo = print,
-               on_end: Callable[[TrialEnd], None] = lambda end: None) -> list[TrialEnd]:
+def run_trials(
+    trials: list[Trial],
+    data_dir: str | None = None,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    executor: Executor = "local",
+    address: str | None = None,
+    keep_going: bool = False,
+    echo: Echo = print,
+    on_end: Callable[[TrialEnd], None] = lambda end: None,
+) -> list[TrialEnd]:
     """Train `trials` and return how each ended, in their order (trials that never started are left out).
 
     local with 1 worker (or 1 trial): one after another in this process, as `run` always trained; `threads` None
@@ -132,15 +141,22 @@ def run_info(run_dir: Path) -> dict:
     return info if isinstance(info, dict) else {}
 
 
-def _ended(trial: Trial, status: str, exit_code: int, note: str, started: float, outcome=None,
-           error: Optional[DrillError] = None) -> TrialEnd:
+def _ended(
+    trial: Trial,
+    status: str,
+    exit_code: int,
+    note: str,
+    started: float,
+    outcome=None,
+    error: DrillError | None = None,
+) -> TrialEnd:
     if outcome is None and status != "failed":
         outcome = read_outcome(trial.cfg, trial.run_dir)
     note = note or (run_info(trial.run_dir).get("note", "") if status != "completed" else "")
     return TrialEnd(trial, status, exit_code, note, round(time.perf_counter() - started, 2), outcome, error)
 
 
-def _user_error(class_name: str, message: str) -> Optional[DrillError]:
+def _user_error(class_name: str, message: str) -> DrillError | None:
     """The DrillError a worker reported by its class name and message, rebuilt here (None for no such class)."""
     cls = getattr(errors, class_name, None) if class_name else None
     return cls(message) if isinstance(cls, type) and issubclass(cls, DrillError) else None
@@ -153,6 +169,7 @@ def _one_line(err: BaseException) -> str:
 
 # ---------------------------------------------------------------- in this process
 
+
 def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[TrialEnd]:
     from .runner import run_step
 
@@ -164,8 +181,15 @@ def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[Trial
     for trial in trials:
         started = time.perf_counter()
         try:
-            result = run_step(trial.cfg, trial.run_dir, data_dir, overwrite=trial.overwrite, resume=trial.resume,
-                              previous=trial.previous, echo=echo)
+            result = run_step(
+                trial.cfg,
+                trial.run_dir,
+                data_dir,
+                overwrite=trial.overwrite,
+                resume=trial.resume,
+                previous=trial.previous,
+                echo=echo,
+            )
             end = _ended(trial, result.status, result.exit_code, "", started, result.outcome)
         except DrillError as err:
             if not keep_going:
@@ -184,6 +208,7 @@ def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[Trial
 
 # ---------------------------------------------------------------- local worker processes
 
+
 def _stop_once(signum, frame):
     """The worker's handler: the first SIGINT or SIGTERM unwinds run_step (which saves what finished); later
     ones (the terminal's Ctrl-C reaches the whole process group, and the parent passes it on too) are ignored,
@@ -193,7 +218,7 @@ def _stop_once(signum, frame):
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
 
 
-def _worker(trial: Trial, data_dir: Optional[str], threads: int, conn) -> None:
+def _worker(trial: Trial, data_dir: str | None, threads: int, conn) -> None:
     """A worker process: train one trial, send (status, exit code, note, error class) back, exit."""
     signal.signal(signal.SIGINT, _stop_once)
     signal.signal(signal.SIGTERM, _stop_once)
@@ -212,8 +237,15 @@ def _worker(trial: Trial, data_dir: Optional[str], threads: int, conn) -> None:
         tqdm.set_lock(threading.RLock())
         from .runner import run_step
 
-        result = run_step(trial.cfg, trial.run_dir, data_dir, overwrite=trial.overwrite, resume=trial.resume,
-                          previous=trial.previous, echo=lambda line: print(f"[{trial.label}] {line}", flush=True))
+        result = run_step(
+            trial.cfg,
+            trial.run_dir,
+            data_dir,
+            overwrite=trial.overwrite,
+            resume=trial.resume,
+            previous=trial.previous,
+            echo=lambda line: print(f"[{trial.label}] {line}", flush=True),
+        )
         message = (result.status, result.exit_code, "", "")
     except DrillError as err:
         message = ("failed", err.exit_code, str(err), type(err).__name__)
@@ -255,7 +287,7 @@ def _sigint_ignored_in_children():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def check_local(data_dir: Optional[str], cfgs: list[Config]) -> None:
+def check_local(data_dir: str | None, cfgs: list[Config]) -> None:
     """What every local trial needs, checked here before any worker starts, so a mistake is one error line and
     not one failed trial each: the devices asked for, and MNIST (found, or downloaded once, and verified: N
     workers never download into one folder at once)."""
@@ -287,14 +319,17 @@ def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd
             while pending and not stop and len(running) < workers:
                 i, trial = pending.pop()
                 reader, writer = context.Pipe(duplex=False)
-                process = context.Process(target=_worker, args=(trial, data_dir, threads, writer),
-                                          name=f"mnist-drill {trial.label}")
+                process = context.Process(
+                    target=_worker, args=(trial, data_dir, threads, writer), name=f"mnist-drill {trial.label}"
+                )
                 with _sigint_ignored_in_children():
                     process.start()
                 writer.close()  # the worker holds the writing end; the parent sees EOF if it dies
                 running[process.sentinel] = _Running(i, trial, process, reader, time.perf_counter())
-                echo(f"[{trial.label}] started in worker process {process.pid}, {threads} torch "
-                     f"thread{'s' if threads > 1 else ''}")
+                echo(
+                    f"[{trial.label}] started in worker process {process.pid}, {threads} torch "
+                    f"thread{'s' if threads > 1 else ''}"
+                )
             for sentinel in wait(list(running)):
                 stop = finish(running.pop(sentinel), stopping=False).status == "interrupted" or stop
     except (KeyboardInterrupt, Terminated) as err:
@@ -347,13 +382,13 @@ def _collect(run: _Running, stopping: bool) -> TrialEnd:
     if code is not None and code < 0:  # killed by a signal before it could say anything
         if stopping and -code in (signal.SIGINT, signal.SIGTERM):
             exit_code = EXIT_SIGINT if -code == signal.SIGINT else EXIT_SIGTERM
-            return _ended(run.trial, "interrupted", exit_code, "stopped before its first epoch finished",
-                          run.started)
+            return _ended(run.trial, "interrupted", exit_code, "stopped before its first epoch finished", run.started)
         return _ended(run.trial, "failed", EXIT_FAILED, f"worker killed by signal {-code}", run.started)
     return _ended(run.trial, "failed", EXIT_FAILED, f"worker exited with code {code} without a result", run.started)
 
 
 # ---------------------------------------------------------------- Ray
+
 
 def import_ray():
     try:
@@ -363,7 +398,7 @@ def import_ray():
     return ray
 
 
-def _ray_trial(trial: Trial, data_dir: Optional[str], threads: int, files: dict[str, bytes]):
+def _ray_trial(trial: Trial, data_dir: str | None, threads: int, files: dict[str, bytes]):
     """A Ray task: train the trial in a temporary folder on whichever node runs it (continuing from `files`,
     the run folder's files, when it resumes) and return (status, exit code, note, error class, files)."""
     import torch
@@ -377,8 +412,15 @@ def _ray_trial(trial: Trial, data_dir: Optional[str], threads: int, files: dict[
         for name, data in files.items():
             (run_dir / name).write_bytes(data)
         try:
-            result = run_step(trial.cfg, run_dir, data_dir, overwrite=True, resume=trial.resume,
-                              previous=trial.previous, echo=lambda line: print(f"[{trial.label}] {line}", flush=True))
+            result = run_step(
+                trial.cfg,
+                run_dir,
+                data_dir,
+                overwrite=True,
+                resume=trial.resume,
+                previous=trial.previous,
+                echo=lambda line: print(f"[{trial.label}] {line}", flush=True),
+            )
             message = (result.status, result.exit_code, "", "")
         except DrillError as err:
             message = ("failed", err.exit_code, str(err), type(err).__name__)
@@ -405,7 +447,7 @@ def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: Optional[str]):
+def ray_session(address: str | None):
     """Ray, connected to the cluster at `address` (None: a local instance, started here) for the block and shut
     down after it; within a session already open, that one. A cluster that does not answer is one error line."""
     import logging
@@ -417,8 +459,10 @@ def ray_session(address: Optional[str]):
     try:
         ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise UsageError(f"--address {address}: no Ray cluster answered ({_one_line(err)}); start one with "
-                         "`ray start --head`, or leave --address out for a local one") from None
+        raise UsageError(
+            f"--address {address}: no Ray cluster answered ({_one_line(err)}); start one with "
+            "`ray start --head`, or leave --address out for a local one"
+        ) from None
     try:
         yield ray
     finally:
@@ -438,10 +482,14 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
             device = trial.cfg.train.device
             num_gpus = 1 if device == "cuda" or (device == "auto" and gpus) else 0
             files = _read_files(trial.run_dir) if trial.resume else {}
-            refs[task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data_dir, threads, files)] = \
-                (i, time.perf_counter())
-            echo(f"[{trial.label}] sent to Ray ({threads} CPU{'s' if threads > 1 else ''}"
-                 f"{', 1 GPU' if num_gpus else ''})")
+            refs[task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data_dir, threads, files)] = (
+                i,
+                time.perf_counter(),
+            )
+            echo(
+                f"[{trial.label}] sent to Ray ({threads} CPU{'s' if threads > 1 else ''}"
+                f"{', 1 GPU' if num_gpus else ''})"
+            )
         ends = {}
         try:
             while refs:
@@ -463,4 +511,3 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
                 ray.cancel(ref)
             raise
         return [ends[i] for i in sorted(ends)]
-

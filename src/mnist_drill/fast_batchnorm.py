@@ -68,9 +68,16 @@ class FastBatchNorm2d(nn.BatchNorm2d):
     on the CPU. Everything else, evaluation included, is nn.BatchNorm2d's own forward."""
 
     def _applies(self, x: torch.Tensor) -> bool:
-        return (self.training and self.affine and x.device.type == "cpu" and x.dtype == torch.float32
-                and x.dim() == 4 and 1 < x.size(1) < FEW_CHANNELS and x.numel() > x.size(1)
-                and x.is_contiguous(memory_format=torch.channels_last))
+        return (
+            self.training
+            and self.affine
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 4
+            and 1 < x.size(1) < FEW_CHANNELS
+            and x.numel() > x.size(1)
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._applies(x):
@@ -91,8 +98,9 @@ def use_fast_batchnorm(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         for name, child in module.named_children():
             if type(child) is nn.BatchNorm2d:
-                row = FastBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                     child.track_running_stats)
+                row = FastBatchNorm2d(
+                    child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+                )
                 row.load_state_dict(child.state_dict())
                 row.train(child.training)
                 setattr(module, name, row.to(device=child.weight.device if child.affine else None))

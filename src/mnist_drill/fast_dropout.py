@@ -38,7 +38,7 @@ def dropped_positions(n: int, p: float, device: torch.device) -> torch.Tensor:
         found.append(hits)
         last = int(hits[-1])
     hits = found[0] if len(found) == 1 else torch.cat(found)
-    return hits[:int(torch.searchsorted(hits, n))].long()  # sorted: a slice, not a boolean mask
+    return hits[: int(torch.searchsorted(hits, n))].long()  # sorted: a slice, not a boolean mask
 
 
 def _storage(t: torch.Tensor) -> torch.Tensor:

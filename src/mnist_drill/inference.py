@@ -12,7 +12,6 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,15 +35,21 @@ BLANK = 0.1  # ink that stands out from the background by less than this (of ful
 
 # ---------------------------------------------------------------- a run's model
 
-def load_run(run_dir: Path, device: Optional[str] = None) -> tuple[Config, torch.nn.Module, torch.device]:
+
+def load_run(run_dir: Path, device: str | None = None) -> tuple[Config, torch.nn.Module, torch.device]:
     """The run's config, its model with model.pt's weights (eval mode, on the device), and the device."""
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run folder")
     if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{run_dir}: no config.yaml here; pass a run folder such as results/drill/step7_lr_scheduler/seed_1")
+        raise UsageError(
+            f"{run_dir}: no config.yaml here; pass a run folder such as results/drill/step7_lr_scheduler/seed_1"
+        )
     if not (run_dir / WEIGHTS).is_file():
-        still = f" yet, only {CHECKPOINT}: the run is in progress or was interrupted (finish it with --resume)" \
-            if (run_dir / CHECKPOINT).is_file() else ": the run did not finish"
+        still = (
+            f" yet, only {CHECKPOINT}: the run is in progress or was interrupted (finish it with --resume)"
+            if (run_dir / CHECKPOINT).is_file()
+            else ": the run did not finish"
+        )
         raise UsageError(f"{run_dir}: no {WEIGHTS}{still}")
     cfg = load_config(run_dir / "config.yaml", [f"train.device={device}"] if device else [])
     device = configure(cfg.train)  # picks the device and the run's numerics (no TF32)
@@ -54,7 +59,8 @@ def load_run(run_dir: Path, device: Optional[str] = None) -> tuple[Config, torch
 
 # ---------------------------------------------------------------- eval
 
-def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, device: Optional[str] = None) -> dict:
+
+def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None = None) -> dict:
     """Test loss and accuracy, per-class accuracy and the confusion matrix of the run's model on the
     test set it was tested on while training (data.test_subset; all 10,000 images unless set)."""
     cfg, model, device = load_run(run_dir, device)
@@ -62,14 +68,27 @@ def evaluate_run(run_dir: Path, data_dir: Optional[str] = None, device: Optional
     result = evaluate(model, test, cfg, device)
     n = cfg.model.num_classes
     confusion = torch.bincount(test.labels * n + result.predictions, minlength=n * n).reshape(n, n).cpu()
-    return {"run": str(run_dir), "config": cfg.name, "device": str(device), "images": len(test),
-            "test_loss": result.loss, "test_acc": result.acc,
-            "per_class": [{"digit": d, "images": int(confusion[d].sum()), "correct": int(confusion[d, d]),
-                           "acc": 100.0 * int(confusion[d, d]) / max(1, int(confusion[d].sum()))} for d in range(n)],
-            "confusion": confusion.tolist()}  # rows: true digit, columns: predicted digit
+    return {
+        "run": str(run_dir),
+        "config": cfg.name,
+        "device": str(device),
+        "images": len(test),
+        "test_loss": result.loss,
+        "test_acc": result.acc,
+        "per_class": [
+            {
+                "digit": d,
+                "images": int(confusion[d].sum()),
+                "correct": int(confusion[d, d]),
+                "acc": 100.0 * int(confusion[d, d]) / max(1, int(confusion[d].sum())),
+            }
+            for d in range(n)
+        ],
+        "confusion": confusion.tolist(),
+    }  # rows: true digit, columns: predicted digit
 
 
-def _test_split(root: Path, subset: Optional[int]) -> Split:
+def _test_split(root: Path, subset: int | None) -> Split:
     try:
         return load_split(root, train=False, subset=subset)  # the test files alone: 0.1 s instead of 0.6 s
     except DataError:
@@ -78,18 +97,27 @@ def _test_split(root: Path, subset: Optional[int]) -> Split:
 
 def eval_text(report: dict) -> str:
     """What `eval` prints: the totals, one row per digit, and the most frequent mistakes."""
-    lines = [f"{report['config']}: {report['images']:,} test images on {report['device']}",
-             f"test_acc {report['test_acc']:.2f} %  test_loss {report['test_loss']:.4f}",
-             "digit  images  correct   acc %"]
+    lines = [
+        f"{report['config']}: {report['images']:,} test images on {report['device']}",
+        f"test_acc {report['test_acc']:.2f} %  test_loss {report['test_loss']:.4f}",
+        "digit  images  correct   acc %",
+    ]
     lines += [f"{c['digit']:>5}  {c['images']:>6}  {c['correct']:>7}  {c['acc']:6.2f}" for c in report["per_class"]]
-    mistakes = sorted(((count, true, pred) for true, row in enumerate(report["confusion"])
-                       for pred, count in enumerate(row) if count and true != pred), reverse=True)
+    mistakes = sorted(
+        (
+            (count, true, pred)
+            for true, row in enumerate(report["confusion"])
+            for pred, count in enumerate(row)
+            if count and true != pred
+        ),
+        reverse=True,
+    )
     if mistakes:
         lines.append("most confused (true->predicted): " + ", ".join(f"{t}->{p} x{c}" for c, t, p in mistakes[:5]))
     return "\n".join(lines)
 
 
-def run_eval(run_dir: Path, data_dir: Optional[str], device: Optional[str], out: Optional[str]) -> int:
+def run_eval(run_dir: Path, data_dir: str | None, device: str | None, out: str | None) -> int:
     """`mnist-drill eval`: print the report; write eval.json and confusion.png under `out`."""
     report = evaluate_run(run_dir, data_dir, device)
     run = run_dir.resolve()
@@ -106,6 +134,7 @@ def run_eval(run_dir: Path, data_dir: Optional[str], device: Optional[str], out:
 
 
 # ---------------------------------------------------------------- predict
+
 
 def read_image(path: Path) -> torch.Tensor:
     """The picture in `path` as grayscale (H, W) in [0, 1]; UsageError saying why it cannot be read."""
@@ -168,7 +197,7 @@ def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
         raise UsageError("no digit: the image is blank (nothing stands out from the background)")
     ink = ink / ink.max()
     rows, cols = (ink > INK).any(1).nonzero().flatten(), (ink > INK).any(0).nonzero().flatten()
-    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     scale = BOX / max(ink.shape)
     h, w = max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale))
     fitted = F.interpolate(ink[None, None], size=(h, w), mode="bilinear", antialias=True)[0, 0].clamp(0, 1)
@@ -178,7 +207,7 @@ def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
     top = min(max(round(SIZE / 2 - centre_y.item()), 0), SIZE - h)  # the whole digit stays inside the 28x28
     left = min(max(round(SIZE / 2 - centre_x.item()), 0), SIZE - w)
     digit = torch.zeros(SIZE, SIZE)
-    digit[top:top + h, left:left + w] = fitted
+    digit[top : top + h, left : left + w] = fitted
     return digit
 
 
@@ -192,7 +221,7 @@ def classify(model: torch.nn.Module, cfg: Config, device: torch.device, digits: 
         return model(x).float().exp().cpu()
 
 
-def run_predict(run_dir: Path, paths: list[Path], device: Optional[str] = None) -> int:
+def run_predict(run_dir: Path, paths: list[Path], device: str | None = None) -> int:
     """`mnist-drill predict`: one line per image, in order; an image that cannot be read gets one
     `path: error: ...` line on stderr and the others are still answered. Exit 0, or 2 if any failed."""
     cfg, model, device = load_run(run_dir, device)

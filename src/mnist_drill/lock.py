@@ -15,9 +15,10 @@ import errno
 import json
 import os
 import socket
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .errors import UsageError
 
@@ -78,7 +79,7 @@ def in_use(run_dir: Path, holder: str) -> UsageError:
     return UsageError(f"{run_dir}: in use by another mnist-drill ({holder}); wait for it to finish, or stop it first")
 
 
-def lock_holder(path: Path) -> Optional[str]:
+def lock_holder(path: Path) -> str | None:
     """'pid N on HOST since TIME' when another live process holds the lock file `path`, else None."""
     if fcntl is None or path.resolve() in _HELD:
         return None
@@ -99,7 +100,7 @@ def lock_holder(path: Path) -> Optional[str]:
         os.close(fd)
 
 
-def _acquire(path: Path, run_dir: Path) -> tuple[Optional[int], Any]:
+def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
     """Open and flock `path`; returns the fd and what a dead holder recorded in it (None if nothing),
     or (None, why) where the file system has no locks."""
     if fcntl is None:
@@ -132,14 +133,17 @@ def _acquire(path: Path, run_dir: Path) -> tuple[Optional[int], Any]:
 
 
 def _record(fd: int) -> None:
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "since": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+    }
     with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, only the note is lost
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
 
 
-def _read(fd: int) -> Optional[dict]:
+def _read(fd: int) -> dict | None:
     try:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
     except OSError:
@@ -153,7 +157,7 @@ def _read(fd: int) -> Optional[dict]:
     return info if isinstance(info, dict) else {}
 
 
-def _describe(info: Optional[dict]) -> str:
+def _describe(info: dict | None) -> str:
     if not info:
         return "a process that left no details"
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('since', '?')}"

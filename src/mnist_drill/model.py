@@ -60,8 +60,10 @@ def build_model(cfg: ModelConfig) -> tuple[Net, list[LayerInfo]]:
         built = with_model_defaults(spec, cfg).build(channels, size)
         for op in built.ops:
             if op.dilation * (op.kernel - 1) + 1 > size + 2 * op.padding:
-                raise ConfigError(f"{where}: kernel {op.kernel} (dilation {op.dilation}) does not fit the "
-                                  f"{size}x{size} map it receives")
+                raise ConfigError(
+                    f"{where}: kernel {op.kernel} (dilation {op.dilation}) does not fit the "
+                    f"{size}x{size} map it receives"
+                )
             size = out_size(size, op)
             rf += (op.kernel - 1) * op.dilation * jump
             jump *= op.stride
@@ -74,8 +76,10 @@ def build_model(cfg: ModelConfig) -> tuple[Net, list[LayerInfo]]:
         modules.append(built.module)
     if channels != cfg.num_classes or size != 1:
         got = "x".join(map(str, layers[-1].out_shape))
-        raise ConfigError(f"model.blocks: the last block must output {cfg.num_classes} channels at 1x1 "
-                          f"(one score per class), got {got}")
+        raise ConfigError(
+            f"model.blocks: the last block must output {cfg.num_classes} channels at 1x1 "
+            f"(one score per class), got {got}"
+        )
     return Net(modules), layers
 
 

@@ -21,15 +21,24 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 from .errors import StorageError, UsageError
 from .lock import LOCK_NAME, refuse_if_in_use
 
 DEFAULT_OUT = "runs"  # where runs, evals and comparisons go: git-ignored, never the committed results/
 
-OUTPUT_FILES = ("config.yaml", "metrics.csv", "summary.txt", "analysis.md", "curves.png", "misclassified.png",
-                "model.pt", "checkpoint.pt", "run.json", "train.log")
+OUTPUT_FILES = (
+    "config.yaml",
+    "metrics.csv",
+    "summary.txt",
+    "analysis.md",
+    "curves.png",
+    "misclassified.png",
+    "model.pt",
+    "checkpoint.pt",
+    "run.json",
+    "train.log",
+)
 
 
 # Why a write failed -> what the user can do about it (the message names the file and the cause first).
@@ -61,8 +70,9 @@ def is_storage_fault(err: BaseException) -> bool:
     if isinstance(err, OSError):
         return True
     text = str(err)
-    return isinstance(err, RuntimeError) and any(s in text for s in ("inline_container", "PytorchStreamWriter",
-                                                                     "file write failed"))
+    return isinstance(err, RuntimeError) and any(
+        s in text for s in ("inline_container", "PytorchStreamWriter", "file write failed")
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -148,13 +158,16 @@ def write_metrics(path: Path, rows: list[dict], columns: tuple[str, ...]) -> Non
     write_text(path, buf.getvalue())
 
 
-def read_metrics(path: Path, columns: Optional[tuple[str, ...]] = None) -> list[dict]:
+def read_metrics(path: Path, columns: tuple[str, ...] | None = None) -> list[dict]:
     """The rows of a metrics.csv: epoch an int, every other column a float. A file that is not one
     mnist-drill wrote (another header, a cell that is not a number, epochs not 1, 2, 3, ...) raises
     UsageError naming the file, the row and the column; `columns` is the header it must have."""
+
     def damaged(why: str) -> UsageError:
-        return UsageError(f"{path}: {why}; it is not the metrics.csv mnist-drill wrote: restore it, or pass "
-                          "--overwrite to train the run afresh")
+        return UsageError(
+            f"{path}: {why}; it is not the metrics.csv mnist-drill wrote: restore it, or pass "
+            "--overwrite to train the run afresh"
+        )
 
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -184,7 +197,7 @@ def read_metrics(path: Path, columns: Optional[tuple[str, ...]] = None) -> list[
     return rows
 
 
-def read_run_json(path: Path) -> Optional[dict]:
+def read_run_json(path: Path) -> dict | None:
     """A run folder's run.json, or None when there is none; UsageError when it is not a JSON object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -192,11 +205,15 @@ def read_run_json(path: Path) -> Optional[dict]:
         return None
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         why = err.strerror if isinstance(err, OSError) else f"not JSON: {_first_line(err)}"
-        raise UsageError(f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
-                         "if there is one), or pass --overwrite to train the run afresh") from None
+        raise UsageError(
+            f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
+            "if there is one), or pass --overwrite to train the run afresh"
+        ) from None
     if not isinstance(data, dict):
-        raise UsageError(f"{path}: damaged (a JSON {type(data).__name__}, not an object); remove it (--resume then "
-                         "continues from checkpoint.pt, if there is one), or pass --overwrite to train the run afresh")
+        raise UsageError(
+            f"{path}: damaged (a JSON {type(data).__name__}, not an object); remove it (--resume then "
+            "continues from checkpoint.pt, if there is one), or pass --overwrite to train the run afresh"
+        )
     return data
 
 
@@ -227,8 +244,10 @@ def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
         return
     if holds_run(path):
         if not overwrite:
-            raise UsageError(f"{path}: already holds a run; pass --overwrite to replace it, --resume to continue "
-                            "it, or --out to write elsewhere")
+            raise UsageError(
+                f"{path}: already holds a run; pass --overwrite to replace it, --resume to continue "
+                "it, or --out to write elsewhere"
+            )
         for lock in path.rglob(LOCK_NAME):  # a seed folder of a --seeds run, say
             refuse_if_in_use(lock.parent)
         _empty(path)
@@ -268,6 +287,7 @@ def git_commit(repo: Path) -> tuple[str | None, bool | None]:
     Dirty means a tracked file outside results/ differs from the commit: regenerating the committed
     results in place must not mark the runs that do it as made from modified code.
     """
+
     def git(*args):
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
 
@@ -275,7 +295,9 @@ def git_commit(repo: Path) -> tuple[str | None, bool | None]:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return None, None
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results").stdout.strip())
+        dirty = bool(
+            git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results").stdout.strip()
+        )
         return head.stdout.strip(), dirty
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -290,6 +312,12 @@ def provenance() -> dict:
     from . import __version__
 
     commit, dirty = git_commit(Path(__file__).resolve().parent)
-    return {"mnist_drill": __version__, "git_commit": commit, "git_dirty": dirty,
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "platform": platform.platform()}
+    return {
+        "mnist_drill": __version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+    }

@@ -17,8 +17,15 @@ matplotlib.use("Agg")  # files only; no display on these machines or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from matplotlib.ticker import (FixedLocator, FormatStrFormatter, FuncFormatter, LogLocator, MaxNLocator,  # noqa: E402
-                               NullFormatter, NullLocator)
+from matplotlib.ticker import (
+    FixedLocator,
+    FormatStrFormatter,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,  # noqa: E402
+    NullFormatter,
+    NullLocator,
+)
 
 from .outputs import atomic_path  # noqa: E402
 
@@ -32,6 +39,7 @@ ERROR_LOG_TICKS = [0, 50, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.98, 99
 @dataclass(frozen=True)
 class StepPoint:
     """One step of the progression; `train_acc` and `test_acc` hold one value per seed (%), in the same seed order."""
+
     name: str
     params: int
     train_acc: list[float]
@@ -46,6 +54,7 @@ class StepPoint:
 class SweepPoint:
     """One variant of a sweep: the swept keys and their values (e.g. {"model.dropout": 0.02, "augment.rotation": 7}),
     the model's parameter count, and the final test_acc (%) of each seed. Every point names the same keys."""
+
     values: dict[str, object]
     params: int
     test_acc: list[float]
@@ -95,16 +104,24 @@ def _log_axis(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def _style(ax, title: str, ylabel: str, xlabel: str = "epoch", target: float | None = None,
-           accuracies: list[float] | None = None) -> None:
+def _style(
+    ax,
+    title: str,
+    ylabel: str,
+    xlabel: str = "epoch",
+    target: float | None = None,
+    accuracies: list[float] | None = None,
+) -> None:
     """Cosmetics every panel shares: labels, grid, the dashed target line, a legend when something is labelled, and,
     given the plotted `accuracies`, an accuracy axis fitted to them (error-log when their error rates span decades)."""
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g} %")
     scale = "linear" if accuracies is None else accuracy_scale(accuracies)
     if scale == "error-log":
-        ax.set_yscale("function", functions=(lambda acc: -np.log10(np.maximum(100.0 - acc, ERROR_FLOOR)),
-                                             lambda y: 100.0 - 10.0 ** -y))
+        ax.set_yscale(
+            "function",
+            functions=(lambda acc: -np.log10(np.maximum(100.0 - acc, ERROR_FLOOR)), lambda y: 100.0 - 10.0**-y),
+        )
         ax.yaxis.set_major_locator(FixedLocator(ERROR_LOG_TICKS))
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_locator(NullLocator())
@@ -137,12 +154,19 @@ def curves_figure(rows: list[dict], title: str, target_acc: float):
     else:
         ax_lr.set_ylim(0, 1.15 * max(lrs))  # a constant rate reads as a level line, not as noise around it
     _style(ax_loss, "loss", "NLL loss")
-    _style(ax_acc, "accuracy", "accuracy (%)", target=target_acc,
-           accuracies=[r[k] for r in rows for k in ("train_acc", "test_acc")])
+    _style(
+        ax_acc,
+        "accuracy",
+        "accuracy (%)",
+        target=target_acc,
+        accuracies=[r[k] for r in rows for k in ("train_acc", "test_acc")],
+    )
     _style(ax_lr, "learning rate (start of epoch)", "learning rate")
     best = max(rows, key=lambda r: r["test_acc"])
-    fig.suptitle(f"{title}: final test_acc {rows[-1]['test_acc']:.2f} %, best {best['test_acc']:.2f} % "
-                 f"(epoch {best['epoch']}) of {len(rows)} epoch{'s' * (len(rows) > 1)}")
+    fig.suptitle(
+        f"{title}: final test_acc {rows[-1]['test_acc']:.2f} %, best {best['test_acc']:.2f} % "
+        f"(epoch {best['epoch']}) of {len(rows)} epoch{'s' * (len(rows) > 1)}"
+    )
     return fig
 
 
@@ -150,8 +174,9 @@ def curves(rows: list[dict], path: Path, title: str, target_acc: float) -> None:
     _save(curves_figure(rows, title, target_acc), path)
 
 
-def misclassified(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, path: Path,
-                  title: str, limit: int = 40) -> int:
+def misclassified(
+    images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, path: Path, title: str, limit: int = 40
+) -> int:
     """Grid of up to `limit` misclassified test images (true -> predicted); returns how many were wrong."""
     wrong = (predictions != labels).nonzero().flatten()
     shown = wrong[:limit].cpu()
@@ -245,8 +270,9 @@ def sweep_figure(points: list[SweepPoint], target_acc: float):
     keys = [k for k in points[0].values if len({repr(p.values[k]) for p in points}) > 1]
     columns = {k: [p.values[k] for p in points] for k in keys} or {"variant": [str(i + 1) for i in range(len(points))]}
     pareto = len({p.params for p in points}) > 1
-    fig, axes = plt.subplots(1, len(columns) + pareto, figsize=(5 * (len(columns) + pareto), 4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(columns) + pareto, figsize=(5 * (len(columns) + pareto), 4), squeeze=False, layout="constrained"
+    )
     accs = [p.test_acc for p in points]
     for ax, (key, xs) in zip(axes[0], columns.items()):
         if not all(_is_number(v) for v in xs):
@@ -263,11 +289,18 @@ def sweep_figure(points: list[SweepPoint], target_acc: float):
         params = [p.params for p in points]
         extremes = _errorbars(ax, params, accs, fmt="o", label="variant")
         front = pareto_front(points)
-        ax.plot([params[i] for i in front], [mean_sd(accs[i])[0] for i in front], "--", color="C1",
-                label="Pareto front")
+        ax.plot(
+            [params[i] for i in front], [mean_sd(accs[i])[0] for i in front], "--", color="C1", label="Pareto front"
+        )
         ax.set_xscale(scale_for(params))
-        _style(ax, "accuracy against size", "final test_acc (%), mean ± sd", xlabel="parameters", target=target_acc,
-               accuracies=extremes)
+        _style(
+            ax,
+            "accuracy against size",
+            "final test_acc (%), mean ± sd",
+            xlabel="parameters",
+            target=target_acc,
+            accuracies=extremes,
+        )
     return fig
 
 
@@ -286,9 +319,22 @@ def confusion_matrix(counts: list[list[int]], path: Path, title: str) -> None:
     for i, row in enumerate(counts):
         for j, count in enumerate(row):
             if count:
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                        fontweight="bold" if i == j else "normal", color="white" if mistakes[i][j] > top / 2 else "k")
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted digit", ylabel="true digit",
-           title=f"{title}: {sum(map(sum, mistakes))} of {sum(map(sum, counts))} misclassified")
+                ax.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    fontweight="bold" if i == j else "normal",
+                    color="white" if mistakes[i][j] > top / 2 else "k",
+                )
+    ax.set(
+        xticks=range(n),
+        yticks=range(n),
+        xlabel="predicted digit",
+        ylabel="true digit",
+        title=f"{title}: {sum(map(sum, mistakes))} of {sum(map(sum, counts))} misclassified",
+    )
     fig.colorbar(image, ax=ax, label="misclassified images", ticks=matplotlib.ticker.MaxNLocator(integer=True))
     _save(fig, path)

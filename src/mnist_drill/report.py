@@ -8,17 +8,17 @@ metrics rows as {seed: rows} where the curves should be read.
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 from .analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
 from .comparison import Comparison, compare_steps, first_target_text
 from .config import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, flatten, to_dict
 from .diagnostics import DIAGNOSTIC_NAMES, diagnose
 
-Previous = Optional[tuple[Config, dict[int, Outcome]]]
-NOISE_NOTE = (f"A difference is a gain or a loss only beyond {NOISE_Z:g} combined standard errors of the two means "
-              "(each step's spread over its seeds, at least the binomial error of an accuracy on its test or "
-              "training images); anything smaller is within seed noise.")
+Previous = tuple[Config, dict[int, Outcome]] | None
+NOISE_NOTE = (
+    f"A difference is a gain or a loss only beyond {NOISE_Z:g} combined standard errors of the two means "
+    "(each step's spread over its seeds, at least the binomial error of an accuracy on its test or "
+    "training images); anything smaller is within seed noise."
+)
 
 
 def _yes(ok: bool) -> str:
@@ -37,9 +37,11 @@ def _header(cfg: Config, title: str, previous: Previous) -> list[str]:
     lines += ["## Target", ""]
     if cfg.reason:
         lines += [cfg.reason, ""]
-    lines += [f"- test accuracy >= {t.test_acc}% in each of the last {t.consistent_epochs} epochs",
-              f"- fewer than {t.max_params:,} parameters",
-              f"- at most {t.max_epochs} epochs"]
+    lines += [
+        f"- test accuracy >= {t.test_acc}% in each of the last {t.consistent_epochs} epochs",
+        f"- fewer than {t.max_params:,} parameters",
+        f"- at most {t.max_epochs} epochs",
+    ]
     if t.no_fc:
         lines.append("- no fully connected layer")
     if cfg.expect:
@@ -63,16 +65,19 @@ def _difference_cell(d) -> str:
 def comparison_lines(c: Comparison, target_acc: float, checks: bool = True) -> list[str]:
     """The sentence, the before/after table and (for a step's own `expect:`) each expectation checked."""
     b, a = c.before, c.after
-    lines = [c.sentence, "",
-             f"| | {c.before_name} | {c.after_name} | difference |", "|---|---:|---:|---|",
-             f"| params | {b.params:,} | {a.params:,} | {a.params - b.params:+,} |",
-             f"| best train_acc | {b.best_train_acc.text()} | {a.best_train_acc.text()} | "
-             f"{_difference_cell(c.train)} |",
-             f"| best test_acc | {b.best_test_acc.text()} | {a.best_test_acc.text()} | {_difference_cell(c.test)} |",
-             f"| final gap | {b.gap.text(sign=True)} | {a.gap.text(sign=True)} | {_difference_cell(c.gap)} |",
-             f"| first reached {target_acc}% | {first_target_text(b, target_acc)} | "
-             f"{first_target_text(a, target_acc)} | |",
-             f"| verdict | {b.verdict} | {a.verdict} | |", ""]
+    lines = [
+        c.sentence,
+        "",
+        f"| | {c.before_name} | {c.after_name} | difference |",
+        "|---|---:|---:|---|",
+        f"| params | {b.params:,} | {a.params:,} | {a.params - b.params:+,} |",
+        f"| best train_acc | {b.best_train_acc.text()} | {a.best_train_acc.text()} | {_difference_cell(c.train)} |",
+        f"| best test_acc | {b.best_test_acc.text()} | {a.best_test_acc.text()} | {_difference_cell(c.test)} |",
+        f"| final gap | {b.gap.text(sign=True)} | {a.gap.text(sign=True)} | {_difference_cell(c.gap)} |",
+        f"| first reached {target_acc}% | {first_target_text(b, target_acc)} | {first_target_text(a, target_acc)} | |",
+        f"| verdict | {b.verdict} | {a.verdict} | |",
+        "",
+    ]
     if checks and c.checks:
         lines += ["Expectations (`expect:`):", ""]
         lines += [f"- {check.item}: {_status(check.status)}: {check.sentence}" for check in c.checks]
@@ -101,8 +106,9 @@ def _diagnostic_lines(cfg: Config, rows: dict[int, list[dict]]) -> list[str]:
     return lines
 
 
-def _analysis(cfg: Config, outcomes: dict[int, Outcome], rows: dict[int, list[dict]], status: str,
-              previous: Previous) -> list[str]:
+def _analysis(
+    cfg: Config, outcomes: dict[int, Outcome], rows: dict[int, list[dict]], status: str, previous: Previous
+) -> list[str]:
     """Verdict and advice, what the curves say, and the step before; a diverged run gets none of them."""
     if status == "diverged":  # the gap of a diverged run says nothing about fitting
         return ["- Verdict: **diverged**: the loss became NaN or infinite; lower the learning rate.", ""]
@@ -115,8 +121,15 @@ def _analysis(cfg: Config, outcomes: dict[int, Outcome], rows: dict[int, list[di
     return lines
 
 
-def run_markdown(cfg: Config, outcome: Optional[Outcome], rows: list[dict], status: str, note: str = "",
-                 misclassified: bool = False, previous: Previous = None) -> str:
+def run_markdown(
+    cfg: Config,
+    outcome: Outcome | None,
+    rows: list[dict],
+    status: str,
+    note: str = "",
+    misclassified: bool = False,
+    previous: Previous = None,
+) -> str:
     """analysis.md of one run: `rows` are its metrics rows, `previous` the step before (Config, seed -> Outcome)."""
     lines = _header(cfg, cfg.name, previous)
     if status != "completed":
@@ -125,19 +138,23 @@ def run_markdown(cfg: Config, outcome: Optional[Outcome], rows: list[dict], stat
         lines += ["No epoch finished, so there are no results to analyse.", ""]
         return "\n".join(lines)
     o, t = outcome, cfg.target
-    lines += ["## Results", "",
-              f"- Parameters: {o.params:,}",
-              f"- Epochs run: {o.epochs}",
-              f"- Best train accuracy: {o.best_train_acc:.2f}%",
-              f"- Best test accuracy: {o.best_test_acc:.2f}% (epoch {o.best_test_epoch})",
-              f"- Final train / test accuracy: {o.final_train_acc:.2f}% / {o.final_test_acc:.2f}% "
-              f"(gap {o.gap:+.2f} points)"]
+    lines += [
+        "## Results",
+        "",
+        f"- Parameters: {o.params:,}",
+        f"- Epochs run: {o.epochs}",
+        f"- Best train accuracy: {o.best_train_acc:.2f}%",
+        f"- Best test accuracy: {o.best_test_acc:.2f}% (epoch {o.best_test_epoch})",
+        f"- Final train / test accuracy: {o.final_train_acc:.2f}% / {o.final_test_acc:.2f}% (gap {o.gap:+.2f} points)",
+    ]
     if o.first_target_epoch is None:
         lines.append(f"- The test accuracy never reached {t.test_acc}%.")
     else:
         held = "and held it" if o.consistent else "but did not hold it"
-        lines.append(f"- The test accuracy first reached {t.test_acc}% in epoch {o.first_target_epoch}, "
-                     f"{held} over the last {t.consistent_epochs} epochs.")
+        lines.append(
+            f"- The test accuracy first reached {t.test_acc}% in epoch {o.first_target_epoch}, "
+            f"{held} over the last {t.consistent_epochs} epochs."
+        )
     lines += [f"- {name}: {_yes(ok)}" for name, ok in o.targets.items()]
     lines += [f"- All targets: {_yes(o.all_met)}", "", "## Analysis", ""]
     lines += _analysis(cfg, {cfg.train.seed: o}, {cfg.train.seed: rows} if rows else {}, status, previous)
@@ -147,31 +164,49 @@ def run_markdown(cfg: Config, outcome: Optional[Outcome], rows: list[dict], stat
     return "\n".join(lines)
 
 
-def step_markdown(cfg: Config, outcomes: dict[int, Outcome], rows: Optional[dict[int, list[dict]]] = None,
-                  previous: Previous = None, status: str = "completed", note: str = "") -> str:
+def step_markdown(
+    cfg: Config,
+    outcomes: dict[int, Outcome],
+    rows: dict[int, list[dict]] | None = None,
+    previous: Previous = None,
+    status: str = "completed",
+    note: str = "",
+) -> str:
     """The step's analysis.md over several seeds: per-seed table, mean ± sd, verdict, curves, the step before."""
     t = cfg.target
     lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous)
     if status != "completed":
         lines += [f"**Run {status}**: {note}", ""]
     stats = aggregate(cfg, outcomes)
-    lines += ["## Results", "",
-              "| seed | params | final test_acc | best test_acc (epoch) | final train_acc | verdict | "
-              f"test_acc, last {t.consistent_epochs} epochs | holds {t.test_acc}% over them | all targets |",
-              "|---:|---:|---:|---:|---:|---|---|---|---|"]
+    lines += [
+        "## Results",
+        "",
+        "| seed | params | final test_acc | best test_acc (epoch) | final train_acc | verdict | "
+        f"test_acc, last {t.consistent_epochs} epochs | holds {t.test_acc}% over them | all targets |",
+        "|---:|---:|---:|---:|---:|---|---|---|---|",
+    ]
     for seed, o in outcomes.items():
-        lines.append(f"| {seed} | {o.params:,} | {o.final_test_acc:.2f} | {o.best_test_acc:.2f} ({o.best_test_epoch}) "
-                     f"| {o.final_train_acc:.2f} | {o.verdict} | {' / '.join(f'{a:.2f}' for a in o.last_test_accs)} "
-                     f"| {_yes(o.consistent)} | {_yes(o.all_met)} |")
-    lines += [f"| mean ± sd | | {stats.final_test_acc.mean:.2f} ± {stats.final_test_acc.sd:.2f} | "
-              f"{stats.best_test_acc.mean:.2f} ± {stats.best_test_acc.sd:.2f} | | | | | |", "",
-              f"All seeds meet every target: {_yes(stats.all_met == stats.n)}", "",
-              f"| over {stats.n} seeds | mean ± sd |", "|---|---:|",
-              f"| best train_acc | {stats.best_train_acc.mean:.2f} ± {stats.best_train_acc.sd:.2f} |",
-              f"| final train_acc | {stats.final_train_acc.mean:.2f} ± {stats.final_train_acc.sd:.2f} |",
-              f"| final gap | {stats.gap.mean:+.2f} ± {stats.gap.sd:.2f} |",
-              f"| first reached {t.test_acc}% | {first_target_text(stats, t.test_acc)} |", "",
-              "## Analysis", ""]
+        lines.append(
+            f"| {seed} | {o.params:,} | {o.final_test_acc:.2f} | {o.best_test_acc:.2f} ({o.best_test_epoch}) "
+            f"| {o.final_train_acc:.2f} | {o.verdict} | {' / '.join(f'{a:.2f}' for a in o.last_test_accs)} "
+            f"| {_yes(o.consistent)} | {_yes(o.all_met)} |"
+        )
+    lines += [
+        f"| mean ± sd | | {stats.final_test_acc.mean:.2f} ± {stats.final_test_acc.sd:.2f} | "
+        f"{stats.best_test_acc.mean:.2f} ± {stats.best_test_acc.sd:.2f} | | | | | |",
+        "",
+        f"All seeds meet every target: {_yes(stats.all_met == stats.n)}",
+        "",
+        f"| over {stats.n} seeds | mean ± sd |",
+        "|---|---:|",
+        f"| best train_acc | {stats.best_train_acc.mean:.2f} ± {stats.best_train_acc.sd:.2f} |",
+        f"| final train_acc | {stats.final_train_acc.mean:.2f} ± {stats.final_train_acc.sd:.2f} |",
+        f"| final gap | {stats.gap.mean:+.2f} ± {stats.gap.sd:.2f} |",
+        f"| first reached {t.test_acc}% | {first_target_text(stats, t.test_acc)} |",
+        "",
+        "## Analysis",
+        "",
+    ]
     lines += _analysis(cfg, outcomes, rows or {}, status, previous)
     lines += ["Each seed's own analysis, curves and misclassified images are in `seed_<n>/`.", ""]
     return "\n".join(lines)
@@ -179,10 +214,10 @@ def step_markdown(cfg: Config, outcomes: dict[int, Outcome], rows: Optional[dict
 
 # ---------------------------------------------------------------- run-all and compare
 
-Results = Union[Outcome, dict[int, Outcome], None]
+Results = Outcome | dict[int, Outcome] | None
 
 
-def _per_seed(cfg: Config, results: Results) -> Optional[dict[int, Outcome]]:
+def _per_seed(cfg: Config, results: Results) -> dict[int, Outcome] | None:
     if results is None or isinstance(results, dict):
         return results or None
     return {cfg.train.seed: results}
@@ -190,10 +225,17 @@ def _per_seed(cfg: Config, results: Results) -> Optional[dict[int, Outcome]]:
 
 def _vs_cell(c: Comparison) -> str:
     """Differences against the step before; bold where they exceed seed noise."""
+
     def show(name: str, value: float, d) -> str:
         return f"**{name} {value:+.2f}**" if d.direction else f"{name} {value:+.2f}"
-    return ", ".join([show("train", c.train.delta, c.train), show("test", c.test.delta, c.test),
-                      show("gap size", abs(c.gap.after) - abs(c.gap.before), c.gap)])
+
+    return ", ".join(
+        [
+            show("train", c.train.delta, c.train),
+            show("test", c.test.delta, c.test),
+            show("gap size", abs(c.gap.after) - abs(c.gap.before), c.gap),
+        ]
+    )
 
 
 def _targets_cell(outcomes: dict[int, Outcome]) -> str:
@@ -208,9 +250,13 @@ def _targets_cell(outcomes: dict[int, Outcome]) -> str:
 
 def progression_markdown(entries: list[tuple[Config, Results, str]]) -> str:
     """progression.md for run-all. Each entry: (config, its Outcome or {seed: Outcome} or None, status)."""
-    lines = ["# Progression", "",
-             "| step | change | params | best train_acc | best test_acc | final gap | verdict | targets met | "
-             "vs step before |", "|---|---|---:|---:|---:|---:|---|---|---|"]
+    lines = [
+        "# Progression",
+        "",
+        "| step | change | params | best train_acc | best test_acc | final gap | verdict | targets met | "
+        "vs step before |",
+        "|---|---|---:|---:|---:|---:|---|---|---|",
+    ]
     notes, before = [], None  # before: the previous step's (config, seed -> Outcome) when it is comparable
     for i, (cfg, results, status) in enumerate(entries):
         outcomes = _per_seed(cfg, results)
@@ -223,21 +269,33 @@ def progression_markdown(entries: list[tuple[Config, Results, str]]) -> str:
         s = aggregate(cfg, outcomes)
         verdict_text = {"completed": s.verdict, "diverged": "diverged"}.get(status, f"{s.verdict} ({status})")
         c = compare_steps(*before, cfg, outcomes) if before and status != "diverged" else None
-        lines.append(f"| {cfg.name} | {cfg.change} | {s.params:,} | {s.best_train_acc.text()} | "
-                     f"{s.best_test_acc.text()} | {s.gap.text(sign=True)} | {verdict_text} | "
-                     f"{_targets_cell(outcomes)} | {_vs_cell(c) if c else ''} |")
+        lines.append(
+            f"| {cfg.name} | {cfg.change} | {s.params:,} | {s.best_train_acc.text()} | "
+            f"{s.best_test_acc.text()} | {s.gap.text(sign=True)} | {verdict_text} | "
+            f"{_targets_cell(outcomes)} | {_vs_cell(c) if c else ''} |"
+        )
         if status == "diverged":
             notes += ["The run diverged, so there is nothing to compare.", ""]
         elif c is None:
-            notes += ["The step before has no results to compare with." if i else "The first step: nothing to "
-                      "compare with.", ""]
+            notes += [
+                "The step before has no results to compare with." if i else "The first step: nothing to compare with.",
+                "",
+            ]
         else:
             notes += [f"What it did: {c.sentence}", ""]
             notes += [f"- {check.item}: {_status(check.status)}: {check.sentence}" for check in c.checks]
             notes += [""] if c.checks else []
         before = None if status == "diverged" else (cfg, outcomes)
-    lines += ["", "Bold in *vs step before*: beyond seed noise. "
-              + NOISE_NOTE, "", "![progression](progression.png)", "", "## What each step did", "", *notes]
+    lines += [
+        "",
+        "Bold in *vs step before*: beyond seed noise. " + NOISE_NOTE,
+        "",
+        "![progression](progression.png)",
+        "",
+        "## What each step did",
+        "",
+        *notes,
+    ]
     return "\n".join(lines)
 
 
@@ -254,8 +312,10 @@ def compare_markdown(runs: list[tuple[str, Config, dict[int, Outcome]]]) -> str:
     """`mnist-drill compare`: the config keys that differ between the runs (descriptive keys aside), their
     results side by side, and each later run against the first. runs: (label, config, seed -> Outcome)."""
     labels = [label for label, _, _ in runs]
-    flat = [{k: v for k, v in flatten(to_dict(cfg)).items() if k.split(".")[0] not in DESCRIPTIVE_KEYS}
-            for _, cfg, _ in runs]
+    flat = [
+        {k: v for k, v in flatten(to_dict(cfg)).items() if k.split(".")[0] not in DESCRIPTIVE_KEYS}
+        for _, cfg, _ in runs
+    ]
     keys = [k for k in dict.fromkeys(k for f in flat for k in f) if len({repr(f.get(k, _ABSENT)) for f in flat}) > 1]
     head = "| | " + " | ".join(labels) + " |"
     lines = [f"# Compare: {', '.join(labels)}", "", "## Config keys that differ", ""]
@@ -266,20 +326,21 @@ def compare_markdown(runs: list[tuple[str, Config, dict[int, Outcome]]]) -> str:
         lines.append("None: the runs train the same config.")
     target = runs[0][1].target.test_acc
     stats = [aggregate(cfg, outcomes) for _, cfg, outcomes in runs]
-    rows = {"seeds": [", ".join(str(seed) for seed in s.seeds) for s in stats],
-            "params": [f"{s.params:,}" for s in stats],
-            "best train_acc": [s.best_train_acc.text() for s in stats],
-            "best test_acc": [s.best_test_acc.text() for s in stats],
-            "final test_acc": [s.final_test_acc.text() for s in stats],
-            "final gap": [s.gap.text(sign=True) for s in stats],
-            f"first reached {target}%": [first_target_text(s, target) for s in stats],
-            "verdict": [s.verdict for s in stats],
-            "all targets met": [f"{s.all_met}/{s.n} seeds" for s in stats]}
+    rows = {
+        "seeds": [", ".join(str(seed) for seed in s.seeds) for s in stats],
+        "params": [f"{s.params:,}" for s in stats],
+        "best train_acc": [s.best_train_acc.text() for s in stats],
+        "best test_acc": [s.best_test_acc.text() for s in stats],
+        "final test_acc": [s.final_test_acc.text() for s in stats],
+        "final gap": [s.gap.text(sign=True) for s in stats],
+        f"first reached {target}%": [first_target_text(s, target) for s in stats],
+        "verdict": [s.verdict for s in stats],
+        "all targets met": [f"{s.all_met}/{s.n} seeds" for s in stats],
+    }
     lines += ["", "## Results", "", head, "|---|" + "---:|" * len(runs)]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
     first_label, first_cfg, first_outcomes = runs[0]
     for label, cfg, outcomes in runs[1:]:
         c = compare_steps(first_cfg, first_outcomes, cfg, outcomes, subject=label, before_name=first_label)
-        lines += ["", f"## {label} against {first_label}", "",
-                  *comparison_lines(c, target, checks=False)]
+        lines += ["", f"## {label} against {first_label}", "", *comparison_lines(c, target, checks=False)]
     return "\n".join(lines) + "\n"

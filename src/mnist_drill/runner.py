@@ -14,23 +14,40 @@ import dataclasses
 import functools
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Literal, Optional
-
+from typing import Literal
 
 from . import analysis, plots, report
 from .checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
 from .config import Config, extends_path, load_config, read_saved_config, to_yaml, trains_alike
 from .data import resolve_dir
-from .errors import (EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_STORAGE, DrillError, StorageError, Terminated,
-                     UsageError)
+from .errors import (
+    EXIT_FAILED,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_STORAGE,
+    DrillError,
+    StorageError,
+    Terminated,
+    UsageError,
+)
 from .errors import report as print_error
 from .lock import refuse_if_in_use, run_lock
 from .model import build_model, count_params, has_fc, macs_per_image
-from .outputs import (append_line, holds_run, prepare_run_dir, provenance, read_metrics, read_run_json, write_json,
-                      write_metrics, write_text)
+from .outputs import (
+    append_line,
+    holds_run,
+    prepare_run_dir,
+    provenance,
+    read_metrics,
+    read_run_json,
+    write_json,
+    write_metrics,
+    write_text,
+)
 from .runtime import device_name
 from .summary import summary_text
 from .train import METRIC_COLUMNS, NonFiniteLoss, evaluate, run_epoch, setup
@@ -44,22 +61,26 @@ class StepResult:
     run_dir: Path
     status: str  # completed | reused | interrupted | diverged | failed
     exit_code: int
-    outcome: Optional[analysis.Outcome]
+    outcome: analysis.Outcome | None
 
 
 def epoch_line(row: dict, epochs: int) -> str:
-    return (f"epoch {row['epoch']:>2}/{epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_acc']:6.2f}  "
-            f"test_loss {row['test_loss']:.4f}  test_acc {row['test_acc']:6.2f}  lr {row['lr']:.5f}  "
-            f"{row['seconds']:.1f}s")
+    return (
+        f"epoch {row['epoch']:>2}/{epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_acc']:6.2f}  "
+        f"test_loss {row['test_loss']:.4f}  test_acc {row['test_acc']:6.2f}  lr {row['lr']:.5f}  "
+        f"{row['seconds']:.1f}s"
+    )
 
 
 # ---------------------------------------------------------------- one run folder
 
+
 def out_of_memory(err: BaseException) -> bool:
     """torch's CPU allocator, CUDA and Python all run out of memory differently."""
     text = str(err)
-    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text))
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 def _memory_line(cfg: Config, err: BaseException, resumable: bool) -> str:
@@ -82,6 +103,7 @@ def _memory_line(cfg: Config, err: BaseException, resumable: bool) -> str:
 def _faults_named(step):
     """run_step holding the run folder's lock (lock.py: a second process refuses, a killed one's lock
     is taken over), with a storage fault completed by what to do next and out of memory in one line."""
+
     @functools.wraps(step)
     def guarded(cfg: Config, run_dir: Path, *args, echo: Echo = print, **kwargs) -> StepResult:
         with run_lock(run_dir, echo):
@@ -97,12 +119,21 @@ def _faults_named(step):
                 if not out_of_memory(err):
                     raise
                 raise UsageError(_memory_line(cfg, err, (run_dir / CHECKPOINT).is_file())) from None
+
     return guarded
 
 
 @_faults_named
-def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, overwrite: bool = False,
-             resume: bool = False, previous: report.Previous = None, echo: Echo = print) -> StepResult:
+def run_step(
+    cfg: Config,
+    run_dir: Path,
+    data_dir: str | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    previous: report.Previous = None,
+    echo: Echo = print,
+) -> StepResult:
     """Train one run into `run_dir`. User errors (config, data, device, folder) raise before anything
     is written; interruptions and divergence are reported in the result, with outputs written. A full
     disk or a lost permission (StorageError) or running out of memory stops the run like Ctrl-C, its
@@ -111,8 +142,9 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     t = setup(cfg, resolve_dir(data_dir, cfg.data.dir))
     prepare_run_dir(run_dir, overwrite, resume)
     if resume and not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
-        raise UsageError(f"{run_dir}: --resume needs the same config as the run it continues "
-                         "(compare with its config.yaml)")
+        raise UsageError(
+            f"{run_dir}: --resume needs the same config as the run it continues (compare with its config.yaml)"
+        )
 
     def log(line: str) -> None:
         echo(line)
@@ -129,12 +161,16 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
         done = load_checkpoint(run_dir, t.model, t.optimizer, t.scheduler, t.device)
         rows, start_epoch = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)[:done], done + 1
         if len(rows) < done:
-            raise UsageError(f"{run_dir / 'metrics.csv'}: {len(rows)} epoch(s), fewer than the {done} of "
-                             f"{run_dir / CHECKPOINT}; restore it, or pass --overwrite to train the run afresh")
+            raise UsageError(
+                f"{run_dir / 'metrics.csv'}: {len(rows)} epoch(s), fewer than the {done} of "
+                f"{run_dir / CHECKPOINT}; restore it, or pass --overwrite to train the run afresh"
+            )
         log(f"resuming {cfg.name} after epoch {done}")
 
-    log(f"{cfg.name}: {params:,} params, {macs:,} MACs/image, device {t.device}, seed {cfg.train.seed}, "
-        f"{cfg.train.epochs} epochs")
+    log(
+        f"{cfg.name}: {params:,} params, {macs:,} MACs/image, device {t.device}, seed {cfg.train.seed}, "
+        f"{cfg.train.epochs} epochs"
+    )
     status, exit_code, note, last_eval, fault = "completed", 0, "", None, None
     try:
         for epoch in range(start_epoch, cfg.train.epochs + 1):
@@ -146,8 +182,10 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
     except (KeyboardInterrupt, Terminated) as err:
         exit_code = EXIT_SIGINT if isinstance(err, KeyboardInterrupt) else EXIT_SIGTERM
         status = "interrupted"
-        note = (f"stopped by {'Ctrl-C' if exit_code == EXIT_SIGINT else 'SIGTERM'} after {len(rows)} finished "
-                f"epoch(s); continue with --resume")
+        note = (
+            f"stopped by {'Ctrl-C' if exit_code == EXIT_SIGINT else 'SIGTERM'} after {len(rows)} finished "
+            f"epoch(s); continue with --resume"
+        )
     except NonFiniteLoss as err:
         status, exit_code, note = "diverged", EXIT_FAILED, str(err)
     except StorageError as err:
@@ -177,32 +215,51 @@ def run_step(cfg: Config, run_dir: Path, data_dir: Optional[str] = None, *, over
         save_weights(run_dir, t.model)
         if last_eval is None:  # resumed after the last epoch, whose outputs had failed to write
             last_eval = evaluate(t.net, t.test, cfg, t.device)
-        wrong = plots.misclassified(t.test.images, t.test.labels, last_eval.predictions,
-                                    run_dir / "misclassified.png", cfg.name)
-    attempt(write_text, run_dir / "analysis.md",
-            report.run_markdown(cfg, outcome, rows, status, note, wrong is not None, previous))
-    seconds = [r["seconds"] for r in rows[start_epoch - 1:]]
-    attempt(write_json, run_dir / "run.json", {
-        **versions, "config": cfg.name, "status": status, "note": note, "device": str(t.device),
-        "device_name": device_name(t.device),
-        "seed": cfg.train.seed, "precision": cfg.train.precision, "params": params,
-        "macs_per_image": macs, "epochs_finished": len(rows),
-        "misclassified": wrong, "started": started.isoformat(timespec="seconds"),
-        "seconds_total": round(time.perf_counter() - t0, 2),
-        "seconds_per_epoch": round(sum(seconds) / len(seconds), 2) if seconds else None,
-        "argv": sys.argv})
+        wrong = plots.misclassified(
+            t.test.images, t.test.labels, last_eval.predictions, run_dir / "misclassified.png", cfg.name
+        )
+    attempt(
+        write_text,
+        run_dir / "analysis.md",
+        report.run_markdown(cfg, outcome, rows, status, note, wrong is not None, previous),
+    )
+    seconds = [r["seconds"] for r in rows[start_epoch - 1 :]]
+    attempt(
+        write_json,
+        run_dir / "run.json",
+        {
+            **versions,
+            "config": cfg.name,
+            "status": status,
+            "note": note,
+            "device": str(t.device),
+            "device_name": device_name(t.device),
+            "seed": cfg.train.seed,
+            "precision": cfg.train.precision,
+            "params": params,
+            "macs_per_image": macs,
+            "epochs_finished": len(rows),
+            "misclassified": wrong,
+            "started": started.isoformat(timespec="seconds"),
+            "seconds_total": round(time.perf_counter() - t0, 2),
+            "seconds_per_epoch": round(sum(seconds) / len(seconds), 2) if seconds else None,
+            "argv": sys.argv,
+        },
+    )
     if fault is not None:
         raise fault
     if outcome is not None:
-        log(f"{cfg.name}: {status}; best test_acc {outcome.best_test_acc:.2f}% (epoch {outcome.best_test_epoch}), "
-            f"verdict {outcome.verdict}, all targets {'met' if outcome.all_met else 'not met'}")
+        log(
+            f"{cfg.name}: {status}; best test_acc {outcome.best_test_acc:.2f}% (epoch {outcome.best_test_epoch}), "
+            f"verdict {outcome.verdict}, all targets {'met' if outcome.all_met else 'not met'}"
+        )
     if status == "completed":  # last: until run.json says completed, --resume needs the checkpoint
         with contextlib.suppress(OSError):
             (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
     return StepResult(cfg, run_dir, status, exit_code, outcome)
 
 
-def finished_run(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
+def finished_run(cfg: Config, run_dir: Path) -> analysis.Outcome | None:
     """The outcome of a run of exactly `cfg` that already completed in `run_dir` (what --resume skips
     instead of retraining), or None when there is none. A completed run of another config is an error,
     and so is a folder another process is training into, or a damaged run.json, config.yaml or metrics.csv."""
@@ -211,11 +268,14 @@ def finished_run(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
     if status != "completed":
         return None
     if not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
-        raise UsageError(f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
-                         "pass --overwrite to replace it or --out to write elsewhere")
+        raise UsageError(
+            f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
+            "pass --overwrite to replace it or --out to write elsewhere"
+        )
     if not (run_dir / WEIGHTS).is_file():
-        raise UsageError(f"{run_dir}: its run.json says completed, but {WEIGHTS} is missing; pass --overwrite to "
-                         "train it again")
+        raise UsageError(
+            f"{run_dir}: its run.json says completed, but {WEIGHTS} is missing; pass --overwrite to train it again"
+        )
     params = count_params(build_model(cfg.model)[0])[0]
     return analysis.assess(read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS), cfg, params, has_fc(cfg.model))
 
@@ -223,7 +283,7 @@ def finished_run(cfg: Config, run_dir: Path) -> Optional[analysis.Outcome]:
 Plan = Literal["run", "resume", "reuse"]
 
 
-def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tuple[Plan, Optional[analysis.Outcome]]:
+def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tuple[Plan, analysis.Outcome | None]:
     """The one rule for a run folder: train afresh, resume its checkpoint, or reuse its finished run.
 
     --resume: a finished run of the same config is reused, a checkpoint is continued, an empty or
@@ -239,19 +299,21 @@ def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tu
     if (run_dir / CHECKPOINT).is_file():
         return "resume", None
     if holds_run(run_dir):  # a lock file left by a killed run is not a run
-        raise UsageError(f"{run_dir}: holds a run with no finished epoch to resume from; "
-                         "pass --overwrite to start it afresh")
+        raise UsageError(
+            f"{run_dir}: holds a run with no finished epoch to resume from; pass --overwrite to start it afresh"
+        )
     return "run", None
 
 
 # ---------------------------------------------------------------- steps x seeds
+
 
 @dataclass
 class StepReport:
     """What `run_steps` did for one step: its config (None if it did not load) and one result per seed."""
 
     source: str
-    cfg: Optional[Config]
+    cfg: Config | None
     results: list[StepResult]
     error: str = ""  # the one-line error that stopped the step before it trained
 
@@ -269,9 +331,19 @@ def with_seed(cfg: Config, seed: int) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
 
 
-def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *, overrides: list[str] = (),
-              seeds: Optional[list[int]] = None, overwrite: bool = False, resume: bool = False,
-              progression: bool = False, workers: int = 1, echo: Echo = print) -> list[StepReport]:
+def run_steps(
+    sources: list[Path],
+    out: Path,
+    data_dir: str | None = None,
+    *,
+    overrides: list[str] = (),
+    seeds: list[int] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progression: bool = False,
+    workers: int = 1,
+    echo: Echo = print,
+) -> list[StepReport]:
     """Run (or reuse, or resume) each step config into `out/<name>/`, once per seed into
     `out/<name>/seed_<n>/` when seeds are given, and write the step's seed table and, for a list of
     steps, `out/progression.md`. With several steps a step that fails is reported and the next one
@@ -288,8 +360,7 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
             report_.cfg = load_config(source, overrides)
             if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
                 previous = parent_results(source, out, overrides)
-            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, previous, echo,
-                          workers)
+            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, previous, echo, workers)
         except StorageError:
             raise  # a full disk fails the next step too: stop here, the finished ones are kept
         except DrillError as err:
@@ -308,8 +379,17 @@ def run_steps(sources: list[Path], out: Path, data_dir: Optional[str] = None, *,
     return reports
 
 
-def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: bool, resume: bool,
-                  previous: report.Previous, echo: Echo, workers: int = 1) -> None:
+def _run_one_step(
+    step: StepReport,
+    step_dir: Path,
+    data_dir,
+    seeds,
+    overwrite: bool,
+    resume: bool,
+    previous: report.Previous,
+    echo: Echo,
+    workers: int = 1,
+) -> None:
     from .executor import Trial, run_trials
 
     cfg = step.cfg
@@ -317,7 +397,7 @@ def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: 
         prepare_run_dir(step_dir, overwrite, resume=False)  # the step folder holds the seed folders
         overwrite = False
     jobs = [(with_seed(cfg, s), step_dir / f"seed_{s}") for s in seeds] if seeds else [(cfg, step_dir)]
-    results: list[Optional[StepResult]] = []
+    results: list[StepResult | None] = []
     trials = []
     for job_cfg, run_dir in jobs:
         plan, done = plan_run(job_cfg, run_dir, overwrite=overwrite, resume=resume)
@@ -325,8 +405,12 @@ def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: 
             echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
             # Its analysis and curves are read again from its metrics, against the step before as it stands now.
             rows = read_metrics(run_dir / "metrics.csv")
-            write_text(run_dir / "analysis.md", report.run_markdown(
-                job_cfg, done, rows, "completed", "", (run_dir / "misclassified.png").is_file(), previous))
+            write_text(
+                run_dir / "analysis.md",
+                report.run_markdown(
+                    job_cfg, done, rows, "completed", "", (run_dir / "misclassified.png").is_file(), previous
+                ),
+            )
             plots.curves(rows, run_dir / "curves.png", job_cfg.name, job_cfg.target.test_acc)
             results.append(StepResult(job_cfg, run_dir, "reused", 0, done))
             continue
@@ -336,8 +420,9 @@ def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: 
     slots = [i for i, r in enumerate(results) if r is None]
 
     def ended(end) -> None:
-        results[slots[trials.index(end.trial)]] = StepResult(end.trial.cfg, end.trial.run_dir, end.status,
-                                                             end.exit_code, end.outcome)
+        results[slots[trials.index(end.trial)]] = StepResult(
+            end.trial.cfg, end.trial.run_dir, end.status, end.exit_code, end.outcome
+        )
 
     try:  # seeds run in parallel with workers > 1; a signal there is raised again once the workers saved
         run_trials(trials, data_dir, workers=workers, echo=echo, on_end=ended)
@@ -346,7 +431,9 @@ def _run_one_step(step: StepReport, step_dir: Path, data_dir, seeds, overwrite: 
         finished = step.outcomes()
         if seeds and finished:
             rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
-            write_text(step_dir / "analysis.md", report.step_markdown(cfg, finished, rows, previous, _step_status(step)))
+            write_text(
+                step_dir / "analysis.md", report.step_markdown(cfg, finished, rows, previous, _step_status(step))
+            )
             echo(f"wrote {step_dir / 'analysis.md'}")
 
 
@@ -364,8 +451,15 @@ def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None
     write_text(out / "progression.md", text)
     done = [(c, o, s) for c, o, s in ran if o is not None]
     if done:
-        points = [plots.StepPoint(c.name, next(iter(o.values())).params, [x.best_train_acc for x in o.values()],
-                                  [x.best_test_acc for x in o.values()]) for c, o, _ in done]
+        points = [
+            plots.StepPoint(
+                c.name,
+                next(iter(o.values())).params,
+                [x.best_train_acc for x in o.values()],
+                [x.best_test_acc for x in o.values()],
+            )
+            for c, o, _ in done
+        ]
         plots.progression(points, out / "progression.png", done[-1][0].target.test_acc)
     echo(f"wrote {out / 'progression.md'}")
 
@@ -376,6 +470,7 @@ def _step_status(step: StepReport) -> str:
 
 
 # ---------------------------------------------------------------- reading finished runs
+
 
 @dataclass
 class FinishedStep:
@@ -429,8 +524,11 @@ def compare_runs(paths: list[Path], out: Path) -> str:
     names = [p.resolve().name for p in paths]
     labels = [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names)]
     text = report.compare_markdown([(label, s.cfg, s.outcomes) for label, s in zip(labels, steps)])
-    curves = {(label if len(s.rows) == 1 else f"{label} seed {seed}"): rows
-              for label, s in zip(labels, steps) for seed, rows in s.rows.items()}
+    curves = {
+        (label if len(s.rows) == 1 else f"{label} seed {seed}"): rows
+        for label, s in zip(labels, steps)
+        for seed, rows in s.rows.items()
+    }
     write_text(out / "compare.md", text + "\n![curves](compare.png)\n")
     plots.compare(curves, out / "compare.png", steps[-1].cfg.target.test_acc)
     return text

@@ -8,7 +8,6 @@ import copy
 import io
 
 import torch
-
 from torchsummary import summary as torchsummary
 
 from .config import Config
@@ -38,8 +37,10 @@ def layer_table(cfg: Config, layers: list[LayerInfo]) -> str:
     lines.append(f"{'':>3}  {'input':<24} {f'{c}x{s}x{s}':>12} {'':>9} {1:>4} {1:>4} {'':>11}")
     for layer in layers:
         shape = "x".join(map(str, layer.out_shape))
-        lines.append(f"{layer.index:>3}  {_describe(cfg, layer.index):<24} {shape:>12} {layer.params:>9,} "
-                     f"{layer.rf:>4} {layer.jump:>4} {layer.macs:>11,}")
+        lines.append(
+            f"{layer.index:>3}  {_describe(cfg, layer.index):<24} {shape:>12} {layer.params:>9,} "
+            f"{layer.rf:>4} {layer.jump:>4} {layer.macs:>11,}"
+        )
     return "\n".join(lines)
 
 
@@ -50,14 +51,25 @@ def summary_text(cfg: Config, model: Net, layers: list[LayerInfo]) -> str:
     # torchsummary runs a forward pass on random input: do it on a copy, in eval mode, with the RNG
     # state restored afterwards, so writing a summary never changes the run that follows.
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buf):
-        torchsummary(copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval(), input_shape(cfg.model),
-                     device="cpu")
-    return "\n".join([
-        f"Model of {cfg.name}" + (f": {cfg.change}" if cfg.change else ""), "",
-        layer_table(cfg, layers), "",
-        f"Total params:      {total:,}",
-        f"Trainable params:  {trainable:,}",
-        f"MACs per image:    {macs:,}  (~{2 * macs / 1e6:.2f} MFLOPs forward)",
-        f"Receptive field:   {layers[-1].rf} px at the output (input {cfg.model.input_size} px)",
-        f"Fully connected:   {'yes' if has_fc(cfg.model) else 'no'}", "",
-        "torchsummary:", buf.getvalue().rstrip(), ""])
+        torchsummary(
+            copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval(),
+            input_shape(cfg.model),
+            device="cpu",
+        )
+    return "\n".join(
+        [
+            f"Model of {cfg.name}" + (f": {cfg.change}" if cfg.change else ""),
+            "",
+            layer_table(cfg, layers),
+            "",
+            f"Total params:      {total:,}",
+            f"Trainable params:  {trainable:,}",
+            f"MACs per image:    {macs:,}  (~{2 * macs / 1e6:.2f} MFLOPs forward)",
+            f"Receptive field:   {layers[-1].rf} px at the output (input {cfg.model.input_size} px)",
+            f"Fully connected:   {'yes' if has_fc(cfg.model) else 'no'}",
+            "",
+            "torchsummary:",
+            buf.getvalue().rstrip(),
+            "",
+        ]
+    )

@@ -17,16 +17,26 @@ import io
 import itertools
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from . import plots
 from .checkpoint import CHECKPOINT
 from .config import Config, flatten, load_config, set_path, to_dict, yaml_value
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Terminated, UsageError
-from .executor import (Executor, Trial, TrialEnd, available_cpus, check_local, default_threads, import_ray,
-                       ray_session, run_info, run_trials)
+from .executor import (
+    Executor,
+    Trial,
+    TrialEnd,
+    available_cpus,
+    check_local,
+    default_threads,
+    import_ray,
+    ray_session,
+    run_info,
+    run_trials,
+)
 from .outputs import prepare_run_dir, write_text
 from .runner import plan_run, with_seed
 
@@ -110,7 +120,7 @@ def _vary_error(err: ConfigError, items: list[str], args: list[str]) -> ConfigEr
     text = str(err)
     for item in items:
         if text.startswith(f"--set {item}: "):
-            return ConfigError(f"--vary {' with '.join(args)}: {text[len(f'--set {item}: '):]}")
+            return ConfigError(f"--vary {' with '.join(args)}: {text[len(f'--set {item}: ') :]}")
     return err
 
 
@@ -150,13 +160,28 @@ def expand(config: Path, varies: list[Vary], overrides: list[str] = ()) -> list[
 
 # ---------------------------------------------------------------- the tables
 
-def _acc(value: Optional[float]) -> str:
+
+def _acc(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
 def csv_columns(keys: list[str]) -> list[str]:
-    return ["point", *keys, "seed", "status", "params", "macs_per_image", "epochs", "best_test_acc", "final_test_acc",
-            "min_last_test_acc", "targets_met", "all_targets_met", "seconds", "note"]
+    return [
+        "point",
+        *keys,
+        "seed",
+        "status",
+        "params",
+        "macs_per_image",
+        "epochs",
+        "best_test_acc",
+        "final_test_acc",
+        "min_last_test_acc",
+        "targets_met",
+        "all_targets_met",
+        "seconds",
+        "note",
+    ]
 
 
 def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]) -> str:
@@ -172,12 +197,24 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
             if end is None:
                 continue
             o, info = end.outcome, run_info(end.trial.run_dir)
-            writer.writerow([
-                point.name, *(yaml_value(point.values[k]) for k in keys), seed, end.status,
-                o.params if o else info.get("params", ""), info.get("macs_per_image", ""), o.epochs if o else "",
-                _acc(o and o.best_test_acc), _acc(o and o.final_test_acc), _acc(o and min(o.last_test_accs)),
-                f"{sum(o.targets.values())}/{len(o.targets)}" if o else "", str(o.all_met).lower() if o else "",
-                info.get("seconds_total", end.seconds), end.note])
+            writer.writerow(
+                [
+                    point.name,
+                    *(yaml_value(point.values[k]) for k in keys),
+                    seed,
+                    end.status,
+                    o.params if o else info.get("params", ""),
+                    info.get("macs_per_image", ""),
+                    o.epochs if o else "",
+                    _acc(o and o.best_test_acc),
+                    _acc(o and o.final_test_acc),
+                    _acc(o and min(o.last_test_accs)),
+                    f"{sum(o.targets.values())}/{len(o.targets)}" if o else "",
+                    str(o.all_met).lower() if o else "",
+                    info.get("seconds_total", end.seconds),
+                    end.note,
+                ]
+            )
     return buf.getvalue()
 
 
@@ -185,20 +222,25 @@ def _completed(point_ends: list[TrialEnd]) -> list:
     return [e.outcome for e in point_ends if e.status == "completed" and e.outcome is not None]
 
 
-def sweep_markdown(title: str, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd],
-                   seeds: list[int], figure: bool) -> str:
+def sweep_markdown(
+    title: str, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int], figure: bool
+) -> str:
     """A row per grid point: mean ± sd over its completed seeds of the final and best test_acc, params, and how
     many seeds hold the target; then the trials that did not complete."""
     keys = list(points[0].values)
     target = points[0].cfg.target
-    lines = [f"# {title}", "",
-             f"`{config}` with {', '.join(f'`{k}`' for k in keys)} varied: {len(points)} points x "
-             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}). Each trial is the run "
-             "folder `<point>/seed_<n>/`; `sweep.csv` has a row per trial. Means and sds are over the completed "
-             "seeds.", "",
-             f"| point | {' | '.join(keys)} | params | seeds completed | final test_acc | best test_acc | "
-             f"holds {target.test_acc}% over the last {target.consistent_epochs} epochs | all targets |",
-             "|---|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"`{config}` with {', '.join(f'`{k}`' for k in keys)} varied: {len(points)} points x "
+        f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}). Each trial is the run "
+        "folder `<point>/seed_<n>/`; `sweep.csv` has a row per trial. Means and sds are over the completed "
+        "seeds.",
+        "",
+        f"| point | {' | '.join(keys)} | params | seeds completed | final test_acc | best test_acc | "
+        f"holds {target.test_acc}% over the last {target.consistent_epochs} epochs | all targets |",
+        "|---|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|---:|",
+    ]
     unfinished = []
     for p, point in enumerate(points):
         point_ends = [ends[(p, s)] for s in range(len(seeds)) if (p, s) in ends]
@@ -209,21 +251,29 @@ def sweep_markdown(title: str, config: Path, points: list[Point], ends: dict[tup
             lines.append(f"| {point.name} | {values} | | 0/{len(seeds)} | | | | |")
             continue
         final, best = plots.mean_sd([o.final_test_acc for o in done]), plots.mean_sd([o.best_test_acc for o in done])
-        lines.append(f"| {point.name} | {values} | {done[0].params:,} | {len(done)}/{len(seeds)} | "
-                     f"{final[0]:.2f} ± {final[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
-                     f"{sum(o.consistent for o in done)}/{len(done)} | {sum(o.all_met for o in done)}/{len(done)} |")
+        lines.append(
+            f"| {point.name} | {values} | {done[0].params:,} | {len(done)}/{len(seeds)} | "
+            f"{final[0]:.2f} ± {final[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
+            f"{sum(o.consistent for o in done)}/{len(done)} | {sum(o.all_met for o in done)}/{len(done)} |"
+        )
     missing = len(points) * len(seeds) - len(ends)
     if unfinished or missing:
-        lines += ["", "Not completed: " + "; ".join(
-            [f"{e.trial.label} ({e.status}{': ' + e.note if e.note else ''})" for e in unfinished]
-            + ([f"{missing} trial(s) not run yet"] if missing else []))]
+        lines += [
+            "",
+            "Not completed: "
+            + "; ".join(
+                [f"{e.trial.label} ({e.status}{': ' + e.note if e.note else ''})" for e in unfinished]
+                + ([f"{missing} trial(s) not run yet"] if missing else [])
+            ),
+        ]
     if figure:
         lines += ["", "![sweep](sweep.png)"]
     return "\n".join(lines) + "\n"
 
 
-def write_tables(sweep_dir: Path, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd],
-                 seeds: list[int]) -> None:
+def write_tables(
+    sweep_dir: Path, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]
+) -> None:
     """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
     figure = []
     for p, point in enumerate(points):
@@ -237,6 +287,7 @@ def write_tables(sweep_dir: Path, config: Path, points: list[Point], ends: dict[
 
 
 # ---------------------------------------------------------------- the sweep
+
 
 @dataclass
 class SweepPlan:
@@ -269,18 +320,36 @@ class SweepResult:
     @property
     def stopped(self) -> int:
         """EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0."""
-        return next((e.exit_code for e in self.ends if e.status == "interrupted"
-                     and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM)), 0)
+        return next(
+            (
+                e.exit_code
+                for e in self.ends
+                if e.status == "interrupted" and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM)
+            ),
+            0,
+        )
 
 
 def _unfinished_without_epochs(run_dir: Path) -> bool:
     """A trial folder that was started but finished no epoch (stopped or killed early): nothing in it to keep."""
-    return (run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CHECKPOINT).is_file()
-            and run_info(run_dir).get("status") != "completed")
+    return (
+        run_dir.is_dir()
+        and any(run_dir.iterdir())
+        and not (run_dir / CHECKPOINT).is_file()
+        and run_info(run_dir).get("status") != "completed"
+    )
 
 
-def plan_sweep(config: Path, vary_args: list[str], sweep_dir: Path, *, overrides: list[str] = (),
-               seeds: Optional[list[int]] = None, overwrite: bool = False, resume: bool = False) -> SweepPlan:
+def plan_sweep(
+    config: Path,
+    vary_args: list[str],
+    sweep_dir: Path,
+    *,
+    overrides: list[str] = (),
+    seeds: list[int] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> SweepPlan:
     """Build and check every trial's config and decide, per trial folder, train / resume / reuse / refuse
     (runner.plan_run's rule; with --resume a trial stopped before its first epoch trains afresh). Raises the
     user's mistakes; writes nothing."""
@@ -291,8 +360,10 @@ def plan_sweep(config: Path, vary_args: list[str], sweep_dir: Path, *, overrides
     points = expand(config, varies, overrides)
     seeds = seeds or [base.train.seed]
     if not resume and not overwrite and sweep_dir.is_dir() and any(sweep_dir.iterdir()):
-        raise UsageError(f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
-                         "it, or --name/--out to write elsewhere")
+        raise UsageError(
+            f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
+            "it, or --name/--out to write elsewhere"
+        )
     plan = SweepPlan(config, sweep_dir, points, seeds, [], [], {})
     for p, point in enumerate(points):
         for s, seed in enumerate(seeds):
@@ -311,11 +382,23 @@ def plan_sweep(config: Path, vary_args: list[str], sweep_dir: Path, *, overrides
     return plan
 
 
-def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[str] = None,
-              overrides: list[str] = (), seeds: Optional[list[int]] = None, data_dir: Optional[str] = None,
-              workers: Optional[int] = None, threads: Optional[int] = None, executor: Executor = "local",
-              address: Optional[str] = None, overwrite: bool = False, resume: bool = False,
-              echo: Echo = print) -> SweepResult:
+def run_sweep(
+    config: Path,
+    vary_args: list[str],
+    out: Path,
+    *,
+    name: str | None = None,
+    overrides: list[str] = (),
+    seeds: list[int] | None = None,
+    data_dir: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    executor: Executor = "local",
+    address: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    echo: Echo = print,
+) -> SweepResult:
     """Train every (grid point, seed) of `config` varied by `vary_args` into `out/<name>/<point>/seed_<n>/` and
     write the sweep's tables. Everything a user can get wrong raises before anything is written. A trial that
     fails is recorded and the others go on; Ctrl-C or SIGTERM keeps what finished (and is raised again)."""
@@ -331,14 +414,18 @@ def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[s
         import_ray()
     elif address is not None:
         raise UsageError("--address is for --executor ray")
-    plan = plan_sweep(config, vary_args, out / name, overrides=overrides, seeds=seeds, overwrite=overwrite,
-                      resume=resume)
+    plan = plan_sweep(
+        config, vary_args, out / name, overrides=overrides, seeds=seeds, overwrite=overwrite, resume=resume
+    )
     if executor == "local":
         check_local(data_dir, [t.cfg for t in plan.trials])
         workers = max(1, min(workers or available_cpus(), len(plan.trials)))  # never more workers than trials
         threads = threads or (default_threads(workers) if workers > 1 else None)
-        how = (f"{workers} worker processes x {threads} torch thread(s)" if workers > 1 else
-               "in this process" + (f", {threads} torch thread(s)" if threads else ""))
+        how = (
+            f"{workers} worker processes x {threads} torch thread(s)"
+            if workers > 1
+            else "in this process" + (f", {threads} torch thread(s)" if threads else "")
+        )
     else:
         how = f"as Ray tasks of {threads or 1} CPU(s)"
     with contextlib.ExitStack() as stack:
@@ -348,21 +435,38 @@ def run_sweep(config: Path, vary_args: list[str], out: Path, *, name: Optional[s
             plan.sweep_dir.mkdir(parents=True, exist_ok=True)
         else:
             prepare_run_dir(plan.sweep_dir, overwrite, resume=False)  # --overwrite: the earlier sweep goes now
-        echo(f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
-             f"{len(plan.points) * len(plan.seeds)} trials" + (f", {len(plan.ends)} already complete" if plan.ends
-                                                                else "") + f"; {len(plan.trials)} to train {how}")
+        echo(
+            f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
+            f"{len(plan.points) * len(plan.seeds)} trials"
+            + (f", {len(plan.ends)} already complete" if plan.ends else "")
+            + f"; {len(plan.trials)} to train {how}"
+        )
         write_tables(plan.sweep_dir, config, plan.points, plan.ends, plan.seeds)  # the reused trials, if any
         try:
-            run_trials(plan.trials, data_dir, workers=workers or 1, threads=threads, executor=executor,
-                       address=address, keep_going=True, echo=echo, on_end=plan.record)
+            run_trials(
+                plan.trials,
+                data_dir,
+                workers=workers or 1,
+                threads=threads,
+                executor=executor,
+                address=address,
+                keep_going=True,
+                echo=echo,
+                on_end=plan.record,
+            )
         except (KeyboardInterrupt, Terminated):
-            echo(f"the sweep was stopped; the finished trials are in {plan.sweep_dir / 'sweep.csv'}; run the same "
-                 "command with --resume to finish it")
+            echo(
+                f"the sweep was stopped; the finished trials are in {plan.sweep_dir / 'sweep.csv'}; run the same "
+                "command with --resume to finish it"
+            )
             raise
-    result = SweepResult(plan.sweep_dir, [plan.ends[key] for key in sorted(plan.ends)],
-                         len(plan.points) * len(plan.seeds))
+    result = SweepResult(
+        plan.sweep_dir, [plan.ends[key] for key in sorted(plan.ends)], len(plan.points) * len(plan.seeds)
+    )
     if result.stopped:
         echo("the sweep was stopped; run the same command with --resume to finish it")
-    echo(f"wrote {plan.sweep_dir / 'sweep.csv'}, sweep.md" +
-         (", sweep.png" if (plan.sweep_dir / "sweep.png").exists() else ""))
+    echo(
+        f"wrote {plan.sweep_dir / 'sweep.csv'}, sweep.md"
+        + (", sweep.png" if (plan.sweep_dir / "sweep.png").exists() else "")
+    )
     return result

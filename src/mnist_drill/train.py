@@ -29,8 +29,7 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "
 
 class NonFiniteLoss(Exception):
     def __init__(self, epoch: int, batch: int):
-        super().__init__(f"the loss became NaN or infinite in epoch {epoch}, batch {batch}; "
-                         "lower the learning rate")
+        super().__init__(f"the loss became NaN or infinite in epoch {epoch}, batch {batch}; lower the learning rate")
         self.epoch, self.batch = epoch, batch
 
 
@@ -68,16 +67,18 @@ def setup(cfg: Config, data_dir: Path) -> Training:
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, batches)
     net = torch.compile(model) if cfg.train.compile else model
-    return Training(device, model, net, layers, to_device(train_cpu, device), to_device(test_cpu, device),
-                    optimizer, scheduler)
+    return Training(
+        device, model, net, layers, to_device(train_cpu, device), to_device(test_cpu, device), optimizer, scheduler
+    )
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                           weight_decay=o.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+    )
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
@@ -88,8 +89,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoc
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
     if s.name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=s.max_lr, epochs=cfg.train.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=s.pct_start, div_factor=s.div_factor, final_div_factor=s.final_div_factor)
+            optimizer,
+            max_lr=s.max_lr,
+            epochs=cfg.train.epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=s.pct_start,
+            div_factor=s.div_factor,
+            final_div_factor=s.final_div_factor,
+        )
     if s.name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
     return None
@@ -99,8 +106,10 @@ def check_schedule(cfg: Config, batches: int) -> None:
     """Refuse a one-cycle warm-up shorter than two steps (torch divides by its length minus one)."""
     s = cfg.scheduler
     if s.name == "onecycle" and s.pct_start * cfg.train.epochs * batches <= 1:
-        raise ConfigError(f"scheduler.pct_start: {s.pct_start} of {cfg.train.epochs * batches} steps leaves "
-                          "one-cycle less than 2 warm-up steps; raise pct_start, epochs or the training set")
+        raise ConfigError(
+            f"scheduler.pct_start: {s.pct_start} of {cfg.train.epochs * batches} steps leaves "
+            "one-cycle less than 2 warm-up steps; raise pct_start, epochs or the training set"
+        )
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -117,8 +126,9 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
 
 
-def train_epoch(model: nn.Module, data: Split, optimizer, scheduler, cfg: Config, epoch: int,
-                device: torch.device) -> tuple[float, float]:
+def train_epoch(
+    model: nn.Module, data: Split, optimizer, scheduler, cfg: Config, epoch: int, device: torch.device
+) -> tuple[float, float]:
     """One pass over the shuffled training set; returns (mean loss, accuracy %) as measured while
     training (dropout on, augmented images), as the drill's notebooks report it."""
     model.train()
@@ -130,7 +140,7 @@ def train_epoch(model: nn.Module, data: Split, optimizer, scheduler, cfg: Config
     per_batch_scheduler = cfg.scheduler.name == "onecycle"
     with _progress(batches, f"epoch {epoch}") as bar:
         for i in range(batches):
-            idx = order[i * bs:(i + 1) * bs]
+            idx = order[i * bs : (i + 1) * bs]
             x = _prepare(augment_batch(data.images[idx], cfg.augment), cfg.train.channels_last)
             y = data.labels[idx]
             with autocast(device, cfg.train.precision):
@@ -144,9 +154,11 @@ def train_epoch(model: nn.Module, data: Split, optimizer, scheduler, cfg: Config
             batch_losses[i] = loss.detach()
             correct += (out.argmax(1) == y).sum()
             if (i + 1) % BAR_EVERY == 0 or i + 1 == batches:
-                _check_finite(batch_losses[:i + 1], epoch)
+                _check_finite(batch_losses[: i + 1], epoch)
                 bar.update(i + 1 - bar.n)
-                bar.set_postfix(loss=f"{batch_losses[i].item():.4f}", acc=f"{100 * correct.item() / min(n, (i + 1) * bs):.2f}")
+                bar.set_postfix(
+                    loss=f"{batch_losses[i].item():.4f}", acc=f"{100 * correct.item() / min(n, (i + 1) * bs):.2f}"
+                )
     _check_finite(batch_losses, epoch)
     sizes = torch.full((batches,), float(bs), device=device)
     sizes[-1] = n - bs * (batches - 1)
@@ -166,8 +178,8 @@ def evaluate(model: nn.Module, data: Split, cfg: Config, device: torch.device) -
     total_loss = torch.zeros((), device=device)
     predictions = []
     for start in range(0, len(data), cfg.data.test_batch_size):
-        x = _prepare(data.images[start:start + cfg.data.test_batch_size], cfg.train.channels_last)
-        y = data.labels[start:start + cfg.data.test_batch_size]
+        x = _prepare(data.images[start : start + cfg.data.test_batch_size], cfg.train.channels_last)
+        y = data.labels[start : start + cfg.data.test_batch_size]
         with autocast(device, cfg.train.precision):
             out = model(x).float()
         total_loss += F.nll_loss(out, y, reduction="sum")
@@ -177,8 +189,9 @@ def evaluate(model: nn.Module, data: Split, cfg: Config, device: torch.device) -
     return Evaluation(total_loss.item() / len(data), 100.0 * correct / len(data), predictions)
 
 
-def run_epoch(model, train: Split, test: Split, optimizer, scheduler, cfg: Config, epoch: int,
-              device: torch.device) -> tuple[dict, Evaluation]:
+def run_epoch(
+    model, train: Split, test: Split, optimizer, scheduler, cfg: Config, epoch: int, device: torch.device
+) -> tuple[dict, Evaluation]:
     """Train then test once; returns the metrics row (METRIC_COLUMNS) and the test evaluation."""
     start = time.perf_counter()
     lr = optimizer.param_groups[0]["lr"]
@@ -188,6 +201,13 @@ def run_epoch(model, train: Split, test: Split, optimizer, scheduler, cfg: Confi
         scheduler.step()
     elif cfg.scheduler.name == "plateau":
         scheduler.step(result.loss)
-    row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": result.loss,
-           "test_acc": result.acc, "lr": lr, "seconds": time.perf_counter() - start}
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": result.loss,
+        "test_acc": result.acc,
+        "lr": lr,
+        "seconds": time.perf_counter() - start,
+    }
     return row, result
