@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -10,10 +11,13 @@ from mnist_drill.config import load_config
 from mnist_drill.fast_dropout import FastDropout
 from mnist_drill.model import build_model, count_params
 
+from helpers import run_cli
 
-def test_bench_smoke(cli, data_dir, tmp_path):
+
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_bench_smoke(data_dir, tmp_path):
     out = tmp_path / "bench.json"
-    result = cli(
+    result = run_cli(
         [
             "bench",
             "configs/step7_lr_scheduler.yaml",
@@ -43,8 +47,9 @@ def test_bench_smoke(cli, data_dir, tmp_path):
     assert figures["versions"]["torch"] == torch.__version__ and "git_commit" in figures["versions"]
 
 
-def test_bench_rejects_zero_repeats(cli, data_dir):
-    result = cli(
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_bench_rejects_zero_repeats(data_dir):
+    result = run_cli(
         ["bench", "configs/step7_lr_scheduler.yaml", "--device", "cpu", "--data-dir", data_dir, "--repeats", "0"]
     )
     assert result.returncode == 2

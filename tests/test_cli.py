@@ -21,6 +21,8 @@ from mnist_drill.cli import COMMANDS
 from mnist_drill.config import load_config
 from mnist_drill.model import build_model, count_params
 
+from helpers import error_line, run_cli, run_cli_many, tiny_config, write_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 HEADER = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"]
 STEP7 = "configs/step7_lr_scheduler.yaml"
@@ -31,13 +33,13 @@ OFFLINE.update(no_proxy="", NO_PROXY="")
 
 
 @pytest.fixture(scope="module")
-def quick(cli_many, data_dir, tmp_path_factory, yaml_writer, tiny_factory):
+def quick(data_dir, tmp_path_factory):
     """Calls that parse, inspect or fail before training; returns (results, tmp folder)."""
     tmp = tmp_path_factory.mktemp("cli_quick")
-    tiny = yaml_writer(tmp, "tiny.yaml", tiny_factory())
-    bad = tiny_factory()
+    tiny = write_yaml(tmp, "tiny.yaml", tiny_config())
+    bad = tiny_config()
     bad["model"]["dropotu"] = 0.1
-    bad = yaml_writer(tmp, "bad.yaml", bad)
+    bad = write_yaml(tmp, "bad.yaml", bad)
     (tmp / "afile").write_text("not a folder")
     (tmp / "empty").mkdir()
     data = ["--data-dir", data_dir]
@@ -55,14 +57,14 @@ def quick(cli_many, data_dir, tmp_path_factory, yaml_writer, tiny_factory):
         "out under a file": ["run", tiny, "--out", tmp / "afile" / "out", *data],
         "no data": (["run", tiny, "--data-dir", tmp / "empty", "--out", tmp / "out_nodata"], OFFLINE),
     }
-    return cli_many(calls), tmp
+    return run_cli_many(calls), tmp
 
 
 @pytest.fixture(scope="module")
-def runs(cli_many, data_dir, tmp_path_factory, yaml_writer, tiny_factory):
+def runs(data_dir, tmp_path_factory):
     """The training runs: step 7 end to end, a two-seed run and a run-all; returns (results, tmp)."""
     tmp = tmp_path_factory.mktemp("cli_runs")
-    tiny = yaml_writer(tmp, "tiny.yaml", tiny_factory())
+    tiny = write_yaml(tmp, "tiny.yaml", tiny_config())
     steps = {  # two good steps around two broken ones
         "step1_a": {},
         "step2_bad": {"train": {"epohcs": 2}},  # a misspelt key: a config error
@@ -80,11 +82,11 @@ def runs(cli_many, data_dir, tmp_path_factory, yaml_writer, tiny_factory):
         },
     }
     for name, change in steps.items():
-        cfg = tiny_factory()
+        cfg = tiny_config()
         cfg["name"] = name
         for section, values in change.items():
             cfg[section].update(values)
-        yaml_writer(tmp / "steps", f"{name}.yaml", cfg)
+        write_yaml(tmp / "steps", f"{name}.yaml", cfg)
     data = ["--data-dir", data_dir]
     calls = {
         "e2e": ["run", STEP7, "--epochs", "1", "--device", "cpu", *data, "--out", tmp / "e2e", *E2E_SETS],
@@ -102,7 +104,7 @@ def runs(cli_many, data_dir, tmp_path_factory, yaml_writer, tiny_factory):
             *data,
         ],
     }
-    return cli_many(calls), tmp
+    return run_cli_many(calls), tmp
 
 
 def ok(proc):
@@ -114,10 +116,12 @@ def ok(proc):
 # ---------------------------------------------------------------- help and inspection
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_version(quick):
     assert ok(quick[0]["version"]).stdout.strip() == f"mnist-drill {__version__}"
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_help(quick, command):
     proc = ok(quick[0][f"help {command}".strip()])
@@ -135,6 +139,7 @@ def test_help(quick, command):
         assert word in proc.stdout, word
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_summary_of_the_reference_model(quick):
     out = ok(quick[0]["summary"]).stdout
     assert "Total params:      12,514" in out and "12,514" in out
@@ -148,6 +153,7 @@ def test_summary_of_the_reference_model(quick):
     assert "torchsummary:" in out  # the cross-check table follows
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_show_prints_the_resolved_config(quick):
     shown = yaml.safe_load(ok(quick[0]["show"]).stdout)
     step3 = yaml.safe_load((REPO / "configs" / "step3_dropout.yaml").read_text())
@@ -179,6 +185,7 @@ def test_show_prints_the_resolved_config(quick):
     }
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_diff_shows_exactly_the_dropout_change(quick):
     lines = ok(quick[0]["diff"]).stdout.splitlines()
     old = load_config(REPO / "configs" / "step2_bn.yaml")
@@ -192,7 +199,8 @@ def test_diff_shows_exactly_the_dropout_change(quick):
 # ---------------------------------------------------------------- one-line errors
 
 
-def test_a_misspelt_key_is_one_line_exit_2(quick, error_line):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_a_misspelt_key_is_one_line_exit_2(quick):
     results, tmp = quick
     proc = results["misspelt"]
     assert proc.returncode == 2
@@ -202,6 +210,7 @@ def test_a_misspelt_key_is_one_line_exit_2(quick, error_line):
     assert not (tmp / "out_bad").exists()
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize(
     "name, fragment",
     [
@@ -209,7 +218,7 @@ def test_a_misspelt_key_is_one_line_exit_2(quick, error_line):
         ("unknown option", "unrecognized arguments: --frobnicate"),
     ],
 )
-def test_usage_errors_are_one_line_exit_2(quick, error_line, name, fragment):
+def test_usage_errors_are_one_line_exit_2(quick, name, fragment):
     proc = quick[0][name]
     assert proc.returncode == 2
     line = error_line(proc)
@@ -217,6 +226,7 @@ def test_usage_errors_are_one_line_exit_2(quick, error_line, name, fragment):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize(
     "name, out, fragments",
     [
@@ -229,7 +239,7 @@ def test_usage_errors_are_one_line_exit_2(quick, error_line, name, fragment):
         ),
     ],
 )
-def test_user_errors_are_one_line_exit_2(quick, error_line, name, out, fragments):
+def test_user_errors_are_one_line_exit_2(quick, name, out, fragments):
     results, tmp = quick
     proc = results[name]
     assert proc.returncode == 2, proc.stderr
@@ -258,6 +268,7 @@ E2E_FILES = [
 ]
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_run_writes_every_output(runs):
     results, tmp = runs
     proc = ok(results["e2e"])
@@ -296,24 +307,26 @@ def test_run_writes_every_output(runs):
     assert "epoch  1/1" in (run / "train.log").read_text()
 
 
-def test_a_second_run_needs_overwrite(runs, cli, data_dir, error_line):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_a_second_run_needs_overwrite(runs, data_dir):
     results, tmp = runs
     ok(results["e2e"])
     run = tmp / "e2e" / "step7_lr_scheduler"
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
     args = ["run", STEP7, "--epochs", "1", "--device", "cpu", "--data-dir", data_dir, "--out", tmp / "e2e", *E2E_SETS]
-    again = cli(args)
+    again = run_cli(args)
     assert again.returncode == 2
     line = error_line(again)
     assert line.startswith("mnist-drill: error:") and str(run) in line and "--overwrite" in line
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()} == before
 
-    ok(cli([*args, "--overwrite"]))
+    ok(run_cli([*args, "--overwrite"]))
     after = json.loads((run / "run.json").read_text())
     assert sorted(p.name for p in run.iterdir()) == sorted(E2E_FILES)
     assert (run / "run.json").stat().st_mtime_ns != before["run.json"][1] and after["status"] == "completed"
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_run_with_seeds(runs):
     results, tmp = runs
     ok(results["seeds"])
@@ -332,6 +345,7 @@ def progression_rows(path: Path) -> dict[str, list[str]]:
     return {cells[0].strip(): [c.strip() for c in cells] for cells in rows[1:]}
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_run_all_writes_the_progression_and_goes_on_after_broken_steps(runs):
     results, tmp = runs
     proc = results["run-all"]

@@ -10,6 +10,8 @@ import pytest
 
 from mnist_drill.data import FILES
 
+from helpers import error_line, run_cli_many, tiny_config, write_yaml
+
 # name -> (files to write {name: YAML text}, the config to run, fragments the error line must hold)
 CONFIG_CASES = {
     "unknown key": (
@@ -67,7 +69,7 @@ DATA_CASES = {
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, cli_many, data_dir, yaml_writer, tiny_factory):
+def results(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("cli_errors")
     calls = {}
     for name, (files, config, _) in CONFIG_CASES.items():
@@ -76,7 +78,7 @@ def results(tmp_path_factory, cli_many, data_dir, yaml_writer, tiny_factory):
         for file_name, text in files.items():
             (folder / file_name).write_text(text)
         calls[f"config: {name}"] = ["run", folder / config, "--data-dir", data_dir, "--out", folder / "out"]
-    tiny = yaml_writer(tmp, "tiny.yaml", tiny_factory())
+    tiny = write_yaml(tmp, "tiny.yaml", tiny_config())
     for name in DATA_CASES:
         folder = tmp / ("data_" + name.replace(" ", "_"))
         if name == "missing directory":
@@ -91,11 +93,12 @@ def results(tmp_path_factory, cli_many, data_dir, yaml_writer, tiny_factory):
         )
     calls["set: unknown key"] = ["show", tiny, "--set", "model.dropotu=0.1"]
     calls["set: wrong type"] = ["show", tiny, "--set", "train.epochs=many"]
-    return cli_many(calls), tmp
+    return run_cli_many(calls), tmp
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("name", list(CONFIG_CASES))
-def test_config_mistakes(results, error_line, name):
+def test_config_mistakes(results, name):
     procs, tmp = results
     proc = procs[f"config: {name}"]
     assert proc.returncode == 2, proc.stderr
@@ -106,8 +109,9 @@ def test_config_mistakes(results, error_line, name):
     assert not (tmp / name.replace(" ", "_") / "out").exists()
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("name", list(DATA_CASES))
-def test_data_mistakes(results, error_line, name):
+def test_data_mistakes(results, name):
     procs, tmp = results
     proc = procs[f"data: {name}"]
     assert proc.returncode == 2, proc.stderr
@@ -117,6 +121,7 @@ def test_data_mistakes(results, error_line, name):
     assert not (tmp / f"out_{name.replace(' ', '_')}").exists()
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize(
     "name, fragments",
     [
@@ -124,7 +129,7 @@ def test_data_mistakes(results, error_line, name):
         ("set: wrong type", ["--set train.epochs=many", "expected an integer"]),
     ],
 )
-def test_set_mistakes(results, error_line, name, fragments):
+def test_set_mistakes(results, name, fragments):
     proc = results[0][name]
     assert proc.returncode == 2
     line = error_line(proc)

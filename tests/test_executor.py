@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI_TIMEOUT, cli_env
 
 from mnist_drill import executor
 from mnist_drill.config import load_config
 from mnist_drill.errors import ConfigError
 from mnist_drill.executor import Trial, default_threads, run_trials
+
+from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, run_cli_many
 
 
 def metrics_without_seconds(run: Path) -> list[list[str]]:
@@ -26,10 +27,11 @@ def metrics_without_seconds(run: Path) -> list[list[str]]:
         return [row[:-1] for row in csv.reader(f)]
 
 
-def test_run_seeds_with_two_workers_gives_the_same_numbers_as_one(cli_many, tmp_path, tiny, write_config, data_dir):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_run_seeds_with_two_workers_gives_the_same_numbers_as_one(tmp_path, tiny, write_config, data_dir):
     tiny["train"]["epochs"] = 2
     config = write_config("tiny.yaml", tiny)
-    done = cli_many(
+    done = run_cli_many(
         {
             n: ["run", config, "--seeds", "1,2", "--workers", n, "--data-dir", data_dir, "--out", tmp_path / n]
             for n in ("1", "2")
@@ -75,12 +77,13 @@ def test_each_worker_gets_its_share_of_the_cpus_or_omp_num_threads(monkeypatch, 
     assert default_threads(workers) == threads
 
 
-def test_the_ray_executor_without_ray_says_how_to_install_it(cli, tmp_path, tiny, write_config, error_line):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_the_ray_executor_without_ray_says_how_to_install_it(tmp_path, tiny, write_config):
     fake = tmp_path / "no_ray" / "ray"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
     path = os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])
-    proc = cli(
+    proc = run_cli(
         [
             "sweep",
             write_config("tiny.yaml", tiny),

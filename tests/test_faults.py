@@ -32,12 +32,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLI_TIMEOUT, REPO_ROOT, cli_env, stderr_lines
 
 from mnist_drill import lock
 from mnist_drill.config import load_config
 from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.lock import LOCK_NAME, run_lock
+
+from helpers import CLI_TIMEOUT, REPO_ROOT, cli_env, run_cli_many, stderr_lines, tiny_config, write_yaml
 
 EPOCHS = 6
 ERROR = "mnist-drill: error: "
@@ -167,11 +168,11 @@ def permissions_count(tmp: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def faults(tmp_path_factory, data_dir, yaml_writer, tiny_factory):
+def faults(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("faults")
-    cfg = tiny_factory()
+    cfg = tiny_config()
     cfg["train"]["epochs"] = EPOCHS
-    config = yaml_writer(tmp, "tiny.yaml", cfg)
+    config = write_yaml(tmp, "tiny.yaml", cfg)
 
     def args(out, *extra):
         return ["run", config, "--data-dir", data_dir, "--out", tmp / out, *extra]
@@ -475,11 +476,11 @@ DAMAGE = {
 
 
 @pytest.fixture(scope="module")
-def damaged(tmp_path_factory, data_dir, yaml_writer, tiny_factory):
+def damaged(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("damaged")
-    cfg = tiny_factory()
+    cfg = tiny_config()
     cfg["train"]["epochs"] = 3
-    config = yaml_writer(tmp, "tiny.yaml", cfg)
+    config = write_yaml(tmp, "tiny.yaml", cfg)
     bases = {
         "resumable": run(
             ["run", config, "--data-dir", data_dir, "--out", tmp / "resumable"],
@@ -539,13 +540,13 @@ def torch_import_vm() -> int:
     return int(probe.stdout) * 1024
 
 
-def test_run_all_fails_the_step_that_runs_out_of_memory_and_goes_on(tmp_path, data_dir, write_config, tiny_factory):
-    wide = tiny_factory()  # 64 channels over 10,000 test images in one batch: ~1.7 GB per activation
+def test_run_all_fails_the_step_that_runs_out_of_memory_and_goes_on(tmp_path, data_dir, write_config):
+    wide = tiny_config()  # 64 channels over 10,000 test images in one batch: ~1.7 GB per activation
     wide["name"] = "step1_wide"
     wide["model"]["blocks"][0]["out"] = 64
     wide["data"].update(test_subset=10_000, test_batch_size=10_000)
     write_config("step1_wide.yaml", wide, tmp_path / "steps")
-    after = tiny_factory()
+    after = tiny_config()
     after["name"] = "step2_after"
     write_config("step2_after.yaml", after, tmp_path / "steps")
     limit = torch_import_vm() + (1536 << 20)  # the tiny step needs ~0.5 GB beyond the imports
@@ -625,10 +626,10 @@ CLI_CASES = ["Latin-1", "binary", "duplicate key", "yes as a bool", "nan", "two 
 
 
 @pytest.fixture(scope="module")
-def config_text_runs(tmp_path_factory, cli_many, data_dir):
+def config_text_runs(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("config_text")
     calls = {name: ["run", write_case(tmp, name), "--data-dir", data_dir, "--out", tmp / "out"] for name in CLI_CASES}
-    return cli_many(calls), tmp
+    return run_cli_many(calls), tmp
 
 
 def write_case(folder: Path, name: str) -> Path:
@@ -638,6 +639,7 @@ def write_case(folder: Path, name: str) -> Path:
     return path
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("name", CLI_CASES)
 def test_config_text_yaml_reads_otherwise_ends_the_cli_with_one_line_and_exit_2(config_text_runs, name):
     procs, tmp = config_text_runs

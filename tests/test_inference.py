@@ -22,7 +22,8 @@ from mnist_drill.errors import UsageError
 from mnist_drill.inference import prepare_digit, read_image
 from mnist_drill.outputs import read_metrics
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO_ROOT, error_line, run_cli
+
 REFERENCE = REPO_ROOT / "results" / "drill" / "step7_lr_scheduler" / "seed_1"
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -95,7 +96,7 @@ BAD_FILES = {  # name -> (contents, what its error line says)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, cli, firsts, data_dir):
+def runs(tmp_path_factory, firsts, data_dir):
     tmp = tmp_path_factory.mktemp("inference")
     good = []
     for digit, image in firsts.items():
@@ -134,10 +135,11 @@ def runs(tmp_path_factory, cli, firsts, data_dir):
         "predict hostile": (["predict", hostile, good[0][0], *cpu], REPO_ROOT),
     }
     with ThreadPoolExecutor(max_workers=3) as pool:
-        done = dict(zip(calls, pool.map(lambda c: cli(c[0], cwd=c[1]), calls.values())))
+        done = dict(zip(calls, pool.map(lambda c: run_cli(c[0], cwd=c[1]), calls.values())))
     return done, tmp, good, bad
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_predict_names_real_mnist_digits_in_either_polarity_any_size_and_format(runs):
     done, _, good, _ = runs
     proc = done["predict good"]
@@ -149,6 +151,7 @@ def test_predict_names_real_mnist_digits_in_either_polarity_any_size_and_format(
         assert re.fullmatch(answer, line), line
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_predict_answers_every_readable_image_when_others_fail(runs):
     done, _, good, _ = runs
     proc = done["predict"]
@@ -157,6 +160,7 @@ def test_predict_answers_every_readable_image_when_others_fail(runs):
     assert answered == [str(p) for p, _ in good]
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("name", BAD_FILES)
 def test_predict_gives_an_unreadable_image_one_error_line(runs, name):
     done, tmp, _, _ = runs
@@ -168,6 +172,7 @@ def test_predict_gives_an_unreadable_image_one_error_line(runs, name):
     assert len(proc.stderr.splitlines()) == len(BAD_FILES)
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_eval_matches_the_last_test_acc_the_run_recorded(runs):
     done, tmp, _, _ = runs
     proc = done["eval"]
@@ -180,6 +185,7 @@ def test_eval_matches_the_last_test_acc_the_run_recorded(runs):
     assert f"test_acc {last['test_acc']:.2f} %" in proc.stdout
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_eval_reports_each_digit_and_the_confusion_matrix(runs):
     done, tmp, _, _ = runs
     folder = tmp / "runs/eval/step7_lr_scheduler_seed_1"
@@ -196,8 +202,9 @@ def test_eval_reports_each_digit_and_the_confusion_matrix(runs):
     assert "wrote runs/eval/step7_lr_scheduler_seed_1/eval.json" in done["eval"].stdout
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("call", ["eval hostile", "predict hostile"])
-def test_a_hostile_model_file_is_refused_without_running_it(runs, call, error_line):
+def test_a_hostile_model_file_is_refused_without_running_it(runs, call):
     done, tmp, _, _ = runs
     proc = done[call]
     assert proc.returncode == 2 and proc.stdout == ""
@@ -213,7 +220,8 @@ def test_the_hostile_model_file_does_run_code_when_loaded_unsafely(tmp_path):
     assert (tmp_path / "MARKER").exists()
 
 
-def test_eval_of_a_run_without_model_pt_says_it_is_in_progress(runs, error_line):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_eval_of_a_run_without_model_pt_says_it_is_in_progress(runs):
     done, tmp, _, _ = runs
     proc = done["eval in progress"]
     assert proc.returncode == 2

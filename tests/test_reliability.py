@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_cli, start_cli, tiny_config, write_yaml
+
 EPOCHS = 3
 SIGNALS = {"SIGINT": (signal.SIGINT, 130, "Ctrl-C"), "SIGTERM": (signal.SIGTERM, 143, "SIGTERM")}
 
@@ -52,33 +54,33 @@ def snapshot(run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, data_dir, yaml_writer, tiny_factory, cli, cli_start):
+def results(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("reliability")
     # dropout, augmentation and a per-batch LR schedule: resuming must restore all of their state
-    cfg = tiny_factory()
+    cfg = tiny_config()
     cfg["name"] = "rel"
     cfg["data"].update(train_subset=2048)
     cfg["model"].update(dropout=0.05)
     cfg["augment"] = {"rotation": 5.0}
     cfg["scheduler"] = {"name": "onecycle", "max_lr": 0.1}
     cfg["train"].update(epochs=EPOCHS)
-    config = yaml_writer(tmp, "rel.yaml", cfg)
-    nan = tiny_factory()
+    config = write_yaml(tmp, "rel.yaml", cfg)
+    nan = tiny_config()
     nan["name"] = "step1_nan"
     nan["model"]["bn"] = False  # without BN a huge step overflows to inf instead of dying quietly
     nan["optim"]["lr"] = 1.0e30  # NaN in the 2nd batch from any initialisation tried (20 of 20)
     nan["train"]["epochs"] = 2
-    nan_config = yaml_writer(tmp / "steps", "step1_nan.yaml", nan)
-    after = tiny_factory()
+    nan_config = write_yaml(tmp / "steps", "step1_nan.yaml", nan)
+    after = tiny_config()
     after["name"] = "step2_after"
-    yaml_writer(tmp / "steps", "step2_after.yaml", after)
+    write_yaml(tmp / "steps", "step2_after.yaml", after)
 
     def run_args(out):
         return ["run", config, "--data-dir", data_dir, "--out", tmp / out]
 
     def interrupt(out, sig) -> Finished:
         """Start a run, send `sig` once the first epoch has been reported, wait for the exit."""
-        proc = cli_start(run_args(out))
+        proc = start_cli(run_args(out))
         seen = []
         for line in proc.stdout:
             seen.append(line)
@@ -94,24 +96,25 @@ def results(tmp_path_factory, data_dir, yaml_writer, tiny_factory, cli, cli_star
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         phase1 = {
-            "a": pool.submit(cli, run_args("a")),
-            "b": pool.submit(cli, run_args("b")),
+            "a": pool.submit(run_cli, run_args("a")),
+            "b": pool.submit(run_cli, run_args("b")),
             **{name: pool.submit(interrupt, name, sig) for name, (sig, _, _) in SIGNALS.items()},
         }
         done = {name: future.result() for name, future in phase1.items()}
         for name in SIGNALS:  # what the interrupted run left, before --resume continues it
             done[f"{name} left"] = snapshot(tmp / name / "rel")
         phase2 = {
-            **{f"{name} resumed": pool.submit(cli, [*run_args(name), "--resume"]) for name in SIGNALS},
-            "nan": pool.submit(cli, ["run", nan_config, "--data-dir", data_dir, "--out", tmp / "nan"]),
+            **{f"{name} resumed": pool.submit(run_cli, [*run_args(name), "--resume"]) for name in SIGNALS},
+            "nan": pool.submit(run_cli, ["run", nan_config, "--data-dir", data_dir, "--out", tmp / "nan"]),
             "run-all": pool.submit(
-                cli, ["run-all", "--configs", tmp / "steps", "--data-dir", data_dir, "--out", tmp / "all"]
+                run_cli, ["run-all", "--configs", tmp / "steps", "--data-dir", data_dir, "--out", tmp / "all"]
             ),
         }
         done.update({name: future.result() for name, future in phase2.items()})
     return done, tmp / "a" / "rel", tmp
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_the_same_seed_gives_the_same_numbers(results):
     done, reference, tmp = results
     for name in ("a", "b"):
@@ -123,6 +126,7 @@ def test_the_same_seed_gives_the_same_numbers(results):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("name", SIGNALS)
 def test_an_interrupted_run_saves_what_it_finished(results, name):
     done, _, tmp = results
@@ -141,6 +145,7 @@ def test_an_interrupted_run_saves_what_it_finished(results, name):
     assert left["run.json"]["status"] == "interrupted" and left["run.json"]["epochs_finished"] == finished
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("name", SIGNALS)
 def test_resume_continues_exactly(results, name):
     done, reference, tmp = results
@@ -156,6 +161,7 @@ def test_resume_continues_exactly(results, name):
     assert "Run interrupted" not in (run / "analysis.md").read_text()
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_a_diverging_run_stops_with_exit_1(results):
     done, _, tmp = results
     proc = done["nan"]
@@ -169,6 +175,7 @@ def test_a_diverging_run_stops_with_exit_1(results):
     assert not (run / "model.pt").exists()
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_run_all_goes_on_after_a_diverging_step(results):
     done, _, tmp = results
     proc = done["run-all"]

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CLI_TIMEOUT, cli_env
 
 from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.sweep import csv_columns, expand, parse_vary, point_names, run_sweep, split_values
+
+from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, write_yaml
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 # Two points x two seeds, long enough (3 epochs of 1,024 images) that a signal lands inside a trial.
@@ -241,17 +242,17 @@ def kill_worker(args, out: Path, victim: str) -> Finished:
 
 
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory, data_dir, yaml_writer, tiny_factory, cli):
+def sweeps(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("sweep")
-    config = yaml_writer(tmp, "tiny.yaml", tiny_factory())
+    config = write_yaml(tmp, "tiny.yaml", tiny_config())
     common = [config, "--data-dir", data_dir]
     with ThreadPoolExecutor(max_workers=4) as pool:
         phase1 = {
-            "full": pool.submit(cli, ["sweep", *common, *GRID, "--out", tmp / "full"]),
+            "full": pool.submit(run_cli, ["sweep", *common, *GRID, "--out", tmp / "full"]),
             "interrupted": pool.submit(interrupt, [*common, *GRID, "--out", tmp / "interrupted"]),
             # blocks[2] sees a 13x13 map: a 15x15 kernel does not fit, which only building the model finds out
             "failing": pool.submit(
-                cli,
+                run_cli,
                 ["sweep", *common, "--vary", "model.blocks[2].kernel=3,15", "--workers", "1", "--out", tmp / "failing"],
             ),
             "killed": pool.submit(
@@ -276,13 +277,14 @@ def sweeps(tmp_path_factory, data_dir, yaml_writer, tiny_factory, cli):
         done = {name: future.result() for name, future in phase1.items()}
     done["interrupted left"] = rows(tmp / "interrupted" / "sweep_tiny")
     done["checkpoints left"] = sorted(p.parent.name for p in (tmp / "interrupted").rglob("checkpoint.pt"))
-    done["resumed"] = cli(["sweep", *common, *GRID, "--out", tmp / "interrupted", "--resume"])
+    done["resumed"] = run_cli(["sweep", *common, *GRID, "--out", tmp / "interrupted", "--resume"])
     before = (tmp / "full" / "sweep_tiny" / "sweep.csv").stat().st_mtime_ns
-    done["again"] = cli(["sweep", *common, *GRID, "--out", tmp / "full"])
+    done["again"] = run_cli(["sweep", *common, *GRID, "--out", tmp / "full"])
     done["untouched"] = (tmp / "full" / "sweep_tiny" / "sweep.csv").stat().st_mtime_ns == before
     return done, tmp
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_a_sweep_writes_a_run_folder_per_trial_and_its_tables(sweeps):
     done, tmp = sweeps
     assert done["full"].returncode == 0, done["full"].stderr
@@ -315,7 +317,8 @@ def test_a_sweep_writes_a_run_folder_per_trial_and_its_tables(sweeps):
     assert "2 worker processes x 1 torch thread(s)" in done["full"].stdout
 
 
-def test_a_failing_trial_is_recorded_and_the_others_finish(sweeps, error_line):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_a_failing_trial_is_recorded_and_the_others_finish(sweeps):
     done, tmp = sweeps
     proc = done["failing"]
     assert proc.returncode == 1, proc.stderr
@@ -330,6 +333,7 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(sweeps, error_line):
     assert "in this process" in proc.stdout  # one worker trains in the CLI's own process
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 def test_ctrl_c_keeps_finished_trials_and_resume_ends_with_the_same_table(sweeps):
     done, tmp = sweeps
     proc = done["interrupted"]
@@ -346,7 +350,8 @@ def test_ctrl_c_keeps_finished_trials_and_resume_ends_with_the_same_table(sweeps
     assert without_seconds(resumed_table) == without_seconds(full_table)
 
 
-def test_a_worker_killed_outright_loses_only_its_trial(sweeps, error_line):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_a_worker_killed_outright_loses_only_its_trial(sweeps):
     done, tmp = sweeps
     proc = done["killed"]
     assert proc.returncode == 1, proc.stderr
@@ -357,18 +362,18 @@ def test_a_worker_killed_outright_loses_only_its_trial(sweeps, error_line):
     assert table["dropout_0.05"]["status"] == table["dropout_0.1"]["status"] == "completed"
 
 
-def test_a_sweep_never_overwrites_an_earlier_one(sweeps, error_line):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_a_sweep_never_overwrites_an_earlier_one(sweeps):
     done, _ = sweeps
     assert done["again"].returncode == 2
     assert "already holds a sweep; pass --resume" in error_line(done["again"])
     assert done["untouched"]
 
 
+@pytest.mark.slow  # starts the real CLI in subprocesses
 @pytest.mark.parametrize("vary", ["model.dropout=0,abc", "model.blocks[2].out=8,x"])
-def test_a_bad_vary_value_through_the_cli_is_one_line_and_writes_nothing(
-    cli, tmp_path, tiny, write_config, vary, error_line
-):
-    proc = cli(["sweep", write_config("tiny.yaml", tiny), "--vary", vary, "--out", tmp_path / "out"])
+def test_a_bad_vary_value_through_the_cli_is_one_line_and_writes_nothing(tmp_path, tiny, write_config, vary):
+    proc = run_cli(["sweep", write_config("tiny.yaml", tiny), "--vary", vary, "--out", tmp_path / "out"])
     assert proc.returncode == 2
     assert error_line(proc).startswith(f"mnist-drill: error: --vary {vary}: ")
     assert not (tmp_path / "out").exists()

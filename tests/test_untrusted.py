@@ -11,6 +11,8 @@ import torch
 
 from mnist_drill.config import load_config, to_yaml
 
+from helpers import error_line, run_cli
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "mnist_drill"
 
 # Calls that can run code from a file: module or attribute name -> the function names.
@@ -80,9 +82,8 @@ class _Hostile:
         return open, (self.marker, "w")
 
 
-def test_a_crafted_checkpoint_on_resume_is_refused_and_runs_nothing(
-    cli, write_config, tiny, data_dir, tmp_path, error_line
-):
+@pytest.mark.slow  # starts the real CLI in subprocesses
+def test_a_crafted_checkpoint_on_resume_is_refused_and_runs_nothing(write_config, tiny, data_dir, tmp_path):
     config = write_config("tiny.yaml", tiny)
     run = tmp_path / "out" / "tiny"
     run.mkdir(parents=True)
@@ -90,7 +91,7 @@ def test_a_crafted_checkpoint_on_resume_is_refused_and_runs_nothing(
     marker = tmp_path / "pwned"
     torch.save({"epoch": 1, "model": _Hostile(marker)}, run / "checkpoint.pt")
 
-    proc = cli(["run", config, "--resume", "--out", tmp_path / "out", "--data-dir", data_dir])
+    proc = run_cli(["run", config, "--resume", "--out", tmp_path / "out", "--data-dir", data_dir])
 
     assert proc.returncode == 2
     line = error_line(proc)
