@@ -152,20 +152,14 @@ class ConvSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
+    def layer_args(self) -> dict:
+        """The keyword arguments its module takes, shared by `conv` and `sepconv`."""
+        keys = ("padding", "stride", "dilation", "bias", "bn", "relu", "dropout")
+        return {k: getattr(self, k) for k in keys}
+
     def build(self, cin: int, size: int) -> Built:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
-        module = ConvBNReLU(
-            cin,
-            self.out,
-            self.kernel,
-            padding=self.padding,
-            stride=self.stride,
-            dilation=self.dilation,
-            bias=self.bias,
-            bn=self.bn,
-            relu=self.relu,
-            dropout=self.dropout,
-        )
+        module = ConvBNReLU(cin, self.out, self.kernel, **self.layer_args())
         hw = out_size(size, op) ** 2
         return Built(module, self.out, [op], hw * self.out * cin * self.kernel**2)
 
@@ -197,18 +191,7 @@ class SepConvSpec(ConvSpec):
 
     def build(self, cin: int, size: int) -> Built:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
-        module = SeparableConv(
-            cin,
-            self.out,
-            self.kernel,
-            padding=self.padding,
-            stride=self.stride,
-            dilation=self.dilation,
-            bias=self.bias,
-            bn=self.bn,
-            relu=self.relu,
-            dropout=self.dropout,
-        )
+        module = SeparableConv(cin, self.out, self.kernel, **self.layer_args())
         hw = out_size(size, op) ** 2
         return Built(module, self.out, [op], hw * cin * self.kernel**2 + hw * cin * self.out)
 

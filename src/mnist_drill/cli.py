@@ -196,35 +196,28 @@ def _check_workers(args) -> int:
     return args.workers
 
 
-def cmd_run(args) -> int:
-    reports = run_steps(
-        [find_config(args.config)],
+def _run(args, sources: list[Path], progression: bool):
+    return run_steps(
+        sources,
         Path(args.out),
         args.data_dir,
         overrides=_overrides(args),
         seeds=parse_seeds(args.seeds),
         overwrite=args.overwrite,
         resume=args.resume,
+        progression=progression,
         workers=_check_workers(args),
     )
-    cfg = reports[0].cfg
-    print(f"wrote {Path(args.out) / cfg.name}/")
+
+
+def cmd_run(args) -> int:
+    reports = _run(args, [find_config(args.config)], progression=False)
+    print(f"wrote {Path(args.out) / reports[0].cfg.name}/")
     return exit_code(reports)
 
 
 def cmd_run_all(args) -> int:
-    reports = run_steps(
-        step_configs(Path(args.configs)),
-        Path(args.out),
-        args.data_dir,
-        overrides=_overrides(args),
-        seeds=parse_seeds(args.seeds),
-        overwrite=args.overwrite,
-        resume=args.resume,
-        progression=True,
-        workers=_check_workers(args),
-    )
-    return exit_code(reports)
+    return exit_code(_run(args, step_configs(Path(args.configs)), progression=True))
 
 
 def cmd_compare(args) -> int:

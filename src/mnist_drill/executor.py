@@ -15,6 +15,7 @@ its process pool breaks as a whole when one worker dies.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -170,9 +171,15 @@ def _one_line(err: BaseException) -> str:
 # ---------------------------------------------------------------- in this process
 
 
-def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[TrialEnd]:
+def _train(trial: Trial, data_dir, echo):
+    """One trial through runner.run_step, wherever it runs (this process, a worker, a Ray task)."""
     from .runner import run_step
 
+    opts = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "echo": echo}
+    return run_step(trial.cfg, trial.run_dir, data_dir, **opts)
+
+
+def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[TrialEnd]:
     if threads:
         import torch
 
@@ -181,15 +188,7 @@ def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[Trial
     for trial in trials:
         started = time.perf_counter()
         try:
-            result = run_step(
-                trial.cfg,
-                trial.run_dir,
-                data_dir,
-                overwrite=trial.overwrite,
-                resume=trial.resume,
-                previous=trial.previous,
-                echo=echo,
-            )
+            result = _train(trial, data_dir, echo)
             end = _ended(trial, result.status, result.exit_code, "", started, result.outcome)
         except DrillError as err:
             if not keep_going:
@@ -235,17 +234,7 @@ def _worker(trial: Trial, data_dir: str | None, threads: int, conn) -> None:
         # tqdm's default lock is a cross-process semaphore, which a worker killed outright leaves behind (and
         # Python warns about at exit); one worker's bars need only a lock of its own.
         tqdm.set_lock(threading.RLock())
-        from .runner import run_step
-
-        result = run_step(
-            trial.cfg,
-            trial.run_dir,
-            data_dir,
-            overwrite=trial.overwrite,
-            resume=trial.resume,
-            previous=trial.previous,
-            echo=lambda line: print(f"[{trial.label}] {line}", flush=True),
-        )
+        result = _train(trial, data_dir, lambda line: print(f"[{trial.label}] {line}", flush=True))
         message = (result.status, result.exit_code, "", "")
     except DrillError as err:
         message = ("failed", err.exit_code, str(err), type(err).__name__)
@@ -403,8 +392,6 @@ def _ray_trial(trial: Trial, data_dir: str | None, threads: int, files: dict[str
     the run folder's files, when it resumes) and return (status, exit code, note, error class, files)."""
     import torch
 
-    from .runner import run_step
-
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="mnist-drill-") as tmp:
         run_dir = Path(tmp) / trial.run_dir.name
@@ -412,15 +399,8 @@ def _ray_trial(trial: Trial, data_dir: str | None, threads: int, files: dict[str
         for name, data in files.items():
             (run_dir / name).write_bytes(data)
         try:
-            result = run_step(
-                trial.cfg,
-                run_dir,
-                data_dir,
-                overwrite=True,
-                resume=trial.resume,
-                previous=trial.previous,
-                echo=lambda line: print(f"[{trial.label}] {line}", flush=True),
-            )
+            here = dataclasses.replace(trial, run_dir=run_dir, overwrite=True)  # the files came with it
+            result = _train(here, data_dir, lambda line: print(f"[{trial.label}] {line}", flush=True))
             message = (result.status, result.exit_code, "", "")
         except DrillError as err:
             message = ("failed", err.exit_code, str(err), type(err).__name__)
