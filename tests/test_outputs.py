@@ -3,6 +3,7 @@ folder back (damaged files named), provenance."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -225,23 +226,27 @@ def test_torch_zip_writer_failing_on_a_full_disk_is_a_storage_fault(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture
-def file_size_limit():
-    """Sets RLIMIT_FSIZE for this process (SIGXFSZ ignored, so a write past it fails with EFBIG); restores both."""
+@contextlib.contextmanager
+def file_size_limit(size: int):
+    """RLIMIT_FSIZE for this process (SIGXFSZ ignored, so a write past it fails with EFBIG), restored on the way
+    out: inside the test, not in a fixture's teardown, because pytest writes the test's report to its own stdout
+    (a log file in CI, larger than the limit) before fixtures are torn down."""
     old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, old_limit[1]))
-    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
-    signal.signal(signal.SIGXFSZ, old_handler)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
 
 
-def test_save_torch_past_a_file_size_limit_raises_storage_error_and_keeps_the_old_file(tmp_path, file_size_limit):
+def test_save_torch_past_a_file_size_limit_raises_storage_error_and_keeps_the_old_file(tmp_path):
     import torch
 
     path = tmp_path / "checkpoint.pt"
     save_torch(path, {"w": torch.zeros(10)})
     old = path.read_bytes()
-    file_size_limit(20_000)
-    with pytest.raises(StorageError, match=r"checkpoint.pt: cannot write \(File too large\)"):
+    with file_size_limit(20_000), pytest.raises(StorageError, match=r"checkpoint.pt: cannot write \(File too large\)"):
         save_torch(path, {"w": torch.zeros(100_000)})
     assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
