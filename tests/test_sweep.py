@@ -23,7 +23,7 @@ import pytest
 from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.sweep import csv_columns, expand, parse_vary, point_names, run_sweep, split_values
 
-from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, write_yaml
+from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, tiny_config, write_yaml
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 # Two points x two seeds, long enough (3 epochs of 1,024 images) that a signal lands inside a trial.
@@ -76,12 +76,12 @@ def test_vary_values_split_at_commas_outside_brackets(text, values):
 
 
 @pytest.fixture
-def tiny_config(write_config, tiny):
+def tiny_yaml(write_config, tiny):
     return write_config("tiny.yaml", tiny)
 
 
-def test_the_grid_is_the_product_of_the_values_first_vary_slowest(tiny_config):
-    points = expand(tiny_config, [parse_vary("model.dropout=0,0.05"), parse_vary("model.blocks[2].out=12,16")])
+def test_the_grid_is_the_product_of_the_values_first_vary_slowest(tiny_yaml):
+    points = expand(tiny_yaml, [parse_vary("model.dropout=0,0.05"), parse_vary("model.blocks[2].out=12,16")])
     assert [p.values for p in points] == [
         {"model.dropout": 0.0, "model.blocks[2].out": 12},
         {"model.dropout": 0.0, "model.blocks[2].out": 16},
@@ -147,9 +147,9 @@ def test_point_names_say_the_key_and_value():
         (["scheduler.max_lr=0.05"], "--vary scheduler.max_lr=0.05: used only by scheduler.name onecycle"),
     ],
 )
-def test_a_bad_vary_value_is_a_config_error_naming_the_vary(tiny_config, varies, message):
+def test_a_bad_vary_value_is_a_config_error_naming_the_vary(tiny_yaml, varies, message):
     with pytest.raises(ConfigError) as err:
-        expand(tiny_config, [parse_vary(v) for v in varies])
+        expand(tiny_yaml, [parse_vary(v) for v in varies])
     assert str(err.value).startswith(message), str(err.value)
     assert "\n" not in str(err.value)
 
@@ -180,10 +180,10 @@ def test_a_malformed_vary_is_refused(arg, message):
     ],
 )
 def test_options_that_cannot_work_together_are_refused_before_anything_is_written(
-    tiny_config, tmp_path, options, message
+    tiny_yaml, tmp_path, options, message
 ):
     with pytest.raises(UsageError, match=re.escape(message)):
-        run_sweep(tiny_config, ["model.dropout=0,0.05"], tmp_path / "out", **options)
+        run_sweep(tiny_yaml, ["model.dropout=0,0.05"], tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
 
 

@@ -125,7 +125,7 @@ def read_outcome(cfg: Config, run_dir: Path):
 
     try:
         rows = read_metrics(run_dir / "metrics.csv")
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, DrillError):  # none yet (no epoch finished), or not readable
         return None
     if not rows:
         return None
