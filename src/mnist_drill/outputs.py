@@ -27,20 +27,6 @@ from .lock import LOCK_NAME, refuse_if_in_use
 
 DEFAULT_OUT = "runs"  # where runs, evals and comparisons go: git-ignored, never the committed results/
 
-OUTPUT_FILES = (
-    "config.yaml",
-    "metrics.csv",
-    "summary.txt",
-    "analysis.md",
-    "curves.png",
-    "misclassified.png",
-    "model.pt",
-    "checkpoint.pt",
-    "run.json",
-    "train.log",
-)
-
-
 # Why a write failed -> what the user can do about it (the message names the file and the cause first).
 _FIXES = {
     errno.ENOSPC: "free some space",
