@@ -178,6 +178,8 @@ def test_set_accepts_scientific_notation(write_config):
         ("augment: {scale: [0.9]}", ["augment.scale", "a list of 2 numbers"]),
         ("model: {dropout: 1.0}", ["model.dropout", "[0, 1)"]),
         ("train: {epochs: 0}", ["train.epochs", ">= 1"]),
+        ("train: {label_smoothing: 1.0}", ["train.label_smoothing", "[0, 1)"]),
+        ("train: {label_smoothing: -0.1}", ["train.label_smoothing", "[0, 1)"]),
         ("augment: {rotation: -1}", ["augment.rotation", "[0, 180]"]),
         ("augment: {scale: [1.2, 1.1]}", ["augment.scale", "low <= high"]),
         ("optim: {lr: 0}", ["optim.lr", "> 0"]),

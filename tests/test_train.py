@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,7 @@ from mnist_drill.train import (
     run_epoch,
     steps_per_epoch,
     train_epoch,
+    training_loss,
 )
 
 CPU = torch.device("cpu")
@@ -124,6 +127,27 @@ def test_train_loss_is_the_mean_over_samples_with_a_partial_last_batch():
     result = evaluate(model, data, c, CPU)
     assert loss == pytest.approx(result.loss, rel=1e-5)
     assert acc == pytest.approx(result.acc)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.05, 0.1, 0.5])
+def test_training_loss_is_cross_entropy_with_label_smoothing(smoothing):
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(16, 10, generator=g) * 3, torch.randint(0, 10, (16,), generator=g)
+    expected = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    assert training_loss(F.log_softmax(logits, dim=1), labels, smoothing).item() == pytest.approx(expected.item())
+
+
+def test_label_smoothing_changes_the_train_loss_only():
+    # with a negligible learning rate the weights do not move: smoothing raises the loss the model is
+    # trained on, and the test loss stays plain NLL
+    data = split(100)
+    losses = {}
+    for smoothing in (0.0, 0.1):
+        c = dataclasses.replace(cfg(lr=1e-12, momentum=0.0), train=TrainConfig(device="cpu", label_smoothing=smoothing))
+        model = Linear()
+        losses[smoothing], _ = train_epoch(model, data, make_optimizer(model, c), None, c, 1, CPU)
+        assert evaluate(model, data, c, CPU).loss == pytest.approx(losses[0.0], rel=1e-5)
+    assert losses[0.1] > losses[0.0]
 
 
 def test_evaluate_counts_over_several_batches():

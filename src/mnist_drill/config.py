@@ -164,9 +164,11 @@ class TrainConfig:
     channels_last: bool = True  # memory layout only: same numbers, faster convolutions
     compile: bool = False  # torch.compile the model (CUDA; slow to start)
     fast_batchnorm: bool = False  # CPU BatchNorm for <16-channel layers (fast_batchnorm.py): faster, changes results
+    label_smoothing: float = 0.0  # share of each training target spread evenly over the classes (train loss only)
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", "must be >= 1")
+        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
         _check(self.seed >= 0, "seed", "must be >= 0")
 
 

@@ -126,6 +126,15 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
 
 
+def training_loss(log_probs: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean NLL of the model's log-probabilities; with smoothing ε the target is (1 - ε)·one-hot + ε·uniform,
+    as CrossEntropyLoss(label_smoothing=ε) on logits. The test loss stays plain NLL, comparable across runs."""
+    loss = F.nll_loss(log_probs, labels)
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * log_probs.mean(dim=1).mean()
+    return loss
+
+
 def train_epoch(
     model: nn.Module, data: Split, optimizer, scheduler, cfg: Config, epoch: int, device: torch.device
 ) -> tuple[float, float]:
@@ -145,7 +154,7 @@ def train_epoch(
             y = data.labels[idx]
             with autocast(device, cfg.train.precision):
                 out = model(x)
-                loss = F.nll_loss(out.float(), y)
+                loss = training_loss(out.float(), y, cfg.train.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
