@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnist_drill import train
 from mnist_drill.config import Config, DataConfig, OptimConfig, SchedulerConfig, TrainConfig
 from mnist_drill.data import Split, normalize
 from mnist_drill.train import (
@@ -148,6 +149,16 @@ def test_label_smoothing_changes_the_train_loss_only():
         losses[smoothing], _ = train_epoch(model, data, make_optimizer(model, c), None, c, 1, CPU)
         assert evaluate(model, data, c, CPU).loss == pytest.approx(losses[0.0], rel=1e-5)
     assert losses[0.1] > losses[0.0]
+
+
+@pytest.mark.parametrize(
+    "terminal, in_worker, drawn", [(True, False, True), (False, False, False), (True, True, False)]
+)
+def test_the_progress_bar_is_drawn_only_on_a_terminal_of_the_main_process(monkeypatch, terminal, in_worker, drawn):
+    monkeypatch.setattr(train.sys.stderr, "isatty", lambda: terminal)
+    monkeypatch.setattr(train.multiprocessing, "parent_process", lambda: object() if in_worker else None)
+    with train._progress(3, "epoch 1") as bar:
+        assert bar.disable is not drawn
 
 
 def test_evaluate_counts_over_several_batches():

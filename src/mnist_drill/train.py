@@ -6,6 +6,7 @@ accumulate on the device and are read once per epoch.
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
 from dataclasses import dataclass
@@ -122,8 +123,10 @@ def _prepare(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def _progress(total: int, desc: str):
-    # A bar on a terminal; nothing at all in a log file (the per-epoch line says it all there).
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
+    # A bar on a terminal; nothing at all in a log file (the per-epoch line says it all there), nor in a worker
+    # process of a sweep or of run --seeds, whose bars would share one terminal line with the other workers'.
+    quiet = not sys.stderr.isatty() or multiprocessing.parent_process() is not None
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=quiet)
 
 
 def training_loss(log_probs: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
