@@ -226,6 +226,7 @@ def sweep_points(vary_params):
             {"model.dropout": d, "augment.interpolation": i, "optim.nesterov": n},
             7_756 if not vary_params else 5_000 + 1_000 * k,
             [99.3 + k / 20, 99.4 + k / 25, 99.35],
+            seeds_holding=k,
         )
         for k, (d, i, n) in enumerate([(0.0, "nearest", True), (0.02, "bilinear", True), (0.05, "nearest", True)])
     ]
@@ -244,12 +245,42 @@ def test_sweep_adds_a_pareto_panel_when_params_vary():
     assert fig.axes[-1].get_ylim()[0] < 99.3 and TARGET < fig.axes[-1].get_ylim()[1]
 
 
+def grid_points():
+    """A 2 x 3 grid of widths, as `--vary model.blocks[4].out=12,16 --vary model.blocks[5].out=12,16,20`."""
+    return [
+        SweepPoint(
+            {"model.blocks[4].out": a, "model.blocks[5].out": b}, 100 * a + 10 * b, [99.3 + b / 100], int(a > 12)
+        )
+        for a in (12, 16)
+        for b in (12, 16, 20)
+    ]
+
+
+def test_a_panel_draws_a_line_per_value_of_the_other_keys_with_a_tick_per_value():
+    fig = sweep_figure(grid_points(), TARGET)
+    first, second = fig.axes[0], fig.axes[1]
+    labels = [t.get_text() for t in first.get_legend().get_texts()]
+    assert labels[1:] == ["blocks[5].out=12", "blocks[5].out=16", "blocks[5].out=20"]
+    assert [t.get_text() for t in second.get_legend().get_texts()][1:] == ["blocks[4].out=12", "blocks[4].out=16"]
+    assert list(first.get_xticks()) == [12, 16] and list(second.get_xticks()) == [12, 16, 20]
+
+
+def test_the_pareto_panel_fills_the_points_that_hold_on_every_seed():
+    fig = sweep_figure(grid_points(), TARGET)
+    pareto = fig.axes[-1]
+    # an errorbar container's first line is its markers
+    holds = [c for c in pareto.containers if c.get_label() == "holds on every seed"][0].lines[0]
+    misses = [c for c in pareto.containers if c.get_label() == "misses on a seed"][0].lines[0]
+    assert sorted(holds.get_xdata()) == [1720, 1760, 1800] and sorted(misses.get_xdata()) == [1320, 1360, 1400]
+    assert holds.get_markerfacecolor() != "white" and misses.get_markerfacecolor() == "white"
+
+
 def test_pareto_front_keeps_only_the_points_no_smaller_model_beats():
     points = [
-        SweepPoint({}, 5_000, [99.30]),
-        SweepPoint({}, 6_000, [99.20]),
-        SweepPoint({}, 7_000, [99.45]),
-        SweepPoint({}, 8_000, [99.40]),
+        SweepPoint({}, 5_000, [99.30], 0),
+        SweepPoint({}, 6_000, [99.20], 0),
+        SweepPoint({}, 7_000, [99.45], 1),
+        SweepPoint({}, 8_000, [99.40], 1),
     ]
     assert pareto_front(points) == [0, 2]
 
@@ -261,5 +292,5 @@ def test_sweep_is_written_as_png(tmp_path, vary_params):
 
 
 def test_sweep_of_one_variant_still_draws(tmp_path):
-    sweep([SweepPoint({"model.dropout": 0.02}, 7_756, [99.5])], tmp_path / "sweep.png", TARGET)
+    sweep([SweepPoint({"model.dropout": 0.02}, 7_756, [99.5], 1)], tmp_path / "sweep.png", TARGET)
     assert_png(tmp_path / "sweep.png", min_width=300)

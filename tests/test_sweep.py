@@ -20,8 +20,20 @@ from pathlib import Path
 
 import pytest
 
+from mnist_drill.analysis import assess
+from mnist_drill.config import Config
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill.sweep import csv_columns, expand, parse_vary, point_names, run_sweep, split_values
+from mnist_drill.executor import Trial, TrialEnd
+from mnist_drill.sweep import (
+    Point,
+    csv_columns,
+    expand,
+    parse_vary,
+    point_names,
+    run_sweep,
+    split_values,
+    sweep_markdown,
+)
 
 from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, tiny_config, write_yaml
 
@@ -152,6 +164,54 @@ def test_a_bad_vary_value_is_a_config_error_naming_the_vary(tiny_yaml, varies, m
         expand(tiny_yaml, [parse_vary(v) for v in varies])
     assert str(err.value).startswith(message), str(err.value)
     assert "\n" not in str(err.value)
+
+
+def ended(point: Point, seed: int, last_test_accs: list[float] | None, params: int) -> TrialEnd:
+    """A trial of `point` that completed with these last test accuracies, or (None) failed before an epoch."""
+    trial = Trial(f"{point.name}/seed_{seed}", point.cfg, Path(point.name) / f"seed_{seed}")
+    if last_test_accs is None:
+        return TrialEnd(trial, "failed", 1, note="it broke")
+    rows = [
+        {"epoch": e, "train_loss": 0.1, "train_acc": acc, "test_loss": 0.1, "test_acc": acc, "lr": 0.01, "seconds": 1.0}
+        for e, acc in enumerate([98.0, *last_test_accs], start=1)
+    ]
+    return TrialEnd(trial, "completed", 0, outcome=assess(rows, point.cfg, params, has_fc=False))
+
+
+HOLDS, MISSES = [99.45, 99.41, 99.50], [99.45, 99.38, 99.50]
+
+
+@pytest.mark.parametrize(
+    "small, large, line",
+    [
+        (
+            [HOLDS, HOLDS],
+            [HOLDS, HOLDS],
+            "Fewest parameters holding 99.4% in each of the last 3 epochs on every seed: small (5,000 params).",
+        ),
+        (
+            [HOLDS, MISSES],
+            [HOLDS, HOLDS],
+            "Fewest parameters holding 99.4% in each of the last 3 epochs on every seed: large (6,000 params).",
+        ),
+        (
+            [HOLDS, None],
+            [HOLDS, HOLDS],
+            "Fewest parameters holding 99.4% in each of the last 3 epochs on every seed: large (6,000 params).",
+        ),
+        ([MISSES, HOLDS], [HOLDS, MISSES], "No point holding 99.4% in each of the last 3 epochs on every seed."),
+        ([HOLDS, MISSES], [HOLDS], None),  # large's seed 2 has not run yet
+    ],
+)
+def test_sweep_md_names_the_smallest_point_that_holds_on_every_seed(small, large, line):
+    points = [Point("small", {"model.dropout": 0.0}, Config()), Point("large", {"model.dropout": 0.1}, Config())]
+    ends = {}
+    for p, (point, params, per_seed) in enumerate(zip(points, (5_000, 6_000), (small, large))):
+        for s, accs in enumerate(per_seed):
+            ends[(p, s)] = ended(point, s + 1, accs, params)
+    md = sweep_markdown("sweep_x", Path("x.yaml"), points, ends, [1, 2], figure=False)
+    verdicts = [text for text in md.splitlines() if text.startswith(("Fewest parameters", "No point"))]
+    assert verdicts == ([line] if line else [])
 
 
 @pytest.mark.parametrize(

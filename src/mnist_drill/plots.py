@@ -33,6 +33,7 @@ TARGET_NEAR = 3.0  # pp: a target this close to the plotted accuracies is kept i
 MIN_ACC_SPAN = 0.5  # pp: the narrowest accuracy axis, so one point or a flat run is not a sliver
 LOG_SPAN = 10.0  # values spanning more than this factor get a log axis
 ERROR_FLOOR = 0.01  # pp: on the error-log accuracy axis 100 % is drawn at 99.99 % (the log of 0 has no place)
+MAX_VALUE_TICKS = 8  # a sweep's numeric values up to this many get a tick each
 ERROR_LOG_TICKS = [0, 50, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.98, 99.99]  # accuracies (%) labelled there
 
 
@@ -53,11 +54,13 @@ class StepPoint:
 @dataclass(frozen=True)
 class SweepPoint:
     """One variant of a sweep: the swept keys and their values (e.g. {"model.dropout": 0.02, "augment.rotation": 7}),
-    the model's parameter count, and the final test_acc (%) of each seed. Every point names the same keys."""
+    the model's parameter count, the final test_acc (%) of each seed, and how many of those seeds hold the target
+    in each of its last epochs. Every point names the same keys."""
 
     values: dict[str, object]
     params: int
     test_acc: list[float]
+    seeds_holding: int
 
 
 def accuracy_scale(values: list[float]) -> str:
@@ -262,9 +265,21 @@ def pareto_front(points: list[SweepPoint]) -> list[int]:
     return front
 
 
+def _series(points: list[SweepPoint], key: str, keys: list[str]) -> dict[str, list[int]]:
+    """The points of one panel's lines: one line per combination of the other varied keys' values, labelled
+    with them ("blocks5.out=16"), each by the panel's key in grid order; a single unlabelled line when no other
+    key varies."""
+    series: dict[str, list[int]] = {}
+    for i, point in enumerate(points):
+        label = ", ".join(f"{k.split('.', 1)[-1]}={point.values[k]}" for k in keys if k != key)
+        series.setdefault(label, []).append(i)
+    return series
+
+
 def sweep_figure(points: list[SweepPoint], target_acc: float):
-    """Mean final test_acc ± sd against each key that varies (numbers on a number axis, anything else as categories),
-    and against parameters when they vary, with the Pareto front (fewest parameters for the accuracy) drawn."""
+    """Mean final test_acc ± sd against each key that varies (numbers on a number axis, anything else as categories;
+    a line per value of the other keys), and against parameters when they vary: the Pareto front (fewest
+    parameters for the accuracy) drawn, points that hold the target on every seed filled, the others hollow."""
     if any(p.values.keys() != points[0].values.keys() for p in points):
         raise ValueError("sweep: every SweepPoint must name the same keys")
     keys = [k for k in points[0].values if len({repr(p.values[k]) for p in points}) > 1]
@@ -282,12 +297,31 @@ def sweep_figure(points: list[SweepPoint], target_acc: float):
             xs = [categories.index(str(v)) for v in xs]
         elif scale_for(xs) == "log":
             ax.set_xscale("log")
-        extremes = _errorbars(ax, xs, accs, fmt="o")
+        elif len(set(xs)) <= MAX_VALUE_TICKS:  # a tick at each value tried, not at values nobody ran
+            ax.set_xticks(sorted(set(xs)), [f"{v:g}" for v in sorted(set(xs))])
+        extremes = []
+        for label, members in _series(points, key, keys).items():
+            fmt = "-o" if len(members) > 1 else "o"
+            extremes += _errorbars(
+                ax, [xs[i] for i in members], [accs[i] for i in members], fmt=fmt, label=label or None
+            )
         _style(ax, key, "final test_acc (%), mean ± sd", xlabel=key, target=target_acc, accuracies=extremes)
     if pareto:
         ax = axes[0][-1]
         params = [p.params for p in points]
-        extremes = _errorbars(ax, params, accs, fmt="o", label="variant")
+        extremes = []
+        for holds, label, face in ((True, "holds on every seed", None), (False, "misses on a seed", "white")):
+            members = [i for i, p in enumerate(points) if (p.seeds_holding == len(p.test_acc)) == holds]
+            if members:
+                extremes += _errorbars(
+                    ax,
+                    [params[i] for i in members],
+                    [accs[i] for i in members],
+                    fmt="o",
+                    color="C0",
+                    mfc=face,
+                    label=label,
+                )
         front = pareto_front(points)
         ax.plot(
             [params[i] for i in front], [mean_sd(accs[i])[0] for i in front], "--", color="C1", label="Pareto front"

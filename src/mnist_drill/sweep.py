@@ -226,9 +226,11 @@ def sweep_markdown(
     title: str, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int], figure: bool
 ) -> str:
     """A row per grid point: mean ± sd over its completed seeds of the final and best test_acc, params, and how
-    many seeds hold the target; then the trials that did not complete."""
+    many seeds hold the target; the point with the fewest parameters that holds it on every seed; then the
+    trials that did not complete."""
     keys = list(points[0].values)
     target = points[0].cfg.target
+    holds = f"holding {target.test_acc}% in each of the last {target.consistent_epochs} epochs"
     lines = [
         f"# {title}",
         "",
@@ -241,11 +243,13 @@ def sweep_markdown(
         f"holds {target.test_acc}% over the last {target.consistent_epochs} epochs | all targets |",
         "|---|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|---:|",
     ]
-    unfinished = []
+    unfinished, holding = [], []  # holding: (params, point) of the points that hold the target on every seed
     for p, point in enumerate(points):
         point_ends = [ends[(p, s)] for s in range(len(seeds)) if (p, s) in ends]
         unfinished += [e for e in point_ends if e.status != "completed"]
         done = _completed(point_ends)
+        if len(done) == len(seeds) and all(o.consistent for o in done):
+            holding.append((done[0].params, point.name))
         values = " | ".join(yaml_value(point.values[k]) for k in keys)
         if not done:
             lines.append(f"| {point.name} | {values} | | 0/{len(seeds)} | | | | |")
@@ -256,6 +260,11 @@ def sweep_markdown(
             f"{final[0]:.2f} ± {final[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
             f"{sum(o.consistent for o in done)}/{len(done)} | {sum(o.all_met for o in done)}/{len(done)} |"
         )
+    if holding:
+        params, name = min(holding)
+        lines += ["", f"Fewest parameters {holds} on every seed: {name} ({params:,} params)."]
+    elif len(ends) == len(points) * len(seeds):
+        lines += ["", f"No point {holds} on every seed."]
     missing = len(points) * len(seeds) - len(ends)
     if unfinished or missing:
         lines += [
@@ -279,7 +288,11 @@ def write_tables(
     for p, point in enumerate(points):
         done = _completed([ends[(p, s)] for s in range(len(seeds)) if (p, s) in ends])
         if done:
-            figure.append(plots.SweepPoint(point.values, done[0].params, [o.final_test_acc for o in done]))
+            figure.append(
+                plots.SweepPoint(
+                    point.values, done[0].params, [o.final_test_acc for o in done], sum(o.consistent for o in done)
+                )
+            )
     if figure:
         plots.sweep(figure, sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
     write_text(sweep_dir / "sweep.csv", sweep_csv(points, ends, seeds))
