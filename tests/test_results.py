@@ -1,6 +1,6 @@
 """The committed evidence is an index a newcomer can trust: every folder in results/ is listed in
-results/README.md, and every frontier trial is a committed config plus `--set`s that train exactly
-what its folder holds."""
+results/README.md, every frontier trial is a committed config plus `--set`s that train exactly
+what its folder holds, and every committed sweep is the command its README gives."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from mnist_drill.config import load_config, trains_alike
+from mnist_drill.runner import with_seed
+from mnist_drill.sweep import expand, parse_vary
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -29,6 +31,15 @@ FRONTIER_TRIALS = {
     ),
 }
 
+# The frontier sweeps (results/frontier_sweep/): folder -> (config, --vary arguments); every one ran with
+# --seeds 1,2,3 --device cpu.
+FRONTIER_SWEEPS = {
+    "frontier_pareto": ("configs/frontier_6k.yaml", ["model.blocks[4].out=12,16", "model.blocks[5].out=12,16,20"]),
+    "frontier_sepconv_width": ("configs/frontier_sepconv.yaml", ["model.blocks[4].out=12,16,24,32"]),
+    "frontier_sepconv_early": ("configs/frontier_sepconv_early.yaml", ["model.blocks[1].out=16,32", "model.blocks[2].out=8,16"]),
+}
+SWEEPS = RESULTS / "frontier_sweep"
+
 
 def test_results_readme_lists_every_folder():
     readme = (RESULTS / "README.md").read_text()
@@ -46,3 +57,24 @@ def test_every_frontier_trial_is_a_committed_config_and_its_sets(folder):
         seed = int(run.name.removeprefix("seed_"))
         cfg = load_config(REPO / config, [*sets, "train.device=cpu", f"train.seed={seed}"])
         assert trains_alike((run / "config.yaml").read_text(), cfg), f"{run} is not {config} {sets}"
+
+
+def test_every_committed_sweep_is_listed_with_its_command():
+    assert {p.name for p in SWEEPS.iterdir() if p.is_dir()} == set(FRONTIER_SWEEPS)
+    readme = (SWEEPS / "README.md").read_text()
+    for config, varies in FRONTIER_SWEEPS.values():
+        command = f"mnist-drill sweep {config} " + " ".join(f"--vary '{v}'" for v in varies) + " --seeds 1,2,3"
+        assert command in readme
+
+
+@pytest.mark.parametrize("sweep", sorted(FRONTIER_SWEEPS))
+def test_every_trial_of_a_committed_sweep_is_its_point_of_the_grid(sweep):
+    config, varies = FRONTIER_SWEEPS[sweep]
+    points = expand(REPO / config, [parse_vary(v) for v in varies], ["train.device=cpu"])
+    assert sorted(p.name for p in (SWEEPS / sweep).iterdir() if p.is_dir()) == sorted(p.name for p in points)
+    for point in points:
+        runs = sorted((SWEEPS / sweep / point.name).glob("seed_*"))
+        assert [r.name for r in runs] == ["seed_1", "seed_2", "seed_3"]
+        for run in runs:
+            cfg = with_seed(point.cfg, int(run.name.removeprefix("seed_")))
+            assert trains_alike((run / "config.yaml").read_text(), cfg), f"{run} is not point {point.name}"
