@@ -31,12 +31,25 @@ FRONTIER_TRIALS = {
     ),
 }
 
-# The frontier sweeps (results/frontier_sweep/): folder -> (config, --vary arguments); every one ran with
-# --seeds 1,2,3 --device cpu.
+# The frontier sweeps (results/frontier_sweep/): folder -> (config, --vary arguments, --set arguments); every one
+# ran with --seeds 1,2,3 --device cpu.
 FRONTIER_SWEEPS = {
-    "frontier_pareto": ("configs/frontier_6k.yaml", ["model.blocks[4].out=12,16", "model.blocks[5].out=12,16,20"]),
-    "frontier_sepconv_width": ("configs/frontier_sepconv.yaml", ["model.blocks[4].out=12,16,24,32"]),
-    "frontier_sepconv_early": ("configs/frontier_sepconv_early.yaml", ["model.blocks[1].out=16,32", "model.blocks[2].out=8,16"]),
+    "frontier_pareto": (
+        "configs/frontier_6k.yaml",
+        ["model.blocks[4].out=12,16", "model.blocks[5].out=12,16,20"],
+        [],
+    ),
+    "frontier_sepconv_width": ("configs/frontier_sepconv.yaml", ["model.blocks[4].out=12,16,24,32"], []),
+    "frontier_sepconv_early": (
+        "configs/frontier_sepconv_early.yaml",
+        ["model.blocks[1].out=16,32", "model.blocks[2].out=8,16"],
+        [],
+    ),
+    "frontier_sepconv_smoothing": (
+        "configs/frontier_sepconv_early.yaml",
+        ["train.label_smoothing=0.05,0.1"],
+        ["model.blocks[1].out=32", "model.blocks[2].out=8"],
+    ),
 }
 SWEEPS = RESULTS / "frontier_sweep"
 
@@ -62,15 +75,15 @@ def test_every_frontier_trial_is_a_committed_config_and_its_sets(folder):
 def test_every_committed_sweep_is_listed_with_its_command():
     assert {p.name for p in SWEEPS.iterdir() if p.is_dir()} == set(FRONTIER_SWEEPS)
     readme = (SWEEPS / "README.md").read_text()
-    for config, varies in FRONTIER_SWEEPS.values():
-        command = f"mnist-drill sweep {config} " + " ".join(f"--vary '{v}'" for v in varies) + " --seeds 1,2,3"
-        assert command in readme
+    for config, varies, sets in FRONTIER_SWEEPS.values():
+        arguments = [f"--vary '{v}'" for v in varies] + [f"--set '{s}'" for s in sets]
+        assert f"mnist-drill sweep {config} {' '.join(arguments)} --seeds 1,2,3" in readme
 
 
 @pytest.mark.parametrize("sweep", sorted(FRONTIER_SWEEPS))
 def test_every_trial_of_a_committed_sweep_is_its_point_of_the_grid(sweep):
-    config, varies = FRONTIER_SWEEPS[sweep]
-    points = expand(REPO / config, [parse_vary(v) for v in varies], ["train.device=cpu"])
+    config, varies, sets = FRONTIER_SWEEPS[sweep]
+    points = expand(REPO / config, [parse_vary(v) for v in varies], [*sets, "train.device=cpu"])
     assert sorted(p.name for p in (SWEEPS / sweep).iterdir() if p.is_dir()) == sorted(p.name for p in points)
     for point in points:
         runs = sorted((SWEEPS / sweep / point.name).glob("seed_*"))
