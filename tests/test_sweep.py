@@ -38,21 +38,10 @@ from mnist_drill.sweep import (
 from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, tiny_config, write_yaml
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+# Two one-thread workers, three epochs each.
+PARALLEL = ["--workers", "2", "--threads", "1", "--epochs", "3"]
 # Two points x two seeds, long enough (3 epochs of 1,024 images) that a signal lands inside a trial.
-GRID = [
-    "--vary",
-    "model.dropout=0,0.05",
-    "--seeds",
-    "1,2",
-    "--workers",
-    "2",
-    "--threads",
-    "1",
-    "--epochs",
-    "3",
-    "--set",
-    "data.train_subset=1024",
-]
+GRID = ["--vary", "model.dropout=0,0.05", "--seeds", "1,2", *PARALLEL, "--set", "data.train_subset=1024"]
 
 
 @dataclass
@@ -321,12 +310,7 @@ def sweeps(tmp_path_factory, data_dir):
                     *common,
                     "--vary",
                     "model.dropout=0,0.05,0.1",
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "1",
-                    "--epochs",
-                    "3",
+                    *PARALLEL,
                     "--out",
                     tmp / "killed",
                 ],
