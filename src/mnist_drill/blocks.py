@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
+import torch
 from torch import nn
 
 from .fast_dropout import FastDropout
@@ -117,6 +118,14 @@ class Transition(nn.Sequential):
         super().__init__(
             nn.MaxPool2d(pool, pool), ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout)
         )
+
+
+class GlobalAvgPool(nn.Module):
+    """Each channel's map averaged to one number. A mean, not nn.AdaptiveAvgPool2d(1): the same numbers on the
+    CPU (bit for bit), but its CUDA backward is an expand where AdaptiveAvgPool2d's is non-deterministic."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
 
 
 class LinearBlock(nn.Sequential):
@@ -238,7 +247,7 @@ class GapSpec(BlockSpec):
     TYPE: ClassVar[str] = "gap"
 
     def build(self, cin: int, size: int) -> Built:
-        return Built(nn.AdaptiveAvgPool2d(1), cin, [Op(size)], 0)
+        return Built(GlobalAvgPool(), cin, [Op(size)], 0)
 
 
 @dataclass(frozen=True)
