@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from . import analysis, plots, report
 from .checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
 from .config import Config, extends_path, load_config, read_saved_config, to_yaml, trains_alike
@@ -48,7 +50,7 @@ from .outputs import (
     write_metrics,
     write_text,
 )
-from .runtime import device_name
+from .runtime import device_name, torch_threads
 from .summary import summary_text
 from .train import METRIC_COLUMNS, NonFiniteLoss, evaluate, run_epoch, setup
 
@@ -156,7 +158,7 @@ def run_step(
     write_text(run_dir / "config.yaml", to_yaml(cfg))
     write_text(run_dir / "summary.txt", summary_text(cfg, t.model, t.layers))
     params, macs = count_params(t.model)[0], macs_per_image(t.layers)
-    rows, start_epoch = [], 1
+    rows, start_epoch, threads = [], 1, None
     if resume:
         done = load_checkpoint(run_dir, t.model, t.optimizer, t.scheduler, t.device)
         rows, start_epoch = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)[:done], done + 1
@@ -166,19 +168,22 @@ def run_step(
                 f"{run_dir / CHECKPOINT}; restore it, or pass --overwrite to train the run afresh"
             )
         log(f"resuming {cfg.name} after epoch {done}")
+        threads = _threads_to_resume_with(run_dir, t.device, log)
 
     log(
         f"{cfg.name}: {params:,} params, {macs:,} MACs/image, device {t.device}, seed {cfg.train.seed}, "
         f"{cfg.train.epochs} epochs"
     )
     status, exit_code, note, last_eval, fault = "completed", 0, "", None, None
+    threads = threads or torch.get_num_threads()  # recorded in run.json, for a --resume to continue with
     try:
-        for epoch in range(start_epoch, cfg.train.epochs + 1):
-            row, last_eval = run_epoch(t.net, t.train, t.test, t.optimizer, t.scheduler, cfg, epoch, t.device)
-            write_metrics(run_dir / "metrics.csv", [*rows, row], METRIC_COLUMNS)
-            save_checkpoint(run_dir, epoch, t.model, t.optimizer, t.scheduler)
-            rows.append(row)  # finished: its row and its checkpoint are on disk
-            log(epoch_line(row, cfg.train.epochs))
+        with torch_threads(threads):
+            for epoch in range(start_epoch, cfg.train.epochs + 1):
+                row, last_eval = run_epoch(t.net, t.train, t.test, t.optimizer, t.scheduler, cfg, epoch, t.device)
+                write_metrics(run_dir / "metrics.csv", [*rows, row], METRIC_COLUMNS)
+                save_checkpoint(run_dir, epoch, t.model, t.optimizer, t.scheduler, t.device)
+                rows.append(row)  # finished: its row and its checkpoint are on disk
+                log(epoch_line(row, cfg.train.epochs))
     except (KeyboardInterrupt, Terminated) as err:
         exit_code = EXIT_SIGINT if isinstance(err, KeyboardInterrupt) else EXIT_SIGTERM
         status = "interrupted"
@@ -236,6 +241,7 @@ def run_step(
             "device_name": device_name(t.device),
             "seed": cfg.train.seed,
             "precision": cfg.train.precision,
+            "threads": threads,
             "params": params,
             "macs_per_image": macs,
             "epochs_finished": len(rows),
@@ -257,6 +263,23 @@ def run_step(
         with contextlib.suppress(OSError):
             (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
     return StepResult(cfg, run_dir, status, exit_code, outcome)
+
+
+def _threads_to_resume_with(run_dir: Path, device, log: Echo) -> int | None:
+    """The torch thread count the run started with (run.json), when it differs from this process's: CPU
+    results depend on it, and --resume promises the numbers of an uninterrupted run. None: keep this one."""
+    recorded = (read_run_json(run_dir / "run.json") or {}).get("threads")
+    if device.type != "cpu":
+        return None
+    if type(recorded) is not int or recorded < 1:
+        log(
+            "run.json does not say how many CPU threads the run started with: the numbers may differ in the last digits"
+        )
+        return None
+    if recorded != torch.get_num_threads():
+        log(f"continuing with {recorded} torch thread(s), as the run started (not {torch.get_num_threads()})")
+        return recorded
+    return None
 
 
 def finished_run(cfg: Config, run_dir: Path) -> analysis.Outcome | None:
