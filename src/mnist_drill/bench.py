@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from .config import Config
-from .data import FILES, MEAN, STD, Split, _locate, load_cached, read_bytes
+from .data import FILES, MEAN, STD, Split, load_cached, locate, read_bytes
 from .fast_dropout import FastDropout
 from .model import build_model, count_params, macs_per_image
 from .outputs import provenance
@@ -37,7 +37,7 @@ def _classic_root(data_dir: Path, root: Path) -> Path:
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in FILES:
-        (raw / name).write_bytes(read_bytes(_locate(data_dir, name)))
+        (raw / name).write_bytes(read_bytes(locate(data_dir, name)))
     return root
 
 
