@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import MNIST_FILES, REPO_ROOT, tiny_config, write_yaml
 
@@ -59,3 +60,15 @@ def write_config(tmp_path) -> Callable[..., Path]:
 def tiny() -> dict:
     """A fresh copy of the tiny test config as a mapping, to modify and write."""
     return tiny_config()
+
+
+@pytest.fixture
+def cuda_that_must_not_be_touched(monkeypatch):
+    """CUDA that says it is there, and fails the test on any use of its random state or context."""
+
+    def touched(*args, **kwargs):
+        raise AssertionError("a CPU run touched CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in ("get_rng_state", "get_rng_state_all", "set_rng_state", "set_rng_state_all", "init", "_lazy_init"):
+        monkeypatch.setattr(torch.cuda, name, touched)

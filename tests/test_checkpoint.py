@@ -39,18 +39,6 @@ def test_every_tensor_of_a_checkpoint_is_read_onto_the_cpu(tmp_path):
     assert ckpt["rng"]["torch"].device.type == "cpu" and ckpt["rng"]["torch"].dtype == torch.uint8
 
 
-@pytest.fixture
-def cuda_that_must_not_be_touched(monkeypatch):
-    """CUDA that says it is there, and fails the test on any use of its random state or context."""
-
-    def touched(*args, **kwargs):
-        raise AssertionError("a CPU run touched CUDA")
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    for name in ("get_rng_state", "get_rng_state_all", "set_rng_state", "set_rng_state_all", "init", "_lazy_init"):
-        monkeypatch.setattr(torch.cuda, name, touched)
-
-
 def test_a_cpu_checkpoint_on_a_gpu_machine_holds_no_cuda_state(tmp_path, cuda_that_must_not_be_touched):
     model, optimizer = trained_pair()
     save_checkpoint(tmp_path, 1, model, optimizer, None, torch.device("cpu"))

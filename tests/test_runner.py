@@ -135,3 +135,9 @@ def test_resume_continues_with_the_thread_count_the_run_started_with(
     assert threads_seen == [1]
     assert "continuing with 1 torch thread(s), as the run started (not 2)" in lines
     assert read_run_json(tmp_path / "run" / "run.json")["threads"] == 1
+
+
+def test_a_cpu_run_on_a_gpu_machine_never_touches_cuda(cuda_that_must_not_be_touched, tiny_cfg, tmp_path, data_dir):
+    # Every worker of a CPU sweep used to create a CUDA context (rng_state read every GPU's generator).
+    tiny_cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, epochs=2))
+    assert run_step(tiny_cfg, tmp_path / "run", str(data_dir), echo=quiet).status == "completed"
