@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_drill.blocks import (
+from mnist_drill.config.blocks import (
     BLOCK_SPECS,
     ConvSpec,
     GapSpec,
@@ -21,9 +21,9 @@ from mnist_drill.blocks import (
     TransitionSpec,
     out_size,
 )
-from mnist_drill.config import ModelConfig
-from mnist_drill.fast_dropout import FastDropout
-from mnist_drill.model import with_model_defaults
+from mnist_drill.config.schema import ModelConfig
+from mnist_drill.nn.fast_dropout import FastDropout
+from mnist_drill.nn.model import with_model_defaults
 
 NO_BN, BN = ModelConfig(bn=False), ModelConfig(bn=True)
 

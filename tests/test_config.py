@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
-from mnist_drill.config import (
+from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
+from mnist_drill.config.schema import (
     DESCRIPTIVE_KEYS,
     EXPECTATIONS,
     AugmentConfig,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill.blocks import (
+from mnist_drill.config.blocks import (
     ConvSpec,
     GapSpec,
     HeadSpec,
@@ -19,9 +19,9 @@ from mnist_drill.blocks import (
     SepConvSpec,
     TransitionSpec,
 )
-from mnist_drill.config import ModelConfig, load_config
+from mnist_drill.config.schema import ModelConfig, load_config
 from mnist_drill.errors import ConfigError
-from mnist_drill.model import build_model, check_forward, count_params, has_fc, input_shape, macs_per_image
+from mnist_drill.nn.model import build_model, check_forward, count_params, has_fc, input_shape, macs_per_image
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = {p.stem: p for p in sorted((REPO / "configs").glob("step*.yaml"))}

@@ -17,8 +17,7 @@ import subprocess
 import pytest
 
 from mnist_drill.errors import StorageError, UsageError
-from mnist_drill.lock import LOCK_NAME, run_lock
-from mnist_drill.outputs import (
+from mnist_drill.storage.files import (
     append_line,
     atomic_path,
     git_commit,
@@ -33,7 +32,8 @@ from mnist_drill.outputs import (
     write_metrics,
     write_text,
 )
-from mnist_drill.train import METRIC_COLUMNS
+from mnist_drill.storage.lock import LOCK_NAME, run_lock
+from mnist_drill.training.loop import METRIC_COLUMNS
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path):

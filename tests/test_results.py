@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_drill.config import load_config, trains_alike
-from mnist_drill.runner import with_seed
-from mnist_drill.sweep import expand, parse_vary
+from mnist_drill.config.schema import load_config, trains_alike
+from mnist_drill.runs.steps import with_seed
+from mnist_drill.runs.sweep import expand, parse_vary
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from mnist_drill.config import load_config
+from mnist_drill.config.schema import load_config
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill.outputs import read_metrics
-from mnist_drill.runner import epoch_line, finished_run, run_step
+from mnist_drill.runs.steps import epoch_line, finished_run, run_step
+from mnist_drill.storage.files import read_metrics
 
 
 @pytest.fixture

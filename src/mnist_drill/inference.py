@@ -17,15 +17,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from . import plots
-from .checkpoint import CHECKPOINT, WEIGHTS, load_weights
-from .config import Config, load_config
-from .data import Split, load_mnist, load_split, normalize, resolve_dir, to_device
+from .config.schema import Config, load_config
 from .errors import EXIT_USAGE, DataError, StorageError, UsageError
-from .model import build_model
-from .outputs import DEFAULT_OUT, write_json
-from .runtime import autocast, configure, place
-from .train import evaluate
+from .nn.model import build_model
+from .reporting import plots
+from .storage.files import DEFAULT_OUT, write_json
+from .training.checkpoint import CHECKPOINT, WEIGHTS, load_weights
+from .training.data import Split, load_mnist, load_split, normalize, resolve_dir, to_device
+from .training.loop import evaluate
+from .training.runtime import autocast, configure, place
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a digit needs far fewer, a decompression bomb claims more
 SIZE, BOX = 28, 20  # px: MNIST fitted each digit into a 20x20 box, then centred it by mass in 28x28

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .analysis import NOISE_Z, Outcome, Stat, StepStats, aggregate, features
-from .config import Config
+from ..config.schema import Config
+from ..reporting.analysis import NOISE_Z, Outcome, Stat, StepStats, aggregate, features
 
 NOISE = "within seed noise"
 

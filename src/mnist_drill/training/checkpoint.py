@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UsageError
-from .outputs import save_torch
-from .runtime import rng_state, set_rng_state
+from ..errors import UsageError
+from ..storage.files import save_torch
+from ..training.runtime import rng_state, set_rng_state
 
 CHECKPOINT = "checkpoint.pt"  # the last finished epoch of a run in progress
 WEIGHTS = "model.pt"  # the finished model's state_dict

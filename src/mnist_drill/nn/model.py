@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BlockSpec, LinearSpec, out_size
-from .config import ModelConfig
-from .errors import ConfigError
+from ..config.blocks import BlockSpec, LinearSpec, out_size
+from ..config.schema import ModelConfig
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

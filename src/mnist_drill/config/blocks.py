@@ -12,7 +12,7 @@ from typing import ClassVar, NamedTuple
 
 from torch import nn
 
-from .fast_dropout import FastDropout
+from ..nn.fast_dropout import FastDropout
 
 
 class Op(NamedTuple):

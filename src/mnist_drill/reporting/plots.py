@@ -27,7 +27,7 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
-from .outputs import atomic_path  # noqa: E402
+from ..storage.files import atomic_path  # noqa: E402
 
 TARGET_NEAR = 3.0  # pp: a target this close to the plotted accuracies is kept inside the axis
 MIN_ACC_SPAN = 0.5  # pp: the narrowest accuracy axis, so one point or a flat run is not a sliver

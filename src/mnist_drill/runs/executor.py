@@ -29,9 +29,9 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Literal
 
-from . import errors
-from .config import Config
-from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Terminated, UsageError
+from .. import errors
+from ..config.schema import Config
+from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Terminated, UsageError
 
 Echo = Callable[[str], None]
 Executor = Literal["local", "ray"]
@@ -119,9 +119,9 @@ def run_trials(
 
 def read_outcome(cfg: Config, run_dir: Path):
     """The outcome of whatever epochs `run_dir` finished (analysis.Outcome), or None when it finished none."""
-    from . import analysis
-    from .model import build_model, count_params, has_fc
-    from .outputs import read_metrics
+    from ..nn.model import build_model, count_params, has_fc
+    from ..reporting import analysis
+    from ..storage.files import read_metrics
 
     try:
         rows = read_metrics(run_dir / "metrics.csv")
@@ -173,7 +173,7 @@ def _one_line(err: BaseException) -> str:
 
 def _train(trial: Trial, data_dir, echo):
     """One trial through runner.run_step, wherever it runs (this process, a worker, a Ray task)."""
-    from .runner import run_step
+    from ..runs.steps import run_step
 
     opts = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "echo": echo}
     return run_step(trial.cfg, trial.run_dir, data_dir, **opts)
@@ -280,8 +280,8 @@ def check_local(data_dir: str | None, cfgs: list[Config]) -> None:
     """What every local trial needs, checked here before any worker starts, so a mistake is one error line and
     not one failed trial each: the devices asked for, and MNIST (found, or downloaded once, and verified: N
     workers never download into one folder at once)."""
-    from .data import load_cached, resolve_dir
-    from .runtime import choose_device
+    from ..training.data import load_cached, resolve_dir
+    from ..training.runtime import choose_device
 
     for device in dict.fromkeys(c.train.device for c in cfgs):
         choose_device(device)
@@ -415,7 +415,7 @@ def _read_files(run_dir: Path) -> dict[str, bytes]:
 
 def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
     """Make `run_dir` hold exactly the files a Ray task returned (a finished run drops its checkpoint)."""
-    from .outputs import atomic_path
+    from ..storage.files import atomic_path
 
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.iterdir():
@@ -450,7 +450,7 @@ def ray_session(address: str | None):
 
 
 def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]:
-    from .outputs import prepare_run_dir
+    from ..storage.files import prepare_run_dir
 
     with ray_session(address) as ray:
         for trial in trials:  # the same folder rules as a local run, checked before anything is sent

@@ -20,11 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from . import analysis, plots, report
-from .checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
-from .config import Config, extends_path, load_config, read_saved_config, to_yaml, trains_alike
-from .data import resolve_dir
-from .errors import (
+from ..config.schema import Config, extends_path, load_config, read_saved_config, to_yaml, trains_alike
+from ..errors import (
     EXIT_FAILED,
     EXIT_SIGINT,
     EXIT_SIGTERM,
@@ -34,10 +31,12 @@ from .errors import (
     Terminated,
     UsageError,
 )
-from .errors import report as print_error
-from .lock import refuse_if_in_use, run_lock
-from .model import build_model, count_params, has_fc, macs_per_image
-from .outputs import (
+from ..errors import report as print_error
+from ..nn.model import build_model, count_params, has_fc, macs_per_image
+from ..nn.summary import summary_text
+from ..reporting import analysis, plots
+from ..reporting import markdown as report
+from ..storage.files import (
     append_line,
     holds_run,
     prepare_run_dir,
@@ -48,9 +47,11 @@ from .outputs import (
     write_metrics,
     write_text,
 )
-from .runtime import device_name
-from .summary import summary_text
-from .train import METRIC_COLUMNS, NonFiniteLoss, evaluate, run_epoch, setup
+from ..storage.lock import refuse_if_in_use, run_lock
+from ..training.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
+from ..training.data import resolve_dir
+from ..training.loop import METRIC_COLUMNS, NonFiniteLoss, evaluate, run_epoch, setup
+from ..training.runtime import device_name
 
 Echo = Callable[[str], None]
 
@@ -390,7 +391,7 @@ def _run_one_step(
     echo: Echo,
     workers: int = 1,
 ) -> None:
-    from .executor import Trial, run_trials
+    from ..runs.executor import Trial, run_trials
 
     cfg = step.cfg
     if seeds and not resume:

@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import plots
-from .checkpoint import CHECKPOINT
-from .config import Config, flatten, load_config, set_path, to_dict, yaml_value
-from .errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Terminated, UsageError
-from .executor import (
+from ..config.schema import Config, flatten, load_config, set_path, to_dict, yaml_value
+from ..errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Terminated, UsageError
+from ..reporting import plots
+from ..runs.executor import (
     Executor,
     Trial,
     TrialEnd,
@@ -37,8 +36,9 @@ from .executor import (
     run_info,
     run_trials,
 )
-from .outputs import prepare_run_dir, write_text
-from .runner import plan_run, with_seed
+from ..runs.steps import plan_run, with_seed
+from ..storage.files import prepare_run_dir, write_text
+from ..training.checkpoint import CHECKPOINT
 
 Echo = Callable[[str], None]
 NOT_VARIED = {"name": "names the run folder", "change": "describes a step", "train.seed": "use --seeds instead"}

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .augment import augment_batch
-from .config import Config
-from .data import Split, load_cached, normalize, to_device
-from .errors import ConfigError
-from .model import LayerInfo, Net, build_model
-from .runtime import autocast, configure, place
+from ..config.schema import Config
+from ..errors import ConfigError
+from ..nn.model import LayerInfo, Net, build_model
+from ..training.augment import augment_batch
+from ..training.data import Split, load_cached, normalize, to_device
+from ..training.runtime import autocast, configure, place
 
 BAR_EVERY = 50  # batches between progress-bar redraws (each one is a host sync)
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")

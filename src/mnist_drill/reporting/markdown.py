@@ -8,10 +8,10 @@ metrics rows as {seed: rows} where the curves should be read.
 
 from __future__ import annotations
 
-from .analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
-from .comparison import Comparison, compare_steps, first_target_text
-from .config import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, flatten, to_dict
-from .diagnostics import DIAGNOSTIC_NAMES, diagnose
+from ..config.schema import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, flatten, to_dict
+from ..reporting.analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
+from ..reporting.comparison import Comparison, compare_steps, first_target_text
+from ..reporting.diagnostics import DIAGNOSTIC_NAMES, diagnose
 
 Previous = tuple[Config, dict[int, Outcome]] | None
 NOISE_NOTE = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from .config import Config
+from ..config.schema import Config
 
 # Curve diagnostics (accuracy in points, epochs counted from the end of the run).
 TREND_EPOCHS = 4  # the last epochs whose trend "still improving" reads

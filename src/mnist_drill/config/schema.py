@@ -22,8 +22,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .blocks import BLOCK_SPECS, BlockSpec
-from .errors import ConfigError, UsageError
+from ..config.blocks import BLOCK_SPECS, BlockSpec
+from ..errors import ConfigError, UsageError
 
 
 def _check(ok: bool, key: str, why: str) -> None:

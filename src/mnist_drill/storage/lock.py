@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 try:
     import fcntl
@@ -54,7 +54,7 @@ def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
         if left_by is not None:
             echo(f"{run_dir}: took over the lock left by {_describe(left_by)}, which no longer runs")
         _record(fd)
-        from .outputs import remove_temp_files  # here: outputs imports this module
+        from ..storage.files import remove_temp_files  # here: outputs imports this module
 
         remove_temp_files(run_dir)  # half-written files of a killed run; nobody else writes here now
         yield

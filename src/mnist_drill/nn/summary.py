@@ -10,8 +10,8 @@ import io
 import torch
 from torchsummary import summary as torchsummary
 
-from .config import Config
-from .model import LayerInfo, Net, count_params, has_fc, input_shape, macs_per_image
+from ..config.schema import Config
+from ..nn.model import LayerInfo, Net, count_params, has_fc, input_shape, macs_per_image
 
 
 def _describe(cfg: Config, index: int) -> str:

@@ -22,8 +22,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import StorageError, UsageError
-from .lock import LOCK_NAME, refuse_if_in_use
+from ..errors import StorageError, UsageError
+from ..storage.lock import LOCK_NAME, refuse_if_in_use
 
 DEFAULT_OUT = "runs"  # where runs, evals and comparisons go: git-ignored, never the committed results/
 
@@ -295,7 +295,7 @@ def provenance() -> dict:
     import torch
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     commit, dirty = git_commit(Path(__file__).resolve().parent)
     return {
