@@ -21,9 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from .config.blocks import macs_per_image
 from .config.schema import Config
 from .nn.fast_dropout import FastDropout
-from .nn.model import build_model, count_params, macs_per_image
+from .nn.model import build_model, count_params
 from .storage.files import provenance
 from .training.data import FILES, MEAN, STD, Split, _locate, load_cached, read_bytes
 from .training.loop import evaluate, make_optimizer, setup, train_epoch

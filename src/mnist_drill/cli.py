@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config.blocks import with_model_defaults
 from .config.schema import config_changes, find_config, load_config, to_yaml, unused_settings
 from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
-from .nn.model import build_model, with_model_defaults
+from .nn.model import build_model
 from .nn.summary import summary_text
 from .runs.steps import compare_runs, exit_code, run_steps
 from .storage.files import DEFAULT_OUT

@@ -1,18 +1,17 @@
-"""The building blocks a model YAML can name, and the one registry that maps names to them.
+"""The building blocks a model YAML can name, as plain data, and the one registry that maps names to them.
 
-Each block has a frozen spec (its YAML keys) and a small module. A spec also states its geometry
-(the kernel/stride/dilation/padding of each spatial op) so shapes, receptive field and
-multiply-accumulates are computed from the specs alone, without running the model.
+Each block has a frozen spec (its YAML keys) that states its geometry (the kernel/stride/dilation/padding
+of each spatial op), its parameters and its multiply-accumulates, so shapes, receptive field and size are
+computed from the specs alone, without torch. The nn.Module each spec becomes is built in nn/layers.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
-from torch import nn
-
-from ..nn.fast_dropout import FastDropout
+from ..errors import ConfigError
 
 
 class Op(NamedTuple):
@@ -24,11 +23,13 @@ class Op(NamedTuple):
     padding: int = 0
 
 
-class Built(NamedTuple):
-    module: nn.Module
+class Shape(NamedTuple):
+    """What a block makes of a `cin`-channel input map of `size` x `size`."""
+
     out_channels: int
     ops: list[Op]  # spatial ops in order (empty for 1x1-only or flat blocks)
     macs: int  # multiply-accumulates per image
+    params: int  # learned parameters (BatchNorm's running statistics are buffers, not parameters)
     flat: bool = False  # the output is a feature vector, not a map
 
 
@@ -42,6 +43,11 @@ def out_size(size: int, op: Op) -> int:
     return (size + 2 * op.padding - op.dilation * (op.kernel - 1) - 1) // op.stride + 1
 
 
+def conv_params(cin: int, cout: int, kernel: int, bias: bool, bn: bool) -> int:
+    """A conv's weights, its bias and its BatchNorm's scale and shift."""
+    return cout * cin * kernel**2 + (cout if bias else 0) + (2 * cout if bn else 0)
+
+
 def _check_common(spec) -> None:
     if spec.out < 1:
         raise ValueError("out: must be >= 1")
@@ -52,83 +58,6 @@ def _check_common(spec) -> None:
             raise ValueError(f"{name}: must be >= 1")
     if getattr(spec, "padding", 0) < 0:
         raise ValueError("padding: must be >= 0")
-
-
-class ConvBNReLU(nn.Sequential):
-    """conv -> [BatchNorm] -> [ReLU] -> [Dropout], holding only the layers asked for.
-
-    `groups=cin` makes the conv depthwise. A Sequential, so summaries list the real layers only.
-    """
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        kernel: int,
-        *,
-        padding: int = 0,
-        stride: int = 1,
-        dilation: int = 1,
-        groups: int = 1,
-        bias: bool = False,
-        bn: bool = False,
-        relu: bool = True,
-        dropout: float = 0.0,
-    ):
-        layers = [
-            nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias)
-        ]
-        if bn:
-            layers.append(nn.BatchNorm2d(cout))
-        if relu:
-            layers.append(nn.ReLU(inplace=True))
-        if dropout > 0:
-            layers.append(FastDropout(dropout))
-        super().__init__(*layers)
-
-
-class SeparableConv(nn.Sequential):
-    """Depthwise k x k conv (one filter per channel) then a pointwise 1x1 conv with BN/ReLU/dropout."""
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        kernel: int,
-        *,
-        padding: int,
-        stride: int,
-        dilation: int,
-        bias: bool,
-        bn: bool,
-        relu: bool,
-        dropout: float,
-    ):
-        super().__init__(
-            nn.Conv2d(cin, cin, kernel, stride=stride, padding=padding, dilation=dilation, groups=cin, bias=False),
-            ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout),
-        )
-
-
-class Transition(nn.Sequential):
-    """Max-pool (halves the map) then a 1x1 conv that squeezes the channels."""
-
-    def __init__(self, cin: int, cout: int, *, pool: int, bias: bool, bn: bool, relu: bool, dropout: float):
-        super().__init__(
-            nn.MaxPool2d(pool, pool), ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout)
-        )
-
-
-class LinearBlock(nn.Sequential):
-    """Flatten -> Linear -> [ReLU] -> [Dropout]: the fully connected layer of the heavy early steps."""
-
-    def __init__(self, fin: int, fout: int, *, bias: bool, relu: bool, dropout: float):
-        layers = [nn.Flatten(), nn.Linear(fin, fout, bias=bias)]
-        if relu:
-            layers.append(nn.ReLU())
-        if dropout > 0:
-            layers.append(FastDropout(dropout))
-        super().__init__(*layers)
 
 
 # ---------------------------------------------------------------- specs
@@ -157,11 +86,11 @@ class ConvSpec(BlockSpec):
         keys = ("padding", "stride", "dilation", "bias", "bn", "relu", "dropout")
         return {k: getattr(self, k) for k in keys}
 
-    def build(self, cin: int, size: int) -> Built:
+    def shape(self, cin: int, size: int) -> Shape:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
-        module = ConvBNReLU(cin, self.out, self.kernel, **self.layer_args())
         hw = out_size(size, op) ** 2
-        return Built(module, self.out, [op], hw * self.out * cin * self.kernel**2)
+        params = conv_params(cin, self.out, self.kernel, self.bias, self.bn)
+        return Shape(self.out, [op], hw * self.out * cin * self.kernel**2, params)
 
 
 @dataclass(frozen=True)
@@ -178,9 +107,8 @@ class PointwiseSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int) -> Built:
-        module = ConvBNReLU(cin, self.out, 1, bias=self.bias, bn=self.bn, relu=self.relu, dropout=self.dropout)
-        return Built(module, self.out, [], size * size * self.out * cin)
+    def shape(self, cin: int, size: int) -> Shape:
+        return Shape(self.out, [], size * size * self.out * cin, conv_params(cin, self.out, 1, self.bias, self.bn))
 
 
 @dataclass(frozen=True)
@@ -189,11 +117,11 @@ class SepConvSpec(ConvSpec):
 
     TYPE: ClassVar[str] = "sepconv"
 
-    def build(self, cin: int, size: int) -> Built:
+    def shape(self, cin: int, size: int) -> Shape:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
-        module = SeparableConv(cin, self.out, self.kernel, **self.layer_args())
         hw = out_size(size, op) ** 2
-        return Built(module, self.out, [op], hw * cin * self.kernel**2 + hw * cin * self.out)
+        params = cin * self.kernel**2 + conv_params(cin, self.out, 1, self.bias, self.bn)
+        return Shape(self.out, [op], hw * cin * self.kernel**2 + hw * cin * self.out, params)
 
 
 @dataclass(frozen=True)
@@ -206,9 +134,8 @@ class MaxPoolSpec(BlockSpec):
         if self.kernel < 1 or (self.stride is not None and self.stride < 1):
             raise ValueError("kernel: must be >= 1")
 
-    def build(self, cin: int, size: int) -> Built:
-        stride = self.stride or self.kernel
-        return Built(nn.MaxPool2d(self.kernel, stride), cin, [Op(self.kernel, stride)], 0)
+    def shape(self, cin: int, size: int) -> Shape:
+        return Shape(cin, [Op(self.kernel, self.stride or self.kernel)], 0, 0)
 
 
 @dataclass(frozen=True)
@@ -223,12 +150,10 @@ class TransitionSpec(PointwiseSpec):
         if self.pool < 1:
             raise ValueError("pool: must be >= 1")
 
-    def build(self, cin: int, size: int) -> Built:
+    def shape(self, cin: int, size: int) -> Shape:
         op = Op(self.pool, self.pool)
-        module = Transition(
-            cin, self.out, pool=self.pool, bias=self.bias, bn=self.bn, relu=self.relu, dropout=self.dropout
-        )
-        return Built(module, self.out, [op], out_size(size, op) ** 2 * cin * self.out)
+        params = conv_params(cin, self.out, 1, self.bias, self.bn)
+        return Shape(self.out, [op], out_size(size, op) ** 2 * cin * self.out, params)
 
 
 @dataclass(frozen=True)
@@ -237,8 +162,8 @@ class GapSpec(BlockSpec):
 
     TYPE: ClassVar[str] = "gap"
 
-    def build(self, cin: int, size: int) -> Built:
-        return Built(nn.AdaptiveAvgPool2d(1), cin, [Op(size)], 0)
+    def shape(self, cin: int, size: int) -> Shape:
+        return Shape(cin, [Op(size)], 0, 0)
 
 
 @dataclass(frozen=True)
@@ -259,12 +184,13 @@ class LargeConvSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int) -> Built:
+    def shape(self, cin: int, size: int) -> Shape:
         kernel = self.kernel or size
         op = Op(kernel)
-        module = ConvBNReLU(cin, self.out, kernel, bias=self.bias, bn=self.bn, relu=self.relu, dropout=self.dropout)
         hw = out_size(size, op) ** 2
-        return Built(module, self.out, [op], hw * self.out * cin * kernel**2)
+        return Shape(
+            self.out, [op], hw * self.out * cin * kernel**2, conv_params(cin, self.out, kernel, self.bias, self.bn)
+        )
 
 
 @dataclass(frozen=True)
@@ -278,9 +204,8 @@ class HeadSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int) -> Built:
-        module = ConvBNReLU(cin, self.out, 1, bias=self.bias, relu=False)
-        return Built(module, self.out, [], size * size * self.out * cin)
+    def shape(self, cin: int, size: int) -> Shape:
+        return Shape(self.out, [], size * size * self.out * cin, conv_params(cin, self.out, 1, self.bias, False))
 
 
 @dataclass(frozen=True)
@@ -296,10 +221,10 @@ class LinearSpec(BlockSpec):
     def __post_init__(self):
         _check_common(self)
 
-    def build(self, cin: int, size: int) -> Built:
+    def shape(self, cin: int, size: int) -> Shape:
         fin = cin * size * size
-        module = LinearBlock(fin, self.out, bias=self.bias, relu=self.relu, dropout=self.dropout)
-        return Built(module, self.out, [Op(size)] if size > 1 else [], fin * self.out, flat=True)
+        params = fin * self.out + (self.out if self.bias else 0)
+        return Shape(self.out, [Op(size)] if size > 1 else [], fin * self.out, params, flat=True)
 
 
 BLOCK_SPECS: dict[str, type] = {
@@ -316,3 +241,73 @@ BLOCK_SPECS: dict[str, type] = {
         LinearSpec,
     )
 }
+
+
+# ---------------------------------------------------------------- a block list's geometry
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    index: int
+    type: str
+    out_shape: tuple[int, ...]  # (C, H, W), or (F,) after a linear layer
+    params: int
+    rf: int  # receptive field at the output, pixels
+    jump: int  # input pixels between neighbouring outputs
+    macs: int  # multiply-accumulates per image
+    spec: BlockSpec = field(default=None, repr=False, compare=False)  # with the model's bn/dropout filled in
+    in_shape: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)  # (channels, size) it receives
+
+
+def with_model_defaults(spec: BlockSpec, cfg) -> BlockSpec:
+    """The block with its unset (null) `bn` and `dropout` taken from the model's (a ModelConfig): the one
+    place where "BN everywhere" or "dropout everywhere" reaches the blocks."""
+    unset = {name: getattr(cfg, name) for name in ("bn", "dropout") if getattr(spec, name, False) is None}
+    return dataclasses.replace(spec, **unset) if unset else spec
+
+
+def layout(cfg) -> list[LayerInfo]:
+    """One LayerInfo per block of a ModelConfig. Raises ConfigError naming the block that does not fit."""
+    if not cfg.blocks:
+        raise ConfigError("model.blocks: the model has no blocks")
+    channels, size, rf, jump, flat = cfg.in_channels, cfg.input_size, 1, 1, False
+    layers = []
+    for i, spec in enumerate(cfg.blocks):
+        where = f"model.blocks[{i}] ({spec.TYPE})"
+        if flat and not isinstance(spec, LinearSpec):
+            raise ConfigError(f"{where}: follows a linear layer, whose output has no spatial map")
+        spec, in_shape = with_model_defaults(spec, cfg), (channels, size)
+        shape = spec.shape(channels, size)
+        for op in shape.ops:
+            if op.dilation * (op.kernel - 1) + 1 > size + 2 * op.padding:
+                raise ConfigError(
+                    f"{where}: kernel {op.kernel} (dilation {op.dilation}) does not fit the "
+                    f"{size}x{size} map it receives"
+                )
+            size = out_size(size, op)
+            rf += (op.kernel - 1) * op.dilation * jump
+            jump *= op.stride
+        channels, flat = shape.out_channels, shape.flat
+        if flat:
+            size = 1
+        out_shape = (channels,) if flat else (channels, size, size)
+        layers.append(LayerInfo(i, spec.TYPE, out_shape, shape.params, rf, jump, shape.macs, spec, in_shape))
+    if channels != cfg.num_classes or size != 1:
+        got = "x".join(map(str, layers[-1].out_shape))
+        raise ConfigError(
+            f"model.blocks: the last block must output {cfg.num_classes} channels at 1x1 "
+            f"(one score per class), got {got}"
+        )
+    return layers
+
+
+def has_fc(cfg) -> bool:
+    return any(isinstance(b, LinearSpec) for b in cfg.blocks)
+
+
+def input_shape(cfg) -> tuple[int, int, int]:
+    return cfg.in_channels, cfg.input_size, cfg.input_size
+
+
+def macs_per_image(layers: list[LayerInfo]) -> int:
+    return sum(layer.macs for layer in layers)

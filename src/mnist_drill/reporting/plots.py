@@ -10,13 +10,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on these machines or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from matplotlib.ticker import (
     FixedLocator,
     FormatStrFormatter,
@@ -28,6 +28,9 @@ from matplotlib.ticker import (
 )
 
 from ..storage.files import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 TARGET_NEAR = 3.0  # pp: a target this close to the plotted accuracies is kept inside the axis
 MIN_ACC_SPAN = 0.5  # pp: the narrowest accuracy axis, so one point or a flat run is not a sliver

@@ -119,7 +119,8 @@ def run_trials(
 
 def read_outcome(cfg: Config, run_dir: Path):
     """The outcome of whatever epochs `run_dir` finished (analysis.Outcome), or None when it finished none."""
-    from ..nn.model import build_model, count_params, has_fc
+    from ..config.blocks import has_fc
+    from ..nn.model import build_model, count_params
     from ..reporting import analysis
     from ..storage.files import read_metrics
 

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+from ..config.blocks import has_fc, macs_per_image
 from ..config.schema import Config, extends_path, load_config, read_saved_config, to_yaml, trains_alike
 from ..errors import (
     EXIT_FAILED,
@@ -32,7 +33,7 @@ from ..errors import (
     UsageError,
 )
 from ..errors import report as print_error
-from ..nn.model import build_model, count_params, has_fc, macs_per_image
+from ..nn.model import build_model, count_params
 from ..nn.summary import summary_text
 from ..reporting import analysis, plots
 from ..reporting import markdown as report

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..config.blocks import LayerInfo
 from ..config.schema import Config
 from ..errors import ConfigError
-from ..nn.model import LayerInfo, Net, build_model
+from ..nn.model import Net, build_model
 from ..training.augment import augment_batch
 from ..training.data import Split, load_cached, normalize, to_device
 from ..training.runtime import autocast, configure, place
