@@ -17,7 +17,8 @@ import torch
 from mnist_drill.config.schema import load_config
 from mnist_drill.errors import ConfigError
 from mnist_drill.runs import executor
-from mnist_drill.runs.executor import Trial, default_threads, run_trials
+from mnist_drill.runs.executor import default_threads, run_trials
+from mnist_drill.runs.run import Trial
 
 from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, run_cli_many
 

@@ -9,7 +9,8 @@ import torch
 
 from mnist_drill.config.schema import load_config
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill.runs.steps import epoch_line, finished_run, run_step
+from mnist_drill.runs.folder import finished_run
+from mnist_drill.runs.run import epoch_line, run_step
 from mnist_drill.storage.files import read_metrics
 
 

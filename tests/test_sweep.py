@@ -23,7 +23,7 @@ import pytest
 from mnist_drill.config.schema import Config
 from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.reporting.analysis import assess
-from mnist_drill.runs.executor import Trial, TrialEnd
+from mnist_drill.runs.run import Trial, TrialEnd
 from mnist_drill.runs.sweep import (
     Point,
     csv_columns,

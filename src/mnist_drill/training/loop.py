@@ -64,7 +64,6 @@ def setup(cfg: Config, data_dir: Path) -> Training:
     model, layers = build_model(cfg.model)
     train_cpu, test_cpu = load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)
     batches = steps_per_epoch(len(train_cpu), cfg.data.batch_size)
-    check_schedule(cfg, batches)
     model = place(model, device, cfg.train)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, batches)
