@@ -34,10 +34,7 @@ class Diagnostic:
 
 def _slope(values: list[float]) -> float:
     """Least-squares slope per epoch."""
-    mean_x, mean_y = (len(values) - 1) / 2, statistics.mean(values)
-    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / sum(
-        (x - mean_x) ** 2 for x in range(len(values))
-    )
+    return statistics.linear_regression(range(len(values)), values).slope
 
 
 def still_improving(rows: list[dict], cfg: Config) -> Diagnostic | None:
