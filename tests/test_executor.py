@@ -3,13 +3,16 @@ process keep going past a failing one, the thread count per worker, and a sweep 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -170,3 +173,132 @@ def test_a_sweep_on_a_local_ray_instance_brings_every_run_folder_back(tmp_path, 
             last = list(csv.DictReader(f))[-1]
         assert float(row["final_test_acc"]) == pytest.approx(float(last["test_acc"]), abs=1e-3)
     assert "sent to Ray" in out
+
+
+def ignore_sigint_and_sleep(ready) -> None:  # a worker that hangs, deaf to Ctrl-C (module level: spawn pickles it)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ready.set()
+    time.sleep(120)
+
+
+def test_ctrl_c_kills_a_worker_that_does_not_stop_within_the_deadline():
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(target=ignore_sigint_and_sleep, args=(ready,))
+    process.start()
+    assert ready.wait(60)
+    run = executor._Running(0, None, process, None, time.perf_counter(), "")
+    started = time.monotonic()
+    executor._stop_all([run], signal.SIGINT, deadline=1.0)
+    process.join(5)
+    assert process.exitcode == -signal.SIGKILL
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "device, gpus, running, expected",
+    [
+        ("cpu", ["0", "1"], [], ""),  # a CPU trial sees no GPU
+        ("cuda", [], [], ""),
+        ("cuda", ["0", "1"], [], "0"),
+        ("cuda", ["0", "1"], ["0"], "1"),  # two workers on two GPUs: one each
+        ("auto", ["0", "1"], ["0", "1", "0"], "1"),
+        ("cuda", ["GPU-a", "GPU-b"], ["GPU-b"], "GPU-a"),  # CUDA_VISIBLE_DEVICES may hold UUIDs
+    ],
+)
+def test_each_local_worker_gets_the_least_used_gpu(tiny, write_config, device, gpus, running, expected):
+    tiny["train"]["device"] = device
+    cfg = load_config(write_config("tiny.yaml", tiny))
+    assert executor.gpu_for(cfg, gpus, [SimpleNamespace(gpu=g) for g in running]) == expected
+
+
+@pytest.mark.parametrize("listed, gpus", [("", []), ("2", ["2"]), ("1, 3", ["1", "3"])])
+def test_workers_get_only_the_gpus_this_process_may_use(monkeypatch, listed, gpus):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", listed)
+    assert executor.visible_gpus() == gpus
+
+
+def test_writing_a_ray_trial_back_keeps_hidden_files(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".mnist-drill.lock").write_text("the driver's lock")
+    (run / "checkpoint.pt").write_text("an older epoch")
+    executor._write_back(run, {"metrics.csv": b"epoch\n1\n", "model.pt": b"weights"})
+    assert sorted(p.name for p in run.iterdir()) == [".mnist-drill.lock", "metrics.csv", "model.pt"]
+
+
+def test_a_ray_task_that_crashes_returns_its_files(monkeypatch, tmp_path, tiny, write_config):
+    def crash_after_an_epoch(trial, data_dir, echo):
+        (trial.run_dir / "checkpoint.pt").write_bytes(b"epoch 1")
+        raise RuntimeError("CUDA error: an illegal memory access\nmore detail")
+
+    monkeypatch.setattr(executor, "_train", crash_after_an_epoch)
+    trial = Trial("t", load_config(write_config("tiny.yaml", tiny)), tmp_path / "run")
+    status, code, note, error_class, files = executor._ray_trial(trial, {}, 1, {})
+    assert (status, code, error_class) == ("failed", 1, "")
+    assert note == "RuntimeError: CUDA error: an illegal memory access"
+    assert files == {"checkpoint.pt": b"epoch 1"}
+
+
+class FakeRay:
+    """Enough of Ray to run `_run_ray` in this process: each task runs when its result is asked for. Before it
+    runs, the driver's MNIST folder is removed (a node does not see the driver's folders) and it is noted
+    whether this process holds the trial's run folder lock."""
+
+    class RayError(Exception):
+        pass
+
+    exceptions = SimpleNamespace(RayError=RayError)
+
+    def __init__(self, driver_data: Path):
+        self.driver_data, self.store, self.locked = driver_data, {}, []
+
+    def put(self, value):
+        ref = object()
+        self.store[ref] = value
+        return ref
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def remote(self, fn):
+        ray = self
+
+        class Task:
+            def options(self, **resources):
+                return self
+
+            def remote(self, *args):
+                return ray.put(lambda: fn(*[ray.store.get(a, a) if type(a) is object else a for a in args]))
+
+        return Task()
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        from mnist_drill.storage import lock
+
+        trial = [t for t in self.trials if t.label == "t"][0]
+        self.locked.append((trial.run_dir / lock.LOCK_NAME).resolve() in lock._HELD)
+        shutil.rmtree(self.driver_data, ignore_errors=True)
+        return self.store[ref]()
+
+
+def test_ray_tasks_get_mnist_from_the_driver_and_the_run_folder_stays_locked(
+    monkeypatch, tmp_path, tiny, write_config, data_dir
+):
+    driver_data = tmp_path / "driver_mnist"
+    shutil.copytree(data_dir, driver_data)
+    monkeypatch.delenv("MNIST_DRILL_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no data/mnist here either
+    fake = FakeRay(driver_data)
+    trial = Trial("t", load_config(write_config("tiny.yaml", tiny)), tmp_path / "out" / "run")
+    fake.trials = [trial]
+    monkeypatch.setattr(executor, "ray_session", lambda address: contextlib.nullcontext(fake))
+    (end,) = run_trials([trial], str(driver_data), executor="ray", echo=lambda line: None)
+    assert end.status == "completed", end.note
+    assert fake.locked == [True]
+    assert (trial.run_dir / "model.pt").is_file() and not (trial.run_dir / ".mnist-drill.lock").exists()

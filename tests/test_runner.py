@@ -104,3 +104,35 @@ def test_epoch_line():
     assert epoch_line(row, 15) == (
         "epoch  3/15  train_loss 0.1235  train_acc  98.77  test_loss 0.0432  test_acc  99.41  lr 0.01235  12.3s"
     )
+
+
+def test_resume_continues_with_the_thread_count_the_run_started_with(
+    monkeypatch, write_config, tiny, tmp_path, data_dir
+):
+    from mnist_drill.runs import run as runner
+    from mnist_drill.storage.files import read_run_json
+    from mnist_drill.training.runtime import torch_threads
+
+    tiny["train"]["epochs"] = 2
+    cfg = load_config(write_config("tiny.yaml", tiny))
+    real_epoch, threads_seen = runner.run_epoch, []
+
+    def stop_at_epoch_2(*args):
+        raise KeyboardInterrupt
+
+    def record_threads(*args):
+        threads_seen.append(torch.get_num_threads())
+        return real_epoch(*args)
+
+    monkeypatch.setattr(runner, "run_epoch", lambda *a: (stop_at_epoch_2 if a[6] == 2 else real_epoch)(*a))
+    with torch_threads(1):  # as a sweep worker trains
+        assert run_step(cfg, tmp_path / "run", str(data_dir), echo=quiet).status == "interrupted"
+    assert read_run_json(tmp_path / "run" / "run.json")["threads"] == 1
+    monkeypatch.setattr(runner, "run_epoch", record_threads)
+    lines = []
+    with torch_threads(2):  # resumed in a process of two threads
+        assert run_step(cfg, tmp_path / "run", str(data_dir), resume=True, echo=lines.append).status == "completed"
+        assert torch.get_num_threads() == 2
+    assert threads_seen == [1]
+    assert "continuing with 1 torch thread(s), as the run started (not 2)" in lines
+    assert read_run_json(tmp_path / "run" / "run.json")["threads"] == 1

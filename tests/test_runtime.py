@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -13,10 +14,12 @@ from mnist_drill.training.runtime import (
     autocast,
     choose_device,
     configure,
+    deterministic_cuda,
     device_name,
     place,
     rng_state,
     set_rng_state,
+    torch_threads,
 )
 
 
@@ -57,9 +60,9 @@ def test_configure_seeds_python_and_torch(no_cuda):
 
 
 def test_rng_state_round_trip():
-    state = rng_state()
+    state = rng_state(torch.device("cpu"))
     before = (torch.rand(4), random.random(), torch.randperm(10))
-    set_rng_state(state)
+    set_rng_state(state, torch.device("cpu"))
     after = (torch.rand(4), random.random(), torch.randperm(10))
     assert torch.equal(before[0], after[0]) and before[1] == after[1] and torch.equal(before[2], after[2])
 
@@ -118,3 +121,27 @@ def test_keep_freed_memory_serves_megabyte_tensors_from_the_heap(mode, new_mappe
 
     done = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, mode], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == new_mapped_blocks
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_torch_threads_holds_a_count_for_the_block_and_restores_the_one_before(count):
+    before = torch.get_num_threads()
+    with torch_threads(count):
+        assert torch.get_num_threads() == count
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_cuda_numerics_are_deterministic(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        deterministic_cuda()
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.deterministic = False

@@ -26,7 +26,7 @@ from .config.schema import Config
 from .nn.fast_dropout import FastDropout
 from .nn.model import build_model, count_params
 from .storage.files import provenance
-from .training.data import FILES, MEAN, STD, Split, _locate, load_cached, read_bytes
+from .training.data import FILES, MEAN, STD, Split, load_cached, locate, read_bytes
 from .training.loop import evaluate, make_optimizer, setup, train_epoch
 from .training.runtime import device_name
 
@@ -38,7 +38,7 @@ def _classic_root(data_dir: Path, root: Path) -> Path:
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in FILES:
-        (raw / name).write_bytes(read_bytes(_locate(data_dir, name)))
+        (raw / name).write_bytes(read_bytes(locate(data_dir, name)))
     return root
 
 

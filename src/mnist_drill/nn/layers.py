@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..config.blocks import BlockSpec
@@ -73,6 +74,14 @@ class Transition(nn.Sequential):
         )
 
 
+class GlobalAvgPool(nn.Module):
+    """Each channel's map averaged to one number. A mean, not nn.AdaptiveAvgPool2d(1): the same numbers on the
+    CPU (bit for bit), but its CUDA backward is an expand where AdaptiveAvgPool2d's is non-deterministic."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 class LinearBlock(nn.Sequential):
     """Flatten -> Linear -> [ReLU] -> [Dropout]: the fully connected layer of the heavy early steps."""
 
@@ -98,7 +107,7 @@ def build_block(spec: BlockSpec, cin: int, size: int) -> nn.Module:
     if s.TYPE == "transition":
         return Transition(cin, s.out, pool=s.pool, bias=s.bias, bn=s.bn, relu=s.relu, dropout=s.dropout)
     if s.TYPE == "gap":
-        return nn.AdaptiveAvgPool2d(1)
+        return GlobalAvgPool()
     if s.TYPE == "large_conv":
         return ConvBNReLU(cin, s.out, s.kernel or size, bias=s.bias, bn=s.bn, relu=s.relu, dropout=s.dropout)
     if s.TYPE == "head":

@@ -33,7 +33,8 @@ from ..config.schema import Config
 from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Echo, Terminated, UsageError, first_line
 from ..reporting import analysis
 from ..storage.files import atomic_path, read_metrics, read_run_json
-from ..training.data import load_cached, resolve_dir
+from ..storage.lock import run_lock
+from ..training.data import FILES, load_cached, locate, resolve_dir
 from ..training.runtime import choose_device
 from .folder import outcome, prepare_run_dir
 from .run import Trial, TrialEnd, run_step
@@ -41,6 +42,7 @@ from .run import Trial, TrialEnd, run_step
 Executor = Literal["local", "ray"]
 RAY_INSTALL = "pip install 'mnist-drill[ray]'"
 RESEND_SECONDS = 1.0  # while stopping, a worker still alive gets the signal again this often
+STOP_DEADLINE_SECONDS = 30.0  # then a worker that has not exited is killed: saving takes a second or two
 
 
 def available_cpus() -> int:
@@ -176,11 +178,15 @@ def _stop_once(signum, frame):
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
 
 
-def _worker(trial: Trial, data_dir: str | None, threads: int, conn) -> None:
-    """A worker process: train one trial, send (status, exit code, note, error class) back, exit."""
+def _worker(trial: Trial, data_dir: str | None, threads: int, gpu: str, conn) -> None:
+    """A worker process: train one trial, send (status, exit code, note, error class) back, exit.
+
+    `gpu` is the one GPU this worker may see ('' for none: a CPU trial then cannot create a CUDA context
+    even by accident). CUDA reads CUDA_VISIBLE_DEVICES when it starts, which in a worker is later than here."""
     signal.signal(signal.SIGINT, _stop_once)
     signal.signal(signal.SIGTERM, _stop_once)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # for anything this worker starts; torch is told below
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     message = ("failed", EXIT_FAILED, "", "")
     try:
         # The parent blocks SIGINT while it starts a worker, and a child may inherit that mask: a signal that
@@ -216,6 +222,7 @@ class _Running:
     process: multiprocessing.Process
     conn: object  # the reading end of the worker's pipe
     started: float
+    gpu: str  # what the worker's CUDA_VISIBLE_DEVICES says ('' for none)
 
 
 @contextlib.contextmanager
@@ -245,7 +252,27 @@ def check_local(data_dir: str | None, cfgs: list[Config]) -> None:
         load_cached(root, 1, 1)
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may hand to workers, as CUDA_VISIBLE_DEVICES entries (ids or UUIDs)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]  # counts devices; creates no context
+
+
+def gpu_for(cfg: Config, gpus: list[str], running) -> str:
+    """The GPU a new worker for `cfg` sees: none for a CPU trial, else the one the fewest running workers use
+    (N workers on a machine of N GPUs get one each, rather than N contexts on the first)."""
+    if cfg.train.device == "cpu" or not gpus:
+        return ""
+    in_use = [r.gpu for r in running]
+    return min(gpus, key=in_use.count)
+
+
 def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd]:
+    gpus = visible_gpus() if any(t.cfg.train.device != "cpu" for t in trials) else []
     context = multiprocessing.get_context("spawn")
     pending = list(reversed(list(enumerate(trials))))
     running: dict[int, _Running] = {}  # by the process's sentinel
@@ -262,17 +289,18 @@ def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd
         while running or (pending and not stop):
             while pending and not stop and len(running) < workers:
                 i, trial = pending.pop()
+                gpu = gpu_for(trial.cfg, gpus, running.values())
                 reader, writer = context.Pipe(duplex=False)
                 process = context.Process(
-                    target=_worker, args=(trial, data_dir, threads, writer), name=f"mnist-drill {trial.label}"
+                    target=_worker, args=(trial, data_dir, threads, gpu, writer), name=f"mnist-drill {trial.label}"
                 )
                 with _sigint_ignored_in_children():
                     process.start()
                 writer.close()  # the worker holds the writing end; the parent sees EOF if it dies
-                running[process.sentinel] = _Running(i, trial, process, reader, time.perf_counter())
+                running[process.sentinel] = _Running(i, trial, process, reader, time.perf_counter(), gpu)
                 echo(
                     f"[{trial.label}] started in worker process {process.pid}, {threads} torch "
-                    f"thread{'s' if threads > 1 else ''}"
+                    f"thread{'s' if threads > 1 else ''}" + (f", GPU {gpu}" if gpu else "")
                 )
             for sentinel in wait(list(running)):
                 stop = finish(running.pop(sentinel), stopping=False).status == "interrupted" or stop
@@ -301,13 +329,16 @@ def _signals_ignored():
             signal.signal(s, handler)
 
 
-def _stop_all(runs: list[_Running], sig: int) -> None:
-    """Signal every worker until it has exited: one still starting up ignores SIGINT until it can save."""
+def _stop_all(runs: list[_Running], sig: int, deadline: float = STOP_DEADLINE_SECONDS) -> None:
+    """Signal every worker until it has exited: one still starting up ignores SIGINT until it can save. One
+    still alive after `deadline` seconds (hung, or ignoring signals) is killed, so Ctrl-C always ends."""
     alive = {r.process.sentinel: r for r in runs}
+    give_up = time.monotonic() + deadline
     while alive:
+        late = time.monotonic() >= give_up
         for r in alive.values():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(r.process.pid, sig)
+                os.kill(r.process.pid, signal.SIGKILL if late else sig)
         for sentinel in wait(list(alive), timeout=RESEND_SECONDS):
             alive.pop(sentinel)
 
@@ -324,6 +355,9 @@ def _collect(run: _Running, stopping: bool) -> TrialEnd:
         status, exit_code, note, error_class = message
         return _ended(run.trial, status, exit_code, note, run.started, error=_user_error(error_class, note))
     if code is not None and code < 0:  # killed by a signal before it could say anything
+        if stopping and -code == signal.SIGKILL:
+            note = f"killed: still running {STOP_DEADLINE_SECONDS:.0f} s after the signal; its saved epochs are kept"
+            return _ended(run.trial, "interrupted", EXIT_FAILED, note, run.started)
         if stopping and -code in (signal.SIGINT, signal.SIGTERM):
             exit_code = EXIT_SIGINT if -code == signal.SIGINT else EXIT_SIGTERM
             return _ended(run.trial, "interrupted", exit_code, "stopped before its first epoch finished", run.started)
@@ -342,25 +376,31 @@ def import_ray():
     return ray
 
 
-def _ray_trial(trial: Trial, data_dir: str | None, threads: int, files: dict[str, bytes]):
-    """A Ray task: train the trial in a temporary folder on whichever node runs it (continuing from `files`,
-    the run folder's files, when it resumes) and return (status, exit code, note, error class, files)."""
+def _ray_trial(trial: Trial, mnist: dict[str, bytes], threads: int, files: dict[str, bytes]):
+    """A Ray task: train the trial in a temporary folder on whichever node runs it and return (status, exit
+    code, note, error class, files). `mnist` is the driver's four MNIST files (from Ray's object store, so a
+    node needs neither the driver's folders nor the internet); `files` the run folder's, when it resumes.
+    Whatever ends the trial, the files it made go back to the driver (a checkpoint included)."""
     import torch
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="mnist-drill-") as tmp:
+        data_dir = Path(tmp) / "mnist"
         run_dir = Path(tmp) / trial.run_dir.name
-        run_dir.mkdir()
-        for name, data in files.items():
-            (run_dir / name).write_bytes(data)
+        for folder, contents in ((data_dir, mnist), (run_dir, files)):
+            folder.mkdir()
+            for name, data in contents.items():
+                (folder / name).write_bytes(data)
         try:
             here = dataclasses.replace(trial, run_dir=run_dir, overwrite=True)  # the files came with it
-            result = _train(here, data_dir, lambda line: print(f"[{trial.label}] {line}", flush=True))
+            result = _train(here, str(data_dir), lambda line: print(f"[{trial.label}] {line}", flush=True))
             message = (result.status, result.exit_code, "", "")
         except DrillError as err:
             message = ("failed", err.exit_code, str(err), type(err).__name__)
         except KeyboardInterrupt:  # ray.cancel
             message = ("interrupted", EXIT_SIGINT, "cancelled", "")
+        except Exception as err:  # a crash is this trial's failure; its finished epochs still go back
+            message = ("failed", EXIT_FAILED, first_line(err, named=True), "")
         return (*message, _read_files(run_dir))
 
 
@@ -369,10 +409,11 @@ def _read_files(run_dir: Path) -> dict[str, bytes]:
 
 
 def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
-    """Make `run_dir` hold exactly the files a Ray task returned (a finished run drops its checkpoint)."""
+    """Make `run_dir` hold exactly the files a Ray task returned (a finished run drops its checkpoint). Hidden
+    files are not the run's (the lock the driver holds, another process's temporary file): they stay."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.iterdir():
-        if old.is_file() and old.name not in files:
+        if old.is_file() and not old.name.startswith(".") and old.name not in files:
             old.unlink()
     for name, data in files.items():
         with atomic_path(run_dir / name) as tmp:
@@ -402,10 +443,23 @@ def ray_session(address: str | None):
         ray.shutdown()
 
 
+def mnist_files(data_dir: str | None, cfgs: list[Config]) -> dict[Path, dict[str, bytes]]:
+    """Each MNIST folder the trials read, found (or downloaded once, here) and verified, as its four files'
+    bytes: what the driver puts in Ray's object store for the tasks."""
+    found = {}
+    for root in dict.fromkeys(resolve_dir(data_dir, c.data.dir) for c in cfgs):
+        load_cached(root, 1, 1)
+        found[root] = {path.name: path.read_bytes() for path in (locate(root, name) for name in FILES)}
+    return found
+
+
 def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]:
-    with ray_session(address) as ray:
+    mnist = mnist_files(data_dir, [t.cfg for t in trials])
+    with ray_session(address) as ray, contextlib.ExitStack() as locks:
         for trial in trials:  # the same folder rules as a local run, checked before anything is sent
+            locks.enter_context(run_lock(trial.run_dir, echo))  # held until the task's files are back
             prepare_run_dir(trial.run_dir, trial.overwrite, trial.resume)
+        mnist_refs = {root: ray.put(files) for root, files in mnist.items()}  # sent once, read by every task
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(_ray_trial)
         refs = {}
@@ -413,7 +467,8 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
             device = trial.cfg.train.device
             num_gpus = 1 if device == "cuda" or (device == "auto" and gpus) else 0
             files = _read_files(trial.run_dir) if trial.resume else {}
-            refs[task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data_dir, threads, files)] = (
+            data = mnist_refs[resolve_dir(data_dir, trial.cfg.data.dir)]
+            refs[task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data, threads, files)] = (
                 i,
                 time.perf_counter(),
             )

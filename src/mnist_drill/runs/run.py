@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 from ..config.blocks import macs_per_image
 from ..config.schema import Config, read_saved_config, to_yaml, trains_alike
 from ..errors import (
@@ -32,12 +34,12 @@ from ..errors import (
 )
 from ..nn.summary import summary_text
 from ..reporting import analysis, markdown, plots
-from ..storage.files import append_line, provenance, read_metrics, write_json, write_metrics, write_text
+from ..storage.files import append_line, provenance, read_metrics, read_run_json, write_json, write_metrics, write_text
 from ..storage.lock import run_lock
 from ..training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, save_weights
 from ..training.data import resolve_dir
 from ..training.loop import METRIC_COLUMNS, NonFiniteLoss, Training, evaluate, run_epoch, setup
-from ..training.runtime import device_name
+from ..training.runtime import device_name, torch_threads
 from .folder import holds_run, outcome, prepare_run_dir
 
 
@@ -161,9 +163,11 @@ def run_step(
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     info = dict(provenance())  # now: the code that trains, not what the checkout holds when it ends
-    rows = _start(cfg, run_dir, t, resume, log)
+    rows, threads = _start(cfg, run_dir, t, resume, log)
     start_epoch = len(rows) + 1
-    status, exit_code, note, last_eval, fault = _train(cfg, run_dir, t, rows, log)
+    threads = threads or torch.get_num_threads()  # recorded in run.json, for a --resume to continue with
+    with torch_threads(threads):
+        status, exit_code, note, last_eval, fault = _train(cfg, run_dir, t, rows, log)
 
     def attempt(write: Callable, *args):
         """A write after a fault is best effort: the full disk (or memory) that stopped training may
@@ -194,6 +198,7 @@ def run_step(
     seconds = [r["seconds"] for r in rows[start_epoch - 1 :]]
     info |= {"config": cfg.name, "status": status, "note": note, "device": str(t.device)}
     info |= {"device_name": device_name(t.device), "seed": cfg.train.seed, "precision": cfg.train.precision}
+    info["threads"] = threads
     info |= {"params": sum(layer.params for layer in t.layers), "macs_per_image": macs_per_image(t.layers)}
     info |= {"epochs_finished": len(rows), "misclassified": wrong, "started": started.isoformat(timespec="seconds")}
     info["seconds_total"] = round(time.perf_counter() - t0, 2)
@@ -212,11 +217,12 @@ def run_step(
     return TrialEnd(Trial(cfg.name, cfg, run_dir, resume, overwrite, previous), status, exit_code, note, 0.0, result)
 
 
-def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> list[dict]:
-    """Write the run's config.yaml and summary.txt and, resuming, load its checkpoint: the rows finished so far."""
+def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> tuple[list[dict], int | None]:
+    """Write the run's config.yaml and summary.txt and, resuming, load its checkpoint: the rows finished so far
+    and the torch thread count to continue with (None: this process's)."""
     write_text(run_dir / "config.yaml", to_yaml(cfg))
     write_text(run_dir / "summary.txt", summary_text(cfg, t.model, t.layers))
-    rows = []
+    rows, threads = [], None
     if resume:
         done = load_checkpoint(run_dir, t.model, t.optimizer, t.scheduler, t.device)
         rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)[:done]
@@ -226,11 +232,29 @@ def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> 
                 f"{run_dir / CHECKPOINT}; restore it, or pass --overwrite to train the run afresh"
             )
         log(f"resuming {cfg.name} after epoch {done}")
+        threads = _threads_to_resume_with(run_dir, t.device, log)
     log(
         f"{cfg.name}: {sum(layer.params for layer in t.layers):,} params, {macs_per_image(t.layers):,} MACs/image, "
         f"device {t.device}, seed {cfg.train.seed}, {cfg.train.epochs} epochs"
     )
-    return rows
+    return rows, threads
+
+
+def _threads_to_resume_with(run_dir: Path, device, log: Echo) -> int | None:
+    """The torch thread count the run started with (run.json), when it differs from this process's: CPU
+    results depend on it, and --resume promises the numbers of an uninterrupted run. None: keep this one."""
+    recorded = (read_run_json(run_dir / "run.json") or {}).get("threads")
+    if device.type != "cpu":
+        return None
+    if type(recorded) is not int or recorded < 1:
+        log(
+            "run.json does not say how many CPU threads the run started with: the numbers may differ in the last digits"
+        )
+        return None
+    if recorded != torch.get_num_threads():
+        log(f"continuing with {recorded} torch thread(s), as the run started (not {torch.get_num_threads()})")
+        return recorded
+    return None
 
 
 def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo):
@@ -241,7 +265,7 @@ def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo)
         for epoch in range(len(rows) + 1, cfg.train.epochs + 1):
             row, last_eval = run_epoch(t.net, t.train, t.test, t.optimizer, t.scheduler, cfg, epoch, t.device)
             write_metrics(run_dir / "metrics.csv", [*rows, row], METRIC_COLUMNS)
-            save_checkpoint(run_dir, epoch, t.model, t.optimizer, t.scheduler)
+            save_checkpoint(run_dir, epoch, t.model, t.optimizer, t.scheduler, t.device)
             rows.append(row)  # finished: its row and its checkpoint are on disk
             log(epoch_line(row, cfg.train.epochs))
     except (KeyboardInterrupt, Terminated) as err:

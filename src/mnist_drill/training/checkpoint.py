@@ -24,7 +24,7 @@ WEIGHTS = "model.pt"  # the finished model's state_dict
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng")
 
 
-def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer, scheduler) -> None:
+def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer, scheduler, device: torch.device) -> None:
     save_torch(
         run_dir / CHECKPOINT,
         {
@@ -32,15 +32,19 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer, sche
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": rng_state(),
+            "rng": rng_state(device),
         },
     )
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, device: torch.device) -> int:
-    """Restore model, optimizer, scheduler and RNG from the run's checkpoint; returns its epoch."""
+    """Restore model, optimizer, scheduler and RNG from the run's checkpoint; returns its epoch.
+
+    The file is read onto the CPU whatever the training device: the RNG states must be CPU byte tensors
+    (torch.set_rng_state refuses any other), and the model's and optimizer's load_state_dict copy their
+    tensors onto the device of the parameters they restore."""
     path = run_dir / CHECKPOINT
-    ckpt = read_tensors(path, device)
+    ckpt = read_tensors(path, torch.device("cpu"))
     if (
         not isinstance(ckpt, dict)
         or set(ckpt) != set(CHECKPOINT_KEYS)
@@ -53,7 +57,7 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, devic
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"], device)
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
         raise UsageError(
             f"{path}: does not fit this config's optimizer or scheduler ({first_line(err)}); "

@@ -46,7 +46,7 @@ def resolve_dir(cli_dir: str | None, cfg_dir: str | None) -> Path:
     return Path(cli_dir or os.environ.get(ENV_VAR) or cfg_dir or DEFAULT_DIR).expanduser()
 
 
-def _locate(root: Path, name: str) -> Path | None:
+def locate(root: Path, name: str) -> Path | None:
     # torchvision's downloader puts the files under MNIST/raw; plain copies sit in the folder itself.
     for folder in (root, root / "MNIST" / "raw"):
         for candidate in (folder / name, folder / f"{name}.gz"):
@@ -105,7 +105,7 @@ def parse_idx(data: bytes, path: Path, expect_dims: int) -> torch.Tensor:
 
 
 def load_file(root: Path, name: str, verify: bool = True) -> torch.Tensor:
-    path = _locate(root, name)
+    path = locate(root, name)
     if path is None:
         raise DataError(f"{root}: missing {name}[.gz]")
     data = read_bytes(path)
@@ -133,7 +133,7 @@ def load_mnist(
     """(train, test) on the CPU; downloads into `root` when files are missing and download is allowed."""
     if not root.exists() and not download:
         raise DataError(f"{root}: no such data directory; pass --data-dir or set {ENV_VAR}")
-    missing = [name for name in FILES if _locate(root, name) is None]
+    missing = [name for name in FILES if locate(root, name) is None]
     if missing:
         if not download:
             raise DataError(f"{root}: missing {', '.join(missing)}; pass --data-dir or set {ENV_VAR}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import os
 import platform
 import random
 
@@ -79,12 +80,24 @@ def configure(cfg: TrainConfig) -> torch.device:
     if device.type == "cpu":
         keep_freed_memory()
     if device.type == "cuda":
-        # fp32 means fp32: TF32 matmuls would change results between GPU generations.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+        deterministic_cuda()
     return device
+
+
+def deterministic_cuda() -> None:
+    """The same seed gives the same numbers on the same GPU, and --resume continues to them exactly.
+
+    fp32 means fp32 (TF32 would change results between GPU generations); cuDNN picks deterministic
+    kernels; cuBLAS needs a fixed workspace before its first call (CUDA's documented requirement for
+    reproducible GEMMs). `use_deterministic_algorithms` swaps in the deterministic variant where torch
+    has one; `warn_only` because a missing one (none in the blocks we ship) should warn, not stop a
+    run half-way: the `gpu` test tier checks that two runs of one seed agree to the last digit."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def place(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> torch.nn.Module:
@@ -101,15 +114,33 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The generators a run draws from: Python's, the CPU's, and the training GPU's only. A CPU run never
+    touches CUDA (no context, no GPU memory in a CPU worker), and a checkpoint holds no state of GPUs it did
+    not use, so it resumes on a machine with fewer of them."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what rng_state saved. Every state is a CPU byte tensor, whatever the training device."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Train with `count` torch threads for the block (None: leave them), then restore the count before it.
+    CPU results depend on the thread count (how reductions are split), so a resumed run uses the count it
+    started with."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
