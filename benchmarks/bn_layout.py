@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from mnist_drill.fast_batchnorm import FastBatchNorm2d
+from mnist_drill.nn.fast_batchnorm import FastBatchNorm2d
 
 SHAPES = [(64, 8, 26), (64, 10, 12), (64, 12, 24), (64, 16, 24), (64, 16, 10), (64, 32, 24)]  # N, C, H=W
 

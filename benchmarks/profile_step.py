@@ -14,10 +14,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mnist_drill.bench import NoSchedule
-from mnist_drill.config import load_config
-from mnist_drill.data import Split, resolve_dir
-from mnist_drill.runtime import device_name
-from mnist_drill.train import setup, train_epoch
+from mnist_drill.config.schema import load_config
+from mnist_drill.training.data import Split, resolve_dir
+from mnist_drill.training.loop import setup, train_epoch
+from mnist_drill.training.runtime import device_name
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from mnist_drill.checkpoint import load_weights
-from mnist_drill.config import load_config
-from mnist_drill.data import resolve_dir
-from mnist_drill.runtime import device_name
-from mnist_drill.train import evaluate, setup
+from mnist_drill.config.schema import load_config
+from mnist_drill.training.checkpoint import load_weights
+from mnist_drill.training.data import resolve_dir
+from mnist_drill.training.loop import evaluate, setup
+from mnist_drill.training.runtime import device_name
 
 
 def main() -> None:

@@ -10,12 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from mnist_drill import report
-from mnist_drill.analysis import GAP_TOLERANCE, Stat, advice, aggregate, assess, binomial_se, features, verdict
-from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, LargeConvSpec
-from mnist_drill.comparison import compare_steps, difference
-from mnist_drill.config import Config, ModelConfig, SchedulerConfig, TargetConfig, TrainConfig, load_config
-from mnist_drill.diagnostics import (
+from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, LargeConvSpec
+from mnist_drill.config.schema import Config, ModelConfig, SchedulerConfig, TargetConfig, TrainConfig, load_config
+from mnist_drill.reporting import markdown as report
+from mnist_drill.reporting.analysis import (
+    GAP_TOLERANCE,
+    Stat,
+    advice,
+    aggregate,
+    assess,
+    binomial_se,
+    features,
+    verdict,
+)
+from mnist_drill.reporting.comparison import compare_steps, difference
+from mnist_drill.reporting.diagnostics import (
     BOUNCE_POINTS,
     ONSET_RISE,
     bouncing,

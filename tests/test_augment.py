@@ -7,10 +7,10 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from mnist_drill import augment as aug
-from mnist_drill.augment import affine_theta, augment_batch, warp
-from mnist_drill.config import AugmentConfig
-from mnist_drill.data import load_split
+from mnist_drill.config.schema import AugmentConfig
+from mnist_drill.training import augment as aug
+from mnist_drill.training.augment import affine_theta, augment_batch, warp
+from mnist_drill.training.data import load_split
 
 # (angle clockwise in degrees, (tx, ty) pixels, scale, x-shear degrees). Scales such as 0.5 or 2
 # are left out on purpose: they put nearest-neighbour samples exactly half-way between pixels,

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from mnist_drill.bench import with_torch_dropout
-from mnist_drill.config import load_config
-from mnist_drill.fast_dropout import FastDropout
-from mnist_drill.model import build_model, count_params
+from mnist_drill.config.schema import load_config
+from mnist_drill.nn.fast_dropout import FastDropout
+from mnist_drill.nn.model import build_model, count_params
 
 from helpers import run_cli
 

@@ -1,5 +1,5 @@
 """Every block type: the shape its spec predicts is the shape torch computes, and its parameters
-are the hand-computed number."""
+(counted from the spec and from the module) are the hand-computed number."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_drill.blocks import (
+from mnist_drill.config.blocks import (
     BLOCK_SPECS,
     ConvSpec,
     GapSpec,
@@ -20,12 +20,18 @@ from mnist_drill.blocks import (
     SepConvSpec,
     TransitionSpec,
     out_size,
+    with_model_defaults,
 )
-from mnist_drill.config import ModelConfig
-from mnist_drill.fast_dropout import FastDropout
-from mnist_drill.model import with_model_defaults
+from mnist_drill.config.schema import ModelConfig
+from mnist_drill.nn.fast_dropout import FastDropout
+from mnist_drill.nn.layers import build_block
 
 NO_BN, BN = ModelConfig(bn=False), ModelConfig(bn=True)
+
+
+def module(spec, defaults, cin: int, size: int) -> nn.Module:
+    return build_block(with_model_defaults(spec, defaults), cin, size)
+
 
 # (spec, in channels, in size, model defaults, expected params, expected output shape, expected MACs)
 CASES = {
@@ -79,18 +85,18 @@ def test_registry_maps_each_yaml_name_to_its_spec():
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_predicted_shape_params_and_macs(case):
     spec, cin, size, defaults, params, shape, macs = case
-    built = with_model_defaults(spec, defaults).build(cin, size)
-    predicted = size
-    for op in built.ops:
-        predicted = out_size(predicted, op)
-    predicted_shape = (built.out_channels,) if built.flat else (built.out_channels, predicted, predicted)
+    predicted = with_model_defaults(spec, defaults).shape(cin, size)
+    out = size
+    for op in predicted.ops:
+        out = out_size(out, op)
+    predicted_shape = (predicted.out_channels,) if predicted.flat else (predicted.out_channels, out, out)
     assert predicted_shape == shape
-    built.module.eval()
+    built = module(spec, defaults, cin, size).eval()
     with torch.no_grad():
-        real = built.module(torch.randn(2, cin, size, size))
+        real = built(torch.randn(2, cin, size, size))
     assert tuple(real.shape[1:]) == shape
-    assert sum(p.numel() for p in built.module.parameters()) == params
-    assert built.macs == macs
+    assert sum(p.numel() for p in built.parameters()) == predicted.params == params
+    assert predicted.macs == macs
 
 
 @pytest.mark.parametrize(
@@ -108,25 +114,22 @@ def test_predicted_shape_params_and_macs(case):
     ],
 )
 def test_blocks_inherit_model_defaults_unless_they_set_their_own(spec, defaults, bn, dropout):
-    module = with_model_defaults(spec, defaults).build(2, 6).module
-    kinds = [type(m) for m in module.modules()]
+    built = module(spec, defaults, 2, 6)
+    kinds = [type(m) for m in built.modules()]
     assert (nn.BatchNorm2d in kinds) == bn
     assert (FastDropout in kinds) == dropout
     if dropout:
-        rate = next(m.p for m in module.modules() if isinstance(m, FastDropout))
+        rate = next(m.p for m in built.modules() if isinstance(m, FastDropout))
         assert rate == (spec.dropout if spec.dropout is not None else defaults.dropout)
 
 
 @pytest.mark.parametrize("spec", [HeadSpec(out=10), LargeConvSpec(out=10)])
 def test_output_layers_have_no_relu(spec):
-    assert not any(
-        isinstance(m, nn.ReLU) for m in with_model_defaults(spec, ModelConfig(bn=True)).build(4, 3).module.modules()
-    )
+    assert not any(isinstance(m, nn.ReLU) for m in module(spec, BN, 4, 3).modules())
 
 
 def test_sepconv_is_depthwise_then_pointwise():
-    module = with_model_defaults(SepConvSpec(out=16), ModelConfig()).build(8, 10).module
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in module(SepConvSpec(out=16), NO_BN, 8, 10).modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.groups, c.kernel_size) for c in convs] == [
         (8, 8, 8, (3, 3)),
         (8, 16, 1, (1, 1)),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_drill.checkpoint import load_checkpoint, read_tensors, save_checkpoint
+from mnist_drill.training.checkpoint import load_checkpoint, read_tensors, save_checkpoint
 
 
 def trained_pair(device: str = "cpu"):

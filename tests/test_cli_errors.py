@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from mnist_drill.data import FILES
+from mnist_drill.training.data import FILES
 
 from helpers import error_line, run_cli_many, tiny_config, write_yaml
 

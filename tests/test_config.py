@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
-from mnist_drill.config import (
+from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
+from mnist_drill.config.schema import (
     DESCRIPTIVE_KEYS,
     EXPECTATIONS,
     AugmentConfig,
@@ -437,16 +437,16 @@ def test_flatten_indexes_block_lists():
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.name)
 def test_a_saved_config_trains_alike_its_config(path):
     cfg = load_config(path)
-    assert trains_alike(to_yaml(cfg), cfg)
+    assert trains_alike(load_yaml_text(to_yaml(cfg), "config.yaml"), cfg)
 
 
 def test_trains_alike_ignores_the_name_and_change_note_only(write_config):
     cfg = load_config(write_config("a.yaml", "name: a\nchange: first note\nmodel: {dropout: 0.05}"))
     renamed = load_config(write_config("b.yaml", "name: b\nchange: another note\nmodel: {dropout: 0.05}"))
     retuned = load_config(write_config("c.yaml", "name: a\nchange: first note\nmodel: {dropout: 0.1}"))
-    assert trains_alike(to_yaml(renamed), cfg)
-    assert not trains_alike(to_yaml(retuned), cfg)
-    assert not trains_alike("just text\n", cfg)
+    assert trains_alike(load_yaml_text(to_yaml(renamed), "config.yaml"), cfg)
+    assert not trains_alike(load_yaml_text(to_yaml(retuned), "config.yaml"), cfg)
+    assert not trains_alike(load_yaml_text("just text\n", "config.yaml"), cfg)
 
 
 # ---------------------------------------------------------------- reason and expect: what a step aims at
@@ -492,5 +492,7 @@ def test_trains_alike_ignores_each_descriptive_key(write_config, key, value):
     )
     described = to_dict(cfg) | {key: value}
     assert key in DESCRIPTIVE_KEYS
-    assert trains_alike(yaml.safe_dump(described), cfg)
-    assert not trains_alike(yaml.safe_dump(described | {"model": to_dict(cfg.model) | {"dropout": 0.1}}), cfg)
+    assert trains_alike(load_yaml_text(yaml.safe_dump(described), "config.yaml"), cfg)
+    assert not trains_alike(
+        load_yaml_text(yaml.safe_dump(described | {"model": to_dict(cfg.model) | {"dropout": 0.1}}), "config.yaml"), cfg
+    )

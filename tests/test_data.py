@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill import data as data_mod
-from mnist_drill.data import (
+from mnist_drill.errors import DataError
+from mnist_drill.training import data as data_mod
+from mnist_drill.training.data import (
     ENV_VAR,
     FILES,
     MEAN,
@@ -25,7 +26,6 @@ from mnist_drill.data import (
     read_bytes,
     resolve_dir,
 )
-from mnist_drill.errors import DataError
 
 LABELS = "train-labels-idx1-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"

@@ -17,10 +17,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mnist_drill import executor
-from mnist_drill.config import load_config
+from mnist_drill.config.schema import load_config
 from mnist_drill.errors import ConfigError
-from mnist_drill.executor import Trial, default_threads, run_trials
+from mnist_drill.runs import executor
+from mnist_drill.runs.executor import default_threads, run_trials
+from mnist_drill.runs.run import Trial
 
 from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, run_cli_many
 
@@ -278,7 +279,7 @@ class FakeRay:
         return refs[:num_returns], refs[num_returns:]
 
     def get(self, ref):
-        from mnist_drill import lock
+        from mnist_drill.storage import lock
 
         trial = [t for t in self.trials if t.label == "t"][0]
         self.locked.append((trial.run_dir / lock.LOCK_NAME).resolve() in lock._HELD)

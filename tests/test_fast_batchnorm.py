@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_drill import fast_batchnorm
-from mnist_drill.config import TrainConfig, load_config
-from mnist_drill.fast_batchnorm import FEW_CHANNELS, FastBatchNorm2d, use_fast_batchnorm
-from mnist_drill.fast_dropout import FastDropout
-from mnist_drill.model import build_model
-from mnist_drill.runtime import place
+from mnist_drill.config.schema import TrainConfig, load_config
+from mnist_drill.nn import fast_batchnorm
+from mnist_drill.nn.fast_batchnorm import FEW_CHANNELS, FastBatchNorm2d, use_fast_batchnorm
+from mnist_drill.nn.fast_dropout import FastDropout
+from mnist_drill.nn.model import build_model
+from mnist_drill.training.runtime import place
 
 REPO = Path(__file__).resolve().parents[1]
 CL = torch.channels_last

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_drill import fast_dropout
-from mnist_drill.fast_dropout import FastDropout, dropped_positions
+from mnist_drill.nn import fast_dropout
+from mnist_drill.nn.fast_dropout import FastDropout, dropped_positions
 
 
 @pytest.mark.parametrize("n, p", [(1, 0.5), (10, 0.02), (200_000, 0.02), (200_000, 0.3)])

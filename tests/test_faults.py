@@ -33,10 +33,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill import lock
-from mnist_drill.config import load_config
+from mnist_drill.config.schema import load_config
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill.lock import LOCK_NAME, run_lock
+from mnist_drill.storage import lock
+from mnist_drill.storage.lock import LOCK_NAME, run_lock
 
 from helpers import CLI_TIMEOUT, REPO_ROOT, cli_env, run_cli_many, stderr_lines, tiny_config, write_yaml
 
@@ -528,7 +528,7 @@ def torch_import_vm() -> int:
         [
             sys.executable,
             "-c",
-            "import mnist_drill.cli, mnist_drill.runner, matplotlib.pyplot\n"
+            "import mnist_drill.cli, mnist_drill.runs.steps, matplotlib.pyplot\n"
             "print([l for l in open('/proc/self/status') if l.startswith('VmPeak')][0].split()[1])",
         ],
         env=cli_env(),

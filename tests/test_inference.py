@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_drill import plots
-from mnist_drill.data import load_split
 from mnist_drill.errors import UsageError
 from mnist_drill.inference import prepare_digit, read_image
-from mnist_drill.outputs import read_metrics
+from mnist_drill.reporting import plots
+from mnist_drill.storage.files import read_metrics
+from mnist_drill.training.data import load_split
 
 from helpers import REPO_ROOT, error_line, run_cli
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill.blocks import (
+from mnist_drill.config.blocks import (
     ConvSpec,
     GapSpec,
     HeadSpec,
@@ -18,10 +18,13 @@ from mnist_drill.blocks import (
     PointwiseSpec,
     SepConvSpec,
     TransitionSpec,
+    has_fc,
+    input_shape,
+    macs_per_image,
 )
-from mnist_drill.config import ModelConfig, load_config
+from mnist_drill.config.schema import ModelConfig, load_config
 from mnist_drill.errors import ConfigError
-from mnist_drill.model import build_model, check_forward, count_params, has_fc, input_shape, macs_per_image
+from mnist_drill.nn.model import build_model, count_params
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = {p.stem: p for p in sorted((REPO / "configs").glob("step*.yaml"))}
@@ -41,6 +44,13 @@ def real_shapes(net, cfg: ModelConfig) -> list[tuple[int, ...]]:
             x = block(x)
             shapes.append(tuple(x.shape[1:]))
     return shapes
+
+
+def check_forward(net, cfg: ModelConfig) -> None:
+    """One tiny forward pass: the network's output is one log-probability per class."""
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, *input_shape(cfg))).shape == (2, cfg.num_classes)
 
 
 ALL_TYPES = {
@@ -69,6 +79,7 @@ ALL_TYPES = {
 def test_predicted_shapes_match_a_real_forward_pass(cfg):
     net, layers = build_model(cfg)
     assert [layer.out_shape for layer in layers] == real_shapes(net, cfg)
+    # the parameters counted from the specs alone are the ones torch allocates
     assert [layer.params for layer in layers] == [sum(p.numel() for p in b.parameters()) for b in net.blocks]
     assert count_params(net) == (sum(layer.params for layer in layers),) * 2
     check_forward(net, cfg)

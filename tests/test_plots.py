@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from mnist_drill.plots import (
+from mnist_drill.reporting.plots import (
     StepPoint,
     SweepPoint,
     accuracy_limits,

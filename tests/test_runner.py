@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from mnist_drill.config import load_config
+from mnist_drill.config.schema import load_config
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill.outputs import read_metrics
-from mnist_drill.runner import epoch_line, finished_run, run_step
+from mnist_drill.runs.folder import finished_run
+from mnist_drill.runs.run import epoch_line, run_step
+from mnist_drill.storage.files import read_metrics
 
 
 @pytest.fixture
@@ -108,9 +109,9 @@ def test_epoch_line():
 def test_resume_continues_with_the_thread_count_the_run_started_with(
     monkeypatch, write_config, tiny, tmp_path, data_dir
 ):
-    from mnist_drill import runner
-    from mnist_drill.outputs import read_run_json
-    from mnist_drill.runtime import torch_threads
+    from mnist_drill.runs import run as runner
+    from mnist_drill.storage.files import read_run_json
+    from mnist_drill.training.runtime import torch_threads
 
     tiny["train"]["epochs"] = 2
     cfg = load_config(write_config("tiny.yaml", tiny))

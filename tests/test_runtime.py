@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from mnist_drill.config import TrainConfig
+from mnist_drill.config.schema import TrainConfig
 from mnist_drill.errors import UsageError
-from mnist_drill.runtime import (
+from mnist_drill.training.runtime import (
     autocast,
     choose_device,
     configure,
@@ -86,7 +86,7 @@ def test_place_puts_the_model_in_the_layout_the_config_asks_for(channels_last):
 _MAPPED_BLOCKS = """
 import ctypes, sys
 import torch
-from mnist_drill.runtime import keep_freed_memory
+from mnist_drill.training.runtime import keep_freed_memory
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill.blocks import ConvSpec, GapSpec, HeadSpec, LargeConvSpec, MaxPoolSpec, TransitionSpec
-from mnist_drill.config import Config, ModelConfig, load_config
-from mnist_drill.model import build_model
-from mnist_drill.summary import _describe, layer_table, summary_text
+from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, LargeConvSpec, MaxPoolSpec, TransitionSpec
+from mnist_drill.config.schema import Config, ModelConfig, load_config
+from mnist_drill.nn.model import build_model
+from mnist_drill.nn.summary import _describe, layer_table, summary_text
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "configs" / "seeds" / "seed002_12k.yaml"

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from mnist_drill.analysis import assess
-from mnist_drill.config import Config
+from mnist_drill.config.schema import Config
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill.executor import Trial, TrialEnd
-from mnist_drill.sweep import (
+from mnist_drill.reporting.analysis import assess
+from mnist_drill.runs.run import Trial, TrialEnd
+from mnist_drill.runs.sweep import (
     Point,
     csv_columns,
     expand,

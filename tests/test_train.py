@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_drill import train
-from mnist_drill.config import Config, DataConfig, OptimConfig, SchedulerConfig, TrainConfig
-from mnist_drill.data import Split, normalize
-from mnist_drill.train import (
+from mnist_drill.config.schema import Config, DataConfig, OptimConfig, SchedulerConfig, TrainConfig
+from mnist_drill.training import loop as train
+from mnist_drill.training.data import Split, normalize
+from mnist_drill.training.loop import (
     METRIC_COLUMNS,
     NonFiniteLoss,
     evaluate,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill.config import load_config, to_yaml
+from mnist_drill.config.schema import load_config, to_yaml
 
 from helpers import error_line, run_cli
 

@@ -21,13 +21,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from .config import Config
-from .data import FILES, MEAN, STD, Split, load_cached, locate, read_bytes
-from .fast_dropout import FastDropout
-from .model import build_model, count_params, macs_per_image
-from .outputs import provenance
-from .runtime import device_name
-from .train import evaluate, make_optimizer, setup, train_epoch
+from .config.blocks import macs_per_image
+from .config.schema import Config
+from .nn.fast_dropout import FastDropout
+from .nn.model import build_model, count_params
+from .storage.files import provenance
+from .training.data import FILES, MEAN, STD, Split, load_cached, locate, read_bytes
+from .training.loop import evaluate, make_optimizer, setup, train_epoch
+from .training.runtime import device_name
 
 WARMUP_BATCHES = 20
 

@@ -14,13 +14,14 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import config_changes, find_config, load_config, to_yaml, unused_settings
-from .data import LOOKUP_ORDER
+from .config.blocks import with_model_defaults
+from .config.schema import config_changes, find_config, load_config, to_yaml, unused_settings
 from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
-from .model import build_model, with_model_defaults
-from .outputs import DEFAULT_OUT
-from .runner import compare_runs, exit_code, run_steps
-from .summary import summary_text
+from .nn.model import build_model
+from .nn.summary import summary_text
+from .runs.steps import compare_runs, exit_code, run_steps
+from .storage.files import DEFAULT_OUT
+from .training.data import LOOKUP_ORDER
 
 
 class Parser(argparse.ArgumentParser):
@@ -227,7 +228,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import run_sweep
+    from .runs.sweep import run_sweep
 
     result = run_sweep(
         find_config(args.config),
@@ -284,8 +285,8 @@ def cmd_diff(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import report as bench_report
     from .bench import run_bench
-    from .data import resolve_dir
-    from .outputs import write_json
+    from .storage.files import write_json
+    from .training.data import resolve_dir
 
     cfg = load_config(find_config(args.config), _overrides(args))
     if args.repeats < 1:

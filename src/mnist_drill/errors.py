@@ -8,14 +8,25 @@ else in the package prints an error or picks an exit code.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 # The exit codes of `mnist-drill`, for scripts and CI (README: "Exit codes").
-EXIT_OK = 0
 EXIT_FAILED = 1  # a step, seed or trial ran and failed (diverged, crashed); the others still ran
 EXIT_USAGE = 2  # a mistake in the command line, a config, the data or a run folder; nothing was trained
 EXIT_STORAGE = 74  # an output could not be written (disk full, no permission): sysexits' EX_IOERR
 EXIT_SIGINT = 130  # Ctrl-C: finished epochs are kept, --resume continues
 EXIT_SIGTERM = 143  # SIGTERM: the same
+
+
+Echo = Callable[[str], None]  # where progress lines go: print, or a worker's prefixing printer
+
+
+def first_line(err: BaseException, *, named: bool = False) -> str:
+    """The first line of an exception's message (its class name when it has none); `named`: after its class name."""
+    text = str(err).strip()
+    if not text:
+        return type(err).__name__
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if named else text.splitlines()[0]
 
 
 class DrillError(Exception):

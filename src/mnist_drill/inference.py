@@ -17,15 +17,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from . import plots
-from .checkpoint import CHECKPOINT, WEIGHTS, load_weights
-from .config import Config, load_config
-from .data import Split, load_mnist, load_split, normalize, resolve_dir, to_device
-from .errors import EXIT_USAGE, DataError, StorageError, UsageError
-from .model import build_model
-from .outputs import DEFAULT_OUT, write_json
-from .runtime import autocast, configure, place
-from .train import evaluate
+from .config.schema import Config, load_config
+from .errors import EXIT_USAGE, DataError, StorageError, UsageError, first_line
+from .nn.model import build_model
+from .reporting import plots
+from .storage.files import DEFAULT_OUT, write_json
+from .training.checkpoint import CHECKPOINT, WEIGHTS, load_weights
+from .training.data import Split, load_mnist, load_split, normalize, resolve_dir, to_device
+from .training.loop import evaluate
+from .training.runtime import autocast, configure, place
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a digit needs far fewer, a decompression bomb claims more
 SIZE, BOX = 28, 20  # px: MNIST fitted each digit into a 20x20 box, then centred it by mass in 28x28
@@ -156,7 +156,7 @@ def read_image(path: Path) -> torch.Tensor:
     except Image.UnidentifiedImageError:
         raise UsageError("not an image (Pillow cannot tell its format)") from None
     except Exception as err:  # noqa: BLE001 -- Pillow's decoders raise many types on damaged files
-        raise UsageError(f"damaged or truncated image ({_first_line(err)})") from None
+        raise UsageError(f"damaged or truncated image ({first_line(err)[:100]})") from None
 
 
 def _grayscale(image: Image.Image) -> torch.Tensor:
@@ -236,8 +236,3 @@ def run_predict(run_dir: Path, paths: list[Path], device: str | None = None) -> 
         p, d = probs.topk(2)
         print(f"{path}: digit {d[0].item()} (p={p[0].item():.2f}; next {d[1].item()}, p={p[1].item():.2f})")
     return EXIT_USAGE if failed else 0
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:100]

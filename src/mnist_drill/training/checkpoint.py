@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UsageError
-from .outputs import save_torch
-from .runtime import rng_state, set_rng_state
+from ..errors import UsageError, first_line
+from ..storage.files import save_torch
+from ..training.runtime import rng_state, set_rng_state
 
 CHECKPOINT = "checkpoint.pt"  # the last finished epoch of a run in progress
 WEIGHTS = "model.pt"  # the finished model's state_dict
@@ -60,7 +60,7 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, devic
         set_rng_state(ckpt["rng"], device)
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
         raise UsageError(
-            f"{path}: does not fit this config's optimizer or scheduler ({_first_line(err)}); "
+            f"{path}: does not fit this config's optimizer or scheduler ({first_line(err)}); "
             "pass --overwrite to start afresh"
         ) from None
     return ckpt["epoch"]
@@ -122,11 +122,6 @@ def read_tensors(path: Path, device: torch.device):
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise UsageError(
-            f"{path}: damaged or not a PyTorch file ({_first_line(err)[:100]}); "
+            f"{path}: damaged or not a PyTorch file ({first_line(err)[:100]}); "
             "remove it, or pass --overwrite to start the run afresh"
         ) from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -22,8 +22,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .blocks import BLOCK_SPECS, BlockSpec
-from .errors import ConfigError, UsageError
+from ..config.blocks import BLOCK_SPECS, BlockSpec
+from ..errors import ConfigError, UsageError
 
 
 def _check(ok: bool, key: str, why: str) -> None:
@@ -609,17 +609,16 @@ def _yaml_kind(value: Any) -> str:
     )
 
 
-def read_saved_config(path: Path) -> str:
-    """A run folder's config.yaml, checked as strictly as a step config; a damaged, foreign or missing
+def read_saved_config(path: Path) -> dict:
+    """A run folder's config.yaml, read as strictly as a step config; a damaged, foreign or missing
     one is a UsageError that says what to do (the run cannot be resumed or reused without it)."""
     try:
-        _read_yaml(path)
+        return _read_yaml(path)
     except ConfigError as err:
         raise UsageError(
             f"{err}; it is the config of the run in {path.parent}: restore it, or pass --overwrite "
             "to train the run afresh"
         ) from None
-    return path.read_text(encoding="utf-8")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -779,16 +778,15 @@ def to_yaml(cfg: Config) -> str:
 DESCRIPTIVE_KEYS = ("name", "change", "reason", "expect")  # what a step is called and why, not what it trains
 
 
-def trains_alike(saved_yaml: str, cfg: Config) -> bool:
-    """Whether a run folder's saved config.yaml trains exactly what `cfg` trains (the DESCRIPTIVE_KEYS
-    may differ: they describe the step, they don't change a number). The saved config is read through
-    the loader, so a key added to mnist-drill since, with its default, does not count as a change."""
+def trains_alike(saved: Any, cfg: Config) -> bool:
+    """Whether a run folder's saved config (read_saved_config) trains exactly what `cfg` trains (the
+    DESCRIPTIVE_KEYS may differ: they describe the step, they don't change a number). The saved config is
+    validated afresh, so a key added to mnist-drill since, with its default, does not count as a change."""
+    if not isinstance(saved, dict):
+        return False
     try:
-        saved = yaml.safe_load(saved_yaml)
-        if not isinstance(saved, dict):
-            return False
         saved = to_dict(_validate({k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS}, "config.yaml"))
-    except (yaml.YAMLError, ConfigError):
+    except ConfigError:
         return False
     ours = to_dict(cfg)
     return {k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS} == {

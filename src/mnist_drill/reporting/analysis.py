@@ -22,7 +22,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from .config import Config
+from ..config.schema import Config
 
 GAP_TOLERANCE = 0.3  # percentage points of train-minus-test accuracy still called healthy
 NOISE_Z = 2.0  # a difference beyond this many combined standard errors is a gain or a loss

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 MEAN, STD = 0.1307, 0.3081  # of the MNIST training pixels in [0, 1]
 

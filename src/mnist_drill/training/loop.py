@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .augment import augment_batch
-from .config import Config
-from .data import Split, load_cached, normalize, to_device
-from .errors import ConfigError
-from .model import LayerInfo, Net, build_model
-from .runtime import autocast, configure, place
+from ..config.blocks import LayerInfo
+from ..config.schema import Config
+from ..errors import ConfigError
+from ..nn.model import Net, build_model
+from ..training.augment import augment_batch
+from ..training.data import Split, load_cached, normalize, to_device
+from ..training.runtime import autocast, configure, place
 
 BAR_EVERY = 50  # batches between progress-bar redraws (each one is a host sync)
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
@@ -63,7 +64,6 @@ def setup(cfg: Config, data_dir: Path) -> Training:
     model, layers = build_model(cfg.model)
     train_cpu, test_cpu = load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)
     batches = steps_per_epoch(len(train_cpu), cfg.data.batch_size)
-    check_schedule(cfg, batches)
     model = place(model, device, cfg.train)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, batches)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import AugmentConfig
+from ..config.schema import AugmentConfig
 
 
 def affine_theta(

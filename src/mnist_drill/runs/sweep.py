@@ -17,30 +17,20 @@ import io
 import itertools
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import plots
-from .checkpoint import CHECKPOINT
-from .config import Config, flatten, load_config, set_path, to_dict, yaml_value
-from .errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Terminated, UsageError
-from .executor import (
-    Executor,
-    Trial,
-    TrialEnd,
-    available_cpus,
-    check_local,
-    default_threads,
-    import_ray,
-    ray_session,
-    run_info,
-    run_trials,
-)
-from .outputs import prepare_run_dir, write_text
-from .runner import plan_run, with_seed
+from ..config.schema import Config, flatten, load_config, set_path, to_dict, yaml_value
+from ..errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Echo, Terminated, UsageError
+from ..reporting import plots
+from ..reporting.analysis import stat
+from ..storage.files import read_run_json, write_text
+from ..training.checkpoint import CHECKPOINT
+from .executor import Executor, available_cpus, check_local, default_threads, import_ray, ray_session, run_trials
+from .folder import plan_run, prepare_run_dir, refuse_contradiction
+from .run import Trial, TrialEnd
+from .steps import with_seed
 
-Echo = Callable[[str], None]
 NOT_VARIED = {"name": "names the run folder", "change": "describes a step", "train.seed": "use --seeds instead"}
 
 
@@ -196,7 +186,7 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
             end = ends.get((p, s))
             if end is None:
                 continue
-            o, info = end.outcome, run_info(end.trial.run_dir)
+            o, info = end.outcome, read_run_json(end.trial.run_dir / "run.json", strict=False) or {}
             writer.writerow(
                 [
                     point.name,
@@ -254,10 +244,10 @@ def sweep_markdown(
         if not done:
             lines.append(f"| {point.name} | {values} | | 0/{len(seeds)} | | | | |")
             continue
-        final, best = plots.mean_sd([o.final_test_acc for o in done]), plots.mean_sd([o.best_test_acc for o in done])
+        final, best = stat([o.final_test_acc for o in done]), stat([o.best_test_acc for o in done])
         lines.append(
             f"| {point.name} | {values} | {done[0].params:,} | {len(done)}/{len(seeds)} | "
-            f"{final[0]:.2f} ± {final[1]:.2f} | {best[0]:.2f} ± {best[1]:.2f} | "
+            f"{final.mean:.2f} ± {final.sd:.2f} | {best.mean:.2f} ± {best.sd:.2f} | "
             f"{sum(o.consistent for o in done)}/{len(done)} | {sum(o.all_met for o in done)}/{len(done)} |"
         )
     if holding:
@@ -349,7 +339,7 @@ def _unfinished_without_epochs(run_dir: Path) -> bool:
         run_dir.is_dir()
         and any(run_dir.iterdir())
         and not (run_dir / CHECKPOINT).is_file()
-        and run_info(run_dir).get("status") != "completed"
+        and (read_run_json(run_dir / "run.json", strict=False) or {}).get("status") != "completed"
     )
 
 
@@ -364,10 +354,9 @@ def plan_sweep(
     resume: bool = False,
 ) -> SweepPlan:
     """Build and check every trial's config and decide, per trial folder, train / resume / reuse / refuse
-    (runner.plan_run's rule; with --resume a trial stopped before its first epoch trains afresh). Raises the
+    (folder.plan_run's rule; with --resume a trial stopped before its first epoch trains afresh). Raises the
     user's mistakes; writes nothing."""
-    if overwrite and resume:
-        raise UsageError("--resume and --overwrite contradict each other: pass one")
+    refuse_contradiction(overwrite, resume)
     varies = [parse_vary(a) for a in vary_args]
     base = load_config(config, overrides)
     points = expand(config, varies, overrides)

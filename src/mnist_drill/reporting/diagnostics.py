@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from .config import Config
+from ..config.schema import Config
 
 # Curve diagnostics (accuracy in points, epochs counted from the end of the run).
 TREND_EPOCHS = 4  # the last epochs whose trend "still improving" reads
@@ -34,10 +34,7 @@ class Diagnostic:
 
 def _slope(values: list[float]) -> float:
     """Least-squares slope per epoch."""
-    mean_x, mean_y = (len(values) - 1) / 2, statistics.mean(values)
-    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / sum(
-        (x - mean_x) ** 2 for x in range(len(values))
-    )
+    return statistics.linear_regression(range(len(values)), values).slope
 
 
 def still_improving(rows: list[dict], cfg: Config) -> Diagnostic | None:

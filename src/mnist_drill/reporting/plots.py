@@ -7,16 +7,15 @@ that saves it atomically as PNG. Accuracies are in percent, differences between 
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on these machines or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from matplotlib.ticker import (
     FixedLocator,
     FormatStrFormatter,
@@ -27,7 +26,11 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
-from .outputs import atomic_path  # noqa: E402
+from ..storage.files import atomic_path  # noqa: E402
+from .analysis import stat  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 TARGET_NEAR = 3.0  # pp: a target this close to the plotted accuracies is kept inside the axis
 MIN_ACC_SPAN = 0.5  # pp: the narrowest accuracy axis, so one point or a flat run is not a sliver
@@ -86,11 +89,6 @@ def accuracy_limits(values: list[float], target: float | None, scale: str = "lin
 def scale_for(values: list[float]) -> str:
     """'log' when the positive values span more than LOG_SPAN times, else 'linear'."""
     return "log" if min(values) > 0 and max(values) > LOG_SPAN * min(values) else "linear"
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _save(fig, path: Path) -> None:
@@ -198,11 +196,11 @@ def misclassified(
 
 def _errorbars(ax, x, per_seed: list[list[float]], **kwargs) -> list[float]:
     """Mean ± sd per x, no bar where there is one seed; returns the plotted extremes for fitting the axis."""
-    stats = [mean_sd(v) for v in per_seed]
-    means = [m for m, _ in stats]
-    sds = [s if len(v) > 1 else float("nan") for (_, s), v in zip(stats, per_seed)]  # nan: matplotlib draws no bar
-    ax.errorbar(x, means, yerr=None if all(len(v) == 1 for v in per_seed) else sds, capsize=3, ms=4, **kwargs)
-    return [m - s for m, s in stats] + [m + s for m, s in stats]
+    stats = [stat(v) for v in per_seed]
+    means = [s.mean for s in stats]
+    sds = [s.sd if s.n > 1 else float("nan") for s in stats]  # nan: matplotlib draws no bar
+    ax.errorbar(x, means, yerr=None if all(s.n == 1 for s in stats) else sds, capsize=3, ms=4, **kwargs)
+    return [s.mean - s.sd for s in stats] + [s.mean + s.sd for s in stats]
 
 
 def progression_figure(steps: list[StepPoint], target_acc: float):
@@ -256,12 +254,12 @@ def _is_number(value: object) -> bool:
 def pareto_front(points: list[SweepPoint]) -> list[int]:
     """Indices of the points no other point beats on both fewer-or-equal params and higher mean test_acc,
     by params ascending."""
-    order = sorted(range(len(points)), key=lambda i: (points[i].params, -mean_sd(points[i].test_acc)[0]))
+    order = sorted(range(len(points)), key=lambda i: (points[i].params, -stat(points[i].test_acc).mean))
     front, best = [], float("-inf")
     for i in order:
-        if mean_sd(points[i].test_acc)[0] > best:
+        if stat(points[i].test_acc).mean > best:
             front.append(i)
-            best = mean_sd(points[i].test_acc)[0]
+            best = stat(points[i].test_acc).mean
     return front
 
 
@@ -323,9 +321,7 @@ def sweep_figure(points: list[SweepPoint], target_acc: float):
                     label=label,
                 )
         front = pareto_front(points)
-        ax.plot(
-            [params[i] for i in front], [mean_sd(accs[i])[0] for i in front], "--", color="C1", label="Pareto front"
-        )
+        ax.plot([params[i] for i in front], [stat(accs[i]).mean for i in front], "--", color="C1", label="Pareto front")
         ax.set_xscale(scale_for(params))
         _style(
             ax,

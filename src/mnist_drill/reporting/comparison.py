@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .analysis import NOISE_Z, Outcome, Stat, StepStats, aggregate, features
-from .config import Config
+from ..config.schema import Config
+from ..reporting.analysis import NOISE_Z, Outcome, Stat, StepStats, aggregate, features
 
 NOISE = "within seed noise"
 
@@ -85,7 +85,7 @@ def _check(item: str, cfg: Config, before: StepStats, after: StepStats, diffs: d
             numbers = f"params {before.params:,} → {after.params:,}"
     elif item == "target reached":
         ok = after.reached == n
-        numbers = f"first reached {t.test_acc}%: {first_target_text(after, t.test_acc)}"
+        numbers = f"first reached {t.test_acc}%: {first_target_text(after)}"
     elif item == "targets met":
         ok = after.all_met == n
         numbers = f"every target met on {after.all_met} of {n} seeds"
@@ -205,7 +205,7 @@ def _target_news(before_name: str, before: StepStats, after: StepStats, target_a
     if after.reached and after.reached / after.n > before.reached / before.n:
         return (
             f" Its test accuracy reaches {target_acc}%{share(after.reached, after)} "
-            f"({first_target_text(after, target_acc)}; {before_name}: {first_target_text(before, target_acc)})."
+            f"({first_target_text(after)}; {before_name}: {first_target_text(before)})."
         )
     return ""
 
@@ -248,7 +248,7 @@ def compare_steps(
     )
 
 
-def first_target_text(stats: StepStats, target_acc: float) -> str:
+def first_target_text(stats: StepStats) -> str:
     """'epoch 10', '10.3 ± 0.6 (3 of 3 seeds)' or 'never'."""
     s: Stat | None = stats.first_target_epoch
     if s is None:

@@ -2,7 +2,7 @@
 
 A trial is one ordinary run folder (a config and the folder it trains into). `run_trials` trains a list of them
 and reports each one's end as it comes; the run folder is the only channel: a worker trains with
-`runner.run_step` and the parent reads the outcome back from metrics.csv and run.json, so nothing large
+`run.run_step` and the parent reads the outcome back from metrics.csv and run.json, so nothing large
 crosses a process boundary. One trial that fails, diverges or whose worker is killed is recorded, and the
 others go on. Ctrl-C or SIGTERM reaches every worker, each saves its finished epochs (as `run_step` does),
 and the parent waits for them before it stops.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import multiprocessing
 import os
 import signal
@@ -29,41 +28,21 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Literal
 
-from . import errors
-from .config import Config
-from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Terminated, UsageError
+from .. import errors
+from ..config.schema import Config
+from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Echo, Terminated, UsageError, first_line
+from ..reporting import analysis
+from ..storage.files import atomic_path, read_metrics, read_run_json
+from ..storage.lock import run_lock
+from ..training.data import FILES, load_cached, locate, resolve_dir
+from ..training.runtime import choose_device
+from .folder import outcome, prepare_run_dir
+from .run import Trial, TrialEnd, run_step
 
-Echo = Callable[[str], None]
 Executor = Literal["local", "ray"]
 RAY_INSTALL = "pip install 'mnist-drill[ray]'"
 RESEND_SECONDS = 1.0  # while stopping, a worker still alive gets the signal again this often
 STOP_DEADLINE_SECONDS = 30.0  # then a worker that has not exited is killed: saving takes a second or two
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One run folder to train: `label` names it in the log (e.g. 'dropout_0.02/seed_1')."""
-
-    label: str
-    cfg: Config
-    run_dir: Path
-    resume: bool = False  # continue the checkpoint in run_dir
-    overwrite: bool = False  # replace what run_dir holds
-    previous: tuple | None = None  # the step before, (Config, {seed: Outcome}), for analysis.md
-
-
-@dataclass(frozen=True)
-class TrialEnd:
-    """How a trial ended: status completed | interrupted | diverged | failed, the exit code that goes with it,
-    one line saying why it did not complete, its wall time (s), and its outcome when an epoch finished."""
-
-    trial: Trial
-    status: str
-    exit_code: int
-    note: str = ""
-    seconds: float = 0.0
-    outcome: object | None = None  # analysis.Outcome
-    error: DrillError | None = None  # the user error that stopped it before training, if that is what did
 
 
 def available_cpus() -> int:
@@ -118,29 +97,17 @@ def run_trials(
     return ends
 
 
-def read_outcome(cfg: Config, run_dir: Path):
-    """The outcome of whatever epochs `run_dir` finished (analysis.Outcome), or None when it finished none."""
-    from . import analysis
-    from .model import build_model, count_params, has_fc
-    from .outputs import read_metrics
-
+def read_outcome(cfg: Config, run_dir: Path) -> analysis.Outcome | None:
+    """The outcome of whatever epochs `run_dir` finished, or None when it finished none."""
     try:
         rows = read_metrics(run_dir / "metrics.csv")
     except (OSError, ValueError, KeyError, DrillError):  # none yet (no epoch finished), or not readable
         return None
-    if not rows:
-        return None
-    params = run_info(run_dir).get("params") or count_params(build_model(cfg.model)[0])[0]
-    return analysis.assess(rows, cfg, params, has_fc(cfg.model))
+    return outcome(cfg, rows) if rows else None
 
 
-def run_info(run_dir: Path) -> dict:
-    """The run's run.json, or {} when it has none (yet)."""
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
+def run_note(run_dir: Path) -> str:
+    return (read_run_json(run_dir / "run.json", strict=False) or {}).get("note", "")
 
 
 def _ended(
@@ -154,7 +121,7 @@ def _ended(
 ) -> TrialEnd:
     if outcome is None and status != "failed":
         outcome = read_outcome(trial.cfg, trial.run_dir)
-    note = note or (run_info(trial.run_dir).get("note", "") if status != "completed" else "")
+    note = note or (run_note(trial.run_dir) if status != "completed" else "")
     return TrialEnd(trial, status, exit_code, note, round(time.perf_counter() - started, 2), outcome, error)
 
 
@@ -164,18 +131,11 @@ def _user_error(class_name: str, message: str) -> DrillError | None:
     return cls(message) if isinstance(cls, type) and issubclass(cls, DrillError) else None
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 # ---------------------------------------------------------------- in this process
 
 
 def _train(trial: Trial, data_dir, echo):
-    """One trial through runner.run_step, wherever it runs (this process, a worker, a Ray task)."""
-    from .runner import run_step
-
+    """One trial through run_step, wherever it runs (this process, a worker, a Ray task)."""
     opts = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "echo": echo}
     return run_step(trial.cfg, trial.run_dir, data_dir, **opts)
 
@@ -190,7 +150,7 @@ def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[Trial
         started = time.perf_counter()
         try:
             result = _train(trial, data_dir, echo)
-            end = _ended(trial, result.status, result.exit_code, "", started, result.outcome)
+            end = _ended(trial, result.status, result.exit_code, result.note, started, result.outcome)
         except DrillError as err:
             if not keep_going:
                 raise
@@ -198,7 +158,7 @@ def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[Trial
         except Exception as err:  # a crash in one trial of a sweep is that trial's failure, not the sweep's
             if not keep_going:
                 raise
-            end = _ended(trial, "failed", EXIT_FAILED, _one_line(err), started)
+            end = _ended(trial, "failed", EXIT_FAILED, first_line(err, named=True), started)
         ends.append(end)
         on_end(end)
         if end.status == "interrupted":
@@ -248,7 +208,7 @@ def _worker(trial: Trial, data_dir: str | None, threads: int, gpu: str, conn) ->
     except Terminated:
         message = ("interrupted", EXIT_SIGTERM, "stopped by SIGTERM before its first epoch finished", "")
     except Exception as err:
-        message = ("failed", EXIT_FAILED, _one_line(err), "")
+        message = ("failed", EXIT_FAILED, first_line(err, named=True), "")
     finally:
         with contextlib.suppress(OSError):
             conn.send(message)
@@ -286,9 +246,6 @@ def check_local(data_dir: str | None, cfgs: list[Config]) -> None:
     """What every local trial needs, checked here before any worker starts, so a mistake is one error line and
     not one failed trial each: the devices asked for, and MNIST (found, or downloaded once, and verified: N
     workers never download into one folder at once)."""
-    from .data import load_cached, resolve_dir
-    from .runtime import choose_device
-
     for device in dict.fromkeys(c.train.device for c in cfgs):
         choose_device(device)
     for root in dict.fromkeys(resolve_dir(data_dir, c.data.dir) for c in cfgs):
@@ -315,7 +272,6 @@ def gpu_for(cfg: Config, gpus: list[str], running) -> str:
 
 
 def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd]:
-    check_local(data_dir, [t.cfg for t in trials])
     gpus = visible_gpus() if any(t.cfg.train.device != "cpu" for t in trials) else []
     context = multiprocessing.get_context("spawn")
     pending = list(reversed(list(enumerate(trials))))
@@ -444,7 +400,7 @@ def _ray_trial(trial: Trial, mnist: dict[str, bytes], threads: int, files: dict[
         except KeyboardInterrupt:  # ray.cancel
             message = ("interrupted", EXIT_SIGINT, "cancelled", "")
         except Exception as err:  # a crash is this trial's failure; its finished epochs still go back
-            message = ("failed", EXIT_FAILED, _one_line(err), "")
+            message = ("failed", EXIT_FAILED, first_line(err, named=True), "")
         return (*message, _read_files(run_dir))
 
 
@@ -455,8 +411,6 @@ def _read_files(run_dir: Path) -> dict[str, bytes]:
 def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
     """Make `run_dir` hold exactly the files a Ray task returned (a finished run drops its checkpoint). Hidden
     files are not the run's (the lock the driver holds, another process's temporary file): they stay."""
-    from .outputs import atomic_path
-
     run_dir.mkdir(parents=True, exist_ok=True)
     for old in run_dir.iterdir():
         if old.is_file() and not old.name.startswith(".") and old.name not in files:
@@ -480,7 +434,7 @@ def ray_session(address: str | None):
         ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise UsageError(
-            f"--address {address}: no Ray cluster answered ({_one_line(err)}); start one with "
+            f"--address {address}: no Ray cluster answered ({first_line(err, named=True)}); start one with "
             "`ray start --head`, or leave --address out for a local one"
         ) from None
     try:
@@ -492,8 +446,6 @@ def ray_session(address: str | None):
 def mnist_files(data_dir: str | None, cfgs: list[Config]) -> dict[Path, dict[str, bytes]]:
     """Each MNIST folder the trials read, found (or downloaded once, here) and verified, as its four files'
     bytes: what the driver puts in Ray's object store for the tasks."""
-    from .data import FILES, load_cached, locate, resolve_dir
-
     found = {}
     for root in dict.fromkeys(resolve_dir(data_dir, c.data.dir) for c in cfgs):
         load_cached(root, 1, 1)
@@ -502,10 +454,6 @@ def mnist_files(data_dir: str | None, cfgs: list[Config]) -> dict[Path, dict[str
 
 
 def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]:
-    from .data import resolve_dir
-    from .lock import run_lock
-    from .outputs import prepare_run_dir
-
     mnist = mnist_files(data_dir, [t.cfg for t in trials])
     with ray_session(address) as ray, contextlib.ExitStack() as locks:
         for trial in trials:  # the same folder rules as a local run, checked before anything is sent
@@ -539,7 +487,7 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
                     _write_back(trial.run_dir, files)
                     end = _ended(trial, status, exit_code, note, started, error=_user_error(error_class, note))
                 except ray.exceptions.RayError as err:  # the task crashed, or its node went away
-                    end = _ended(trial, "failed", EXIT_FAILED, _one_line(err), started)
+                    end = _ended(trial, "failed", EXIT_FAILED, first_line(err, named=True), started)
                 ends[i] = end
                 echo(f"[{trial.label}] {end.status}" + (f": {end.note}" if end.note else ""))
                 on_end(end)

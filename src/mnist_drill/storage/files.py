@@ -1,4 +1,4 @@
-"""Writing results safely: atomic files, run folders that never overwrite silently, provenance.
+"""Writing results safely: atomic files, metrics.csv and run.json read back strictly, provenance.
 
 Every output goes through `atomic_path` (or `append_line` for train.log), so a write that fails
 (disk full, file-size limit, permission lost, folder gone) leaves the previous file whole, no
@@ -17,13 +17,11 @@ import io
 import json
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import StorageError, UsageError
-from .lock import LOCK_NAME, refuse_if_in_use
+from ..errors import StorageError, UsageError, first_line
 
 DEFAULT_OUT = "runs"  # where runs, evals and comparisons go: git-ignored, never the committed results/
 
@@ -45,20 +43,9 @@ def storage_error(path: Path, err: BaseException) -> StorageError:
     """The one line for an output that could not be written: the file, the cause, what to do."""
     if isinstance(err, FileExistsError) and not path.parent.is_dir():  # mkdir of a folder a file replaced
         err = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-    cause = getattr(err, "strerror", None) or _first_line(err)
+    cause = getattr(err, "strerror", None) or first_line(err)
     fix = _FIXES.get(getattr(err, "errno", None), f"check that {path.parent} is a writable folder with free space")
     return StorageError(f"{path}: cannot write ({cause}); {fix}")
-
-
-def is_storage_fault(err: BaseException) -> bool:
-    """An OSError from any write; or torch.save's zip writer, which reports a failed write (ENOSPC,
-    EFBIG) as a RuntimeError such as '[enforce fail at inline_container.cc:672] . unexpected pos'."""
-    if isinstance(err, OSError):
-        return True
-    text = str(err)
-    return isinstance(err, RuntimeError) and any(
-        s in text for s in ("inline_container", "PytorchStreamWriter", "file write failed")
-    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,7 +74,7 @@ def atomic_path(path: Path):
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if isinstance(err, Exception) and is_storage_fault(err):
+        if isinstance(err, OSError):
             raise storage_error(path, err) from None
         raise
 
@@ -183,24 +170,24 @@ def read_metrics(path: Path, columns: tuple[str, ...] | None = None) -> list[dic
     return rows
 
 
-def read_run_json(path: Path) -> dict | None:
-    """A run folder's run.json, or None when there is none; UsageError when it is not a JSON object."""
+def read_run_json(path: Path, strict: bool = True) -> dict | None:
+    """A run folder's run.json, or None when there is none; UsageError when it is not a JSON object
+    (`strict` False: None then too, for what only informs, such as a trial's note in a sweep table)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        why = None if isinstance(data, dict) else f"a JSON {type(data).__name__}, not an object"
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        why = err.strerror if isinstance(err, OSError) else f"not JSON: {_first_line(err)}"
-        raise UsageError(
-            f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
-            "if there is one), or pass --overwrite to train the run afresh"
-        ) from None
-    if not isinstance(data, dict):
-        raise UsageError(
-            f"{path}: damaged (a JSON {type(data).__name__}, not an object); remove it (--resume then "
-            "continues from checkpoint.pt, if there is one), or pass --overwrite to train the run afresh"
-        )
-    return data
+        why = err.strerror if isinstance(err, OSError) else f"not JSON: {first_line(err)}"
+    if why is None:
+        return data
+    if not strict:
+        return None
+    raise UsageError(
+        f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
+        "if there is one), or pass --overwrite to train the run afresh"
+    )
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
@@ -212,59 +199,6 @@ def remove_temp_files(folder: Path) -> list[Path]:
             tmp.unlink()
             removed.append(tmp)
     return removed
-
-
-def holds_run(path: Path) -> bool:
-    """Whether `path` is a folder with something in it besides a lock file."""
-    return path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir())
-
-
-def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
-    """Create the run folder; refuse to write into a previous run unless asked to. --overwrite
-    empties it, but never while another process holds a lock in it (lock.py)."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{path}: exists and is not a folder")
-    if resume:
-        if not (path / "checkpoint.pt").is_file():
-            raise UsageError(f"{path}: no checkpoint.pt to resume from")
-        return
-    if holds_run(path):
-        if not overwrite:
-            raise UsageError(
-                f"{path}: already holds a run; pass --overwrite to replace it, --resume to continue "
-                "it, or --out to write elsewhere"
-            )
-        for lock in path.rglob(LOCK_NAME):  # a seed folder of a --seeds run, say
-            refuse_if_in_use(lock.parent)
-        _empty(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise storage_error(path, err) from None
-        raise UsageError(f"{path}: cannot write here ({err.strerror})") from None
-
-
-def _empty(path: Path) -> None:
-    """Remove everything in `path` but its lock file, which the process that empties it holds."""
-    try:
-        for entry in path.iterdir():
-            if entry.name == LOCK_NAME:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    except OSError as err:
-        raise UsageError(f"{path}: cannot remove the run it holds ({err.strerror}: {err.filename})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def git_commit(repo: Path) -> tuple[str | None, bool | None]:
@@ -295,7 +229,7 @@ def provenance() -> dict:
     import torch
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     commit, dirty = git_commit(Path(__file__).resolve().parent)
     return {

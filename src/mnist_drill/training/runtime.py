@@ -11,9 +11,9 @@ import random
 
 import torch
 
-from .config import TrainConfig
-from .errors import UsageError
-from .fast_batchnorm import use_fast_batchnorm
+from ..config.schema import TrainConfig
+from ..errors import UsageError
+from ..nn.fast_batchnorm import use_fast_batchnorm
 
 
 def choose_device(name: str) -> torch.device:

@@ -5,7 +5,7 @@ interleave their epochs in one metrics.csv and checkpoint. `run_lock` takes `fcn
 `<run folder>/.mnist-drill.lock`; the kernel releases a flock when its holder exits however it
 exits (SIGKILL, the OOM killer), so a lock left behind by a killed run never blocks: the next run
 takes it over with a note. The file records pid, host and start time for those two messages; it is
-removed when the run ends, and is not part of the run (outputs.holds_run ignores it).
+removed when the run ends, and is not part of the run (runs/folder.holds_run ignores it).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
+from .files import remove_temp_files
 
 try:
     import fcntl
@@ -54,8 +55,6 @@ def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
         if left_by is not None:
             echo(f"{run_dir}: took over the lock left by {_describe(left_by)}, which no longer runs")
         _record(fd)
-        from .outputs import remove_temp_files  # here: outputs imports this module
-
         remove_temp_files(run_dir)  # half-written files of a killed run; nobody else writes here now
         yield
     finally:

@@ -8,10 +8,10 @@ metrics rows as {seed: rows} where the curves should be read.
 
 from __future__ import annotations
 
-from .analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
-from .comparison import Comparison, compare_steps, first_target_text
-from .config import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, flatten, to_dict
-from .diagnostics import DIAGNOSTIC_NAMES, diagnose
+from ..config.schema import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, flatten, to_dict
+from ..reporting.analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
+from ..reporting.comparison import Comparison, compare_steps, first_target_text
+from ..reporting.diagnostics import DIAGNOSTIC_NAMES, diagnose
 
 Previous = tuple[Config, dict[int, Outcome]] | None
 NOISE_NOTE = (
@@ -74,7 +74,7 @@ def comparison_lines(c: Comparison, target_acc: float, checks: bool = True) -> l
         f"| best train_acc | {b.best_train_acc.text()} | {a.best_train_acc.text()} | {_difference_cell(c.train)} |",
         f"| best test_acc | {b.best_test_acc.text()} | {a.best_test_acc.text()} | {_difference_cell(c.test)} |",
         f"| final gap | {b.gap.text(sign=True)} | {a.gap.text(sign=True)} | {_difference_cell(c.gap)} |",
-        f"| first reached {target_acc}% | {first_target_text(b, target_acc)} | {first_target_text(a, target_acc)} | |",
+        f"| first reached {target_acc}% | {first_target_text(b)} | {first_target_text(a)} | |",
         f"| verdict | {b.verdict} | {a.verdict} | |",
         "",
     ]
@@ -202,7 +202,7 @@ def step_markdown(
         f"| best train_acc | {stats.best_train_acc.mean:.2f} ± {stats.best_train_acc.sd:.2f} |",
         f"| final train_acc | {stats.final_train_acc.mean:.2f} ± {stats.final_train_acc.sd:.2f} |",
         f"| final gap | {stats.gap.mean:+.2f} ± {stats.gap.sd:.2f} |",
-        f"| first reached {t.test_acc}% | {first_target_text(stats, t.test_acc)} |",
+        f"| first reached {t.test_acc}% | {first_target_text(stats)} |",
         "",
         "## Analysis",
         "",
@@ -333,7 +333,7 @@ def compare_markdown(runs: list[tuple[str, Config, dict[int, Outcome]]]) -> str:
         "best test_acc": [s.best_test_acc.text() for s in stats],
         "final test_acc": [s.final_test_acc.text() for s in stats],
         "final gap": [s.gap.text(sign=True) for s in stats],
-        f"first reached {target}%": [first_target_text(s, target) for s in stats],
+        f"first reached {target}%": [first_target_text(s) for s in stats],
         "verdict": [s.verdict for s in stats],
         "all targets met": [f"{s.all_met}/{s.n} seeds" for s in stats],
     }

@@ -10,8 +10,9 @@ import io
 import torch
 from torchsummary import summary as torchsummary
 
-from .config import Config
-from .model import LayerInfo, Net, count_params, has_fc, input_shape, macs_per_image
+from ..config.blocks import LayerInfo, has_fc, input_shape, macs_per_image
+from ..config.schema import Config
+from .model import Net, count_params
 
 
 def _describe(cfg: Config, index: int) -> str:

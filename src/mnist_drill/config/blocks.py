@@ -1,0 +1,313 @@
+"""The building blocks a model YAML can name, as plain data, and the one registry that maps names to them.
+
+Each block has a frozen spec (its YAML keys) that states its geometry (the kernel/stride/dilation/padding
+of each spatial op), its parameters and its multiply-accumulates, so shapes, receptive field and size are
+computed from the specs alone, without torch. The nn.Module each spec becomes is built in nn/layers.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
+
+from ..errors import ConfigError
+
+
+class Op(NamedTuple):
+    """One spatial operation, for shape and receptive-field arithmetic."""
+
+    kernel: int
+    stride: int = 1
+    dilation: int = 1
+    padding: int = 0
+
+
+class Shape(NamedTuple):
+    """What a block makes of a `cin`-channel input map of `size` x `size`."""
+
+    out_channels: int
+    ops: list[Op]  # spatial ops in order (empty for 1x1-only or flat blocks)
+    macs: int  # multiply-accumulates per image
+    params: int  # learned parameters (BatchNorm's running statistics are buffers, not parameters)
+    flat: bool = False  # the output is a feature vector, not a map
+
+
+class BlockSpec:
+    """Base of every block spec; TYPE is the name used in YAML."""
+
+    TYPE: ClassVar[str] = ""
+
+
+def out_size(size: int, op: Op) -> int:
+    return (size + 2 * op.padding - op.dilation * (op.kernel - 1) - 1) // op.stride + 1
+
+
+def conv_params(cin: int, cout: int, kernel: int, bias: bool, bn: bool) -> int:
+    """A conv's weights, its bias and its BatchNorm's scale and shift."""
+    return cout * cin * kernel**2 + (cout if bias else 0) + (2 * cout if bn else 0)
+
+
+def _check_common(spec) -> None:
+    if spec.out < 1:
+        raise ValueError("out: must be >= 1")
+    if getattr(spec, "dropout", None) is not None and not 0 <= spec.dropout < 1:
+        raise ValueError("dropout: must be in [0, 1)")
+    for name in ("kernel", "stride", "dilation"):
+        if getattr(spec, name, 1) is not None and getattr(spec, name, 1) < 1:
+            raise ValueError(f"{name}: must be >= 1")
+    if getattr(spec, "padding", 0) < 0:
+        raise ValueError("padding: must be >= 0")
+
+
+# ---------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class ConvSpec(BlockSpec):
+    """k x k convolution with optional BN, ReLU and dropout."""
+
+    TYPE: ClassVar[str] = "conv"
+    out: int
+    kernel: int = 3
+    padding: int = 0
+    stride: int = 1
+    dilation: int = 1
+    bias: bool = False
+    bn: bool | None = None  # null: the model's `bn`
+    dropout: float | None = None  # null: the model's `dropout`
+    relu: bool = True
+
+    def __post_init__(self):
+        _check_common(self)
+
+    def layer_args(self) -> dict:
+        """The keyword arguments its module takes, shared by `conv` and `sepconv`."""
+        keys = ("padding", "stride", "dilation", "bias", "bn", "relu", "dropout")
+        return {k: getattr(self, k) for k in keys}
+
+    def shape(self, cin: int, size: int) -> Shape:
+        op = Op(self.kernel, self.stride, self.dilation, self.padding)
+        hw = out_size(size, op) ** 2
+        params = conv_params(cin, self.out, self.kernel, self.bias, self.bn)
+        return Shape(self.out, [op], hw * self.out * cin * self.kernel**2, params)
+
+
+@dataclass(frozen=True)
+class PointwiseSpec(BlockSpec):
+    """1x1 convolution: mixes channels, leaves the map and the receptive field alone."""
+
+    TYPE: ClassVar[str] = "pointwise"
+    out: int
+    bias: bool = False
+    bn: bool | None = None
+    dropout: float | None = None
+    relu: bool = True
+
+    def __post_init__(self):
+        _check_common(self)
+
+    def shape(self, cin: int, size: int) -> Shape:
+        return Shape(self.out, [], size * size * self.out * cin, conv_params(cin, self.out, 1, self.bias, self.bn))
+
+
+@dataclass(frozen=True)
+class SepConvSpec(ConvSpec):
+    """Depthwise-separable convolution: the same keys as `conv`, ~k*k times fewer weights."""
+
+    TYPE: ClassVar[str] = "sepconv"
+
+    def shape(self, cin: int, size: int) -> Shape:
+        op = Op(self.kernel, self.stride, self.dilation, self.padding)
+        hw = out_size(size, op) ** 2
+        params = cin * self.kernel**2 + conv_params(cin, self.out, 1, self.bias, self.bn)
+        return Shape(self.out, [op], hw * cin * self.kernel**2 + hw * cin * self.out, params)
+
+
+@dataclass(frozen=True)
+class MaxPoolSpec(BlockSpec):
+    TYPE: ClassVar[str] = "maxpool"
+    kernel: int = 2
+    stride: int | None = None  # null: same as kernel
+
+    def __post_init__(self):
+        if self.kernel < 1 or (self.stride is not None and self.stride < 1):
+            raise ValueError("kernel: must be >= 1")
+
+    def shape(self, cin: int, size: int) -> Shape:
+        return Shape(cin, [Op(self.kernel, self.stride or self.kernel)], 0, 0)
+
+
+@dataclass(frozen=True)
+class TransitionSpec(PointwiseSpec):
+    """Max-pool then 1x1 squeeze (the keys of `pointwise`, and `pool`): the end of a convolution block."""
+
+    TYPE: ClassVar[str] = "transition"
+    pool: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pool < 1:
+            raise ValueError("pool: must be >= 1")
+
+    def shape(self, cin: int, size: int) -> Shape:
+        op = Op(self.pool, self.pool)
+        params = conv_params(cin, self.out, 1, self.bias, self.bn)
+        return Shape(self.out, [op], out_size(size, op) ** 2 * cin * self.out, params)
+
+
+@dataclass(frozen=True)
+class GapSpec(BlockSpec):
+    """Global average pooling: each channel's map becomes one number; no parameters."""
+
+    TYPE: ClassVar[str] = "gap"
+
+    def shape(self, cin: int, size: int) -> Shape:
+        return Shape(cin, [Op(size)], 0, 0)
+
+
+@dataclass(frozen=True)
+class LargeConvSpec(BlockSpec):
+    """A large-kernel conv that collapses the map (the skeleton's 7x7 at the end).
+
+    kernel null means "the whole incoming map". No BN/ReLU by default: it is usually the output layer.
+    """
+
+    TYPE: ClassVar[str] = "large_conv"
+    out: int
+    kernel: int | None = None
+    bias: bool = False
+    bn: bool = False
+    relu: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        _check_common(self)
+
+    def shape(self, cin: int, size: int) -> Shape:
+        kernel = self.kernel or size
+        op = Op(kernel)
+        hw = out_size(size, op) ** 2
+        return Shape(
+            self.out, [op], hw * self.out * cin * kernel**2, conv_params(cin, self.out, kernel, self.bias, self.bn)
+        )
+
+
+@dataclass(frozen=True)
+class HeadSpec(BlockSpec):
+    """1x1 conv to the class scores: no BN, no ReLU, no dropout before the softmax."""
+
+    TYPE: ClassVar[str] = "head"
+    out: int = 10
+    bias: bool = False
+
+    def __post_init__(self):
+        _check_common(self)
+
+    def shape(self, cin: int, size: int) -> Shape:
+        return Shape(self.out, [], size * size * self.out * cin, conv_params(cin, self.out, 1, self.bias, False))
+
+
+@dataclass(frozen=True)
+class LinearSpec(BlockSpec):
+    """Fully connected layer (flattens its input). The drill's target forbids it."""
+
+    TYPE: ClassVar[str] = "linear"
+    out: int
+    bias: bool = True
+    relu: bool = True
+    dropout: float | None = None
+
+    def __post_init__(self):
+        _check_common(self)
+
+    def shape(self, cin: int, size: int) -> Shape:
+        fin = cin * size * size
+        params = fin * self.out + (self.out if self.bias else 0)
+        return Shape(self.out, [Op(size)] if size > 1 else [], fin * self.out, params, flat=True)
+
+
+BLOCK_SPECS: dict[str, type] = {
+    spec.TYPE: spec
+    for spec in (
+        ConvSpec,
+        PointwiseSpec,
+        SepConvSpec,
+        MaxPoolSpec,
+        TransitionSpec,
+        GapSpec,
+        LargeConvSpec,
+        HeadSpec,
+        LinearSpec,
+    )
+}
+
+
+# ---------------------------------------------------------------- a block list's geometry
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    index: int
+    type: str
+    out_shape: tuple[int, ...]  # (C, H, W), or (F,) after a linear layer
+    params: int
+    rf: int  # receptive field at the output, pixels
+    jump: int  # input pixels between neighbouring outputs
+    macs: int  # multiply-accumulates per image
+    spec: BlockSpec = field(default=None, repr=False, compare=False)  # with the model's bn/dropout filled in
+    in_shape: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)  # (channels, size) it receives
+
+
+def with_model_defaults(spec: BlockSpec, cfg) -> BlockSpec:
+    """The block with its unset (null) `bn` and `dropout` taken from the model's (a ModelConfig): the one
+    place where "BN everywhere" or "dropout everywhere" reaches the blocks."""
+    unset = {name: getattr(cfg, name) for name in ("bn", "dropout") if getattr(spec, name, False) is None}
+    return dataclasses.replace(spec, **unset) if unset else spec
+
+
+def layout(cfg) -> list[LayerInfo]:
+    """One LayerInfo per block of a ModelConfig. Raises ConfigError naming the block that does not fit."""
+    if not cfg.blocks:
+        raise ConfigError("model.blocks: the model has no blocks")
+    channels, size, rf, jump, flat = cfg.in_channels, cfg.input_size, 1, 1, False
+    layers = []
+    for i, spec in enumerate(cfg.blocks):
+        where = f"model.blocks[{i}] ({spec.TYPE})"
+        if flat and not isinstance(spec, LinearSpec):
+            raise ConfigError(f"{where}: follows a linear layer, whose output has no spatial map")
+        spec, in_shape = with_model_defaults(spec, cfg), (channels, size)
+        shape = spec.shape(channels, size)
+        for op in shape.ops:
+            if op.dilation * (op.kernel - 1) + 1 > size + 2 * op.padding:
+                raise ConfigError(
+                    f"{where}: kernel {op.kernel} (dilation {op.dilation}) does not fit the "
+                    f"{size}x{size} map it receives"
+                )
+            size = out_size(size, op)
+            rf += (op.kernel - 1) * op.dilation * jump
+            jump *= op.stride
+        channels, flat = shape.out_channels, shape.flat
+        if flat:
+            size = 1
+        out_shape = (channels,) if flat else (channels, size, size)
+        layers.append(LayerInfo(i, spec.TYPE, out_shape, shape.params, rf, jump, shape.macs, spec, in_shape))
+    if channels != cfg.num_classes or size != 1:
+        got = "x".join(map(str, layers[-1].out_shape))
+        raise ConfigError(
+            f"model.blocks: the last block must output {cfg.num_classes} channels at 1x1 "
+            f"(one score per class), got {got}"
+        )
+    return layers
+
+
+def has_fc(cfg) -> bool:
+    return any(isinstance(b, LinearSpec) for b in cfg.blocks)
+
+
+def input_shape(cfg) -> tuple[int, int, int]:
+    return cfg.in_channels, cfg.input_size, cfg.input_size
+
+
+def macs_per_image(layers: list[LayerInfo]) -> int:
+    return sum(layer.macs for layer in layers)

@@ -1,0 +1,124 @@
+"""One run folder: what it holds, and the one rule for training, resuming or reusing it.
+
+A run folder is never overwritten silently: `plan_run` decides (train afresh, resume its checkpoint,
+reuse its finished run, or refuse), `prepare_run_dir` creates or empties it, and `outcome` reads how
+its finished epochs fare against the target (parameters counted from the config's block specs).
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from ..config.blocks import has_fc, layout
+from ..config.schema import Config, read_saved_config, trains_alike
+from ..errors import UsageError
+from ..reporting import analysis
+from ..storage.files import read_metrics, read_run_json, storage_error
+from ..storage.lock import LOCK_NAME, refuse_if_in_use
+from ..training.checkpoint import CHECKPOINT, WEIGHTS
+from ..training.loop import METRIC_COLUMNS
+
+Plan = Literal["run", "resume", "reuse"]
+
+
+def holds_run(path: Path) -> bool:
+    """Whether `path` is a folder with something in it besides a lock file."""
+    return path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir())
+
+
+def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
+    """Create the run folder; refuse to write into a previous run unless asked to. --overwrite
+    empties it, but never while another process holds a lock in it (lock.py)."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: exists and is not a folder")
+    if resume:
+        if not (path / CHECKPOINT).is_file():
+            raise UsageError(f"{path}: no {CHECKPOINT} to resume from")
+        return
+    if holds_run(path):
+        if not overwrite:
+            raise UsageError(
+                f"{path}: already holds a run; pass --overwrite to replace it, --resume to continue "
+                "it, or --out to write elsewhere"
+            )
+        for lock in path.rglob(LOCK_NAME):  # a seed folder of a --seeds run, say
+            refuse_if_in_use(lock.parent)
+        _empty(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise storage_error(path, err) from None
+        raise UsageError(f"{path}: cannot write here ({err.strerror})") from None
+
+
+def _empty(path: Path) -> None:
+    """Remove everything in `path` but its lock file, which the process that empties it holds."""
+    try:
+        for entry in path.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot remove the run it holds ({err.strerror}: {err.filename})") from None
+
+
+def outcome(cfg: Config, rows: list[dict]) -> analysis.Outcome:
+    """How a run's metrics rows fare against `cfg`'s target; its parameters counted from the block specs."""
+    params = sum(layer.params for layer in layout(cfg.model))
+    return analysis.assess(rows, cfg, params, has_fc(cfg.model))
+
+
+def refuse_contradiction(overwrite: bool, resume: bool) -> None:
+    if overwrite and resume:
+        raise UsageError("--resume and --overwrite contradict each other: pass one")
+
+
+def finished_run(cfg: Config, run_dir: Path) -> analysis.Outcome | None:
+    """The outcome of a run of exactly `cfg` that already completed in `run_dir` (what --resume skips
+    instead of retraining), or None when there is none. A completed run of another config is an error,
+    and so is a folder another process is training into, or a damaged run.json, config.yaml or metrics.csv."""
+    refuse_if_in_use(run_dir)
+    status = (read_run_json(run_dir / "run.json") or {}).get("status")
+    if status != "completed":
+        return None
+    if not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
+        raise UsageError(
+            f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
+            "pass --overwrite to replace it or --out to write elsewhere"
+        )
+    if not (run_dir / WEIGHTS).is_file():
+        raise UsageError(
+            f"{run_dir}: its run.json says completed, but {WEIGHTS} is missing; pass --overwrite to train it again"
+        )
+    return outcome(cfg, read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS))
+
+
+def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tuple[Plan, analysis.Outcome | None]:
+    """The one rule for a run folder: train afresh, resume its checkpoint, or reuse its finished run.
+
+    --resume: a finished run of the same config is reused, a checkpoint is continued, an empty or
+    missing folder is trained afresh; --overwrite: anything there is replaced; neither: a folder
+    that holds a run is refused (runs never overwrite each other silently)."""
+    refuse_contradiction(overwrite, resume)
+    if not resume:
+        return "run", None
+    done = finished_run(cfg, run_dir)
+    if done is not None:
+        return "reuse", done
+    if (run_dir / CHECKPOINT).is_file():
+        return "resume", None
+    if holds_run(run_dir):  # a lock file left by a killed run is not a run
+        raise UsageError(
+            f"{run_dir}: holds a run with no finished epoch to resume from; pass --overwrite to start it afresh"
+        )
+    return "run", None

@@ -1,0 +1,288 @@
+"""One run: train a config into its run folder and write every output of it.
+
+`run_step` trains one run folder. User errors (config, data, device, folder) raise before anything is
+written. Every epoch is saved as it finishes (metrics.csv and a checkpoint, both atomically), so Ctrl-C,
+SIGTERM or a diverging loss lose at most the epoch in progress, and `--resume` continues exactly.
+A `Trial` is a run folder to train and a `TrialEnd` how it ended, wherever it trained (runs/executor.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..config.blocks import macs_per_image
+from ..config.schema import Config, read_saved_config, to_yaml, trains_alike
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_STORAGE,
+    DrillError,
+    Echo,
+    StorageError,
+    Terminated,
+    UsageError,
+)
+from ..nn.summary import summary_text
+from ..reporting import analysis, markdown, plots
+from ..storage.files import append_line, provenance, read_metrics, read_run_json, write_json, write_metrics, write_text
+from ..storage.lock import run_lock
+from ..training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, save_weights
+from ..training.data import resolve_dir
+from ..training.loop import METRIC_COLUMNS, NonFiniteLoss, Training, evaluate, run_epoch, setup
+from ..training.runtime import device_name, torch_threads
+from .folder import holds_run, outcome, prepare_run_dir
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run folder to train: `label` names it in the log (e.g. 'dropout_0.02/seed_1')."""
+
+    label: str
+    cfg: Config
+    run_dir: Path
+    resume: bool = False  # continue the checkpoint in run_dir
+    overwrite: bool = False  # replace what run_dir holds
+    previous: markdown.Previous = None  # the step before, (Config, {seed: Outcome}), for analysis.md
+
+
+@dataclass(frozen=True)
+class TrialEnd:
+    """How a run ended: status completed | reused | interrupted | diverged | failed, the exit code that goes with
+    it, one line saying why it did not complete, its wall time (s), and its outcome when an epoch finished."""
+
+    trial: Trial
+    status: str
+    exit_code: int
+    note: str = ""
+    seconds: float = 0.0
+    outcome: analysis.Outcome | None = None
+    error: DrillError | None = None  # the user error that stopped it before training, if that is what did
+
+    @property
+    def cfg(self) -> Config:
+        return self.trial.cfg
+
+    @property
+    def run_dir(self) -> Path:
+        return self.trial.run_dir
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']:>2}/{epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_acc']:6.2f}  "
+        f"test_loss {row['test_loss']:.4f}  test_acc {row['test_acc']:6.2f}  lr {row['lr']:.5f}  "
+        f"{row['seconds']:.1f}s"
+    )
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """torch's CPU allocator, CUDA and Python all run out of memory differently."""
+    text = str(err)
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def _memory_line(cfg: Config, err: BaseException, resumable: bool) -> str:
+    """What ran out of memory (read from the traceback) and what to lower."""
+    frames, tb = set(), err.__traceback__
+    while tb is not None:
+        frames.add(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if "evaluate" in frames:
+        doing, lower = "testing", f"data.test_batch_size ({cfg.data.test_batch_size})"
+    elif "train_epoch" in frames:
+        doing, lower = "training", f"data.batch_size ({cfg.data.batch_size})"
+    else:
+        doing = "loading the data and the model" if "setup" in frames else "writing the results"
+        lower = f"data.batch_size ({cfg.data.batch_size}) / data.test_batch_size ({cfg.data.test_batch_size})"
+    again = ", or free memory and continue with --resume (the finished epochs are kept)" if resumable else ""
+    return f"out of memory while {doing} {cfg.name}: lower {lower} and run it again with --overwrite{again}"
+
+
+def _faults_named(step):
+    """run_step holding the run folder's lock (storage/lock.py: a second process refuses, a killed one's lock
+    is taken over), with a storage fault completed by what to do next and out of memory in one line."""
+
+    @functools.wraps(step)
+    def guarded(cfg: Config, run_dir: Path, *args, echo: Echo = print, **kwargs) -> TrialEnd:
+        with run_lock(run_dir, echo):
+            try:
+                return step(cfg, run_dir, *args, echo=echo, **kwargs)
+            except StorageError as err:
+                if (run_dir / CHECKPOINT).is_file():
+                    then = "continue with --resume (the finished epochs are kept)"
+                else:
+                    then = "run it again" + (" with --overwrite" if holds_run(run_dir) else "")
+                raise StorageError(f"{err}, then {then}") from None
+            except (MemoryError, RuntimeError) as err:
+                if not out_of_memory(err):
+                    raise
+                raise UsageError(_memory_line(cfg, err, (run_dir / CHECKPOINT).is_file())) from None
+
+    return guarded
+
+
+@_faults_named
+def run_step(
+    cfg: Config,
+    run_dir: Path,
+    data_dir: str | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    previous: markdown.Previous = None,
+    echo: Echo = print,
+) -> TrialEnd:
+    """Train one run into `run_dir`. User errors (config, data, device, folder) raise before anything
+    is written; interruptions and divergence are reported in the result, with outputs written. A full
+    disk or a lost permission (StorageError) or running out of memory stops the run like Ctrl-C, its
+    finished epochs kept, and raises one line. `previous` is the step before, (Config, {seed: Outcome}),
+    for analysis.md to compare against."""
+    t = setup(cfg, resolve_dir(data_dir, cfg.data.dir))
+    prepare_run_dir(run_dir, overwrite, resume)
+    if resume and not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
+        raise UsageError(
+            f"{run_dir}: --resume needs the same config as the run it continues (compare with its config.yaml)"
+        )
+
+    def log(line: str) -> None:
+        echo(line)
+        append_line(run_dir / "train.log", line)
+
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    info = dict(provenance())  # now: the code that trains, not what the checkout holds when it ends
+    rows, threads = _start(cfg, run_dir, t, resume, log)
+    start_epoch = len(rows) + 1
+    threads = threads or torch.get_num_threads()  # recorded in run.json, for a --resume to continue with
+    with torch_threads(threads):
+        status, exit_code, note, last_eval, fault = _train(cfg, run_dir, t, rows, log)
+
+    def attempt(write: Callable, *args):
+        """A write after a fault is best effort: the full disk (or memory) that stopped training may
+        fail it too, and the fault that stopped the run is the one to report."""
+        if fault is None:
+            return write(*args)
+        with contextlib.suppress(StorageError, MemoryError):
+            return write(*args)
+
+    if note:
+        attempt(log, f"{cfg.name}: {note}")
+    result = outcome(cfg, rows) if rows else None
+    wrong = None
+    if rows:
+        attempt(plots.curves, rows, run_dir / "curves.png", cfg.name, cfg.target.test_acc)
+    if status == "completed":
+        save_weights(run_dir, t.model)
+        if last_eval is None:  # resumed after the last epoch, whose outputs had failed to write
+            last_eval = evaluate(t.net, t.test, cfg, t.device)
+        wrong = plots.misclassified(
+            t.test.images, t.test.labels, last_eval.predictions, run_dir / "misclassified.png", cfg.name
+        )
+    attempt(
+        write_text,
+        run_dir / "analysis.md",
+        markdown.run_markdown(cfg, result, rows, status, note, wrong is not None, previous),
+    )
+    seconds = [r["seconds"] for r in rows[start_epoch - 1 :]]
+    info |= {"config": cfg.name, "status": status, "note": note, "device": str(t.device)}
+    info |= {"device_name": device_name(t.device), "seed": cfg.train.seed, "precision": cfg.train.precision}
+    info["threads"] = threads
+    info |= {"params": sum(layer.params for layer in t.layers), "macs_per_image": macs_per_image(t.layers)}
+    info |= {"epochs_finished": len(rows), "misclassified": wrong, "started": started.isoformat(timespec="seconds")}
+    info["seconds_total"] = round(time.perf_counter() - t0, 2)
+    info["seconds_per_epoch"] = round(sum(seconds) / len(seconds), 2) if seconds else None
+    attempt(write_json, run_dir / "run.json", {**info, "argv": sys.argv})
+    if fault is not None:
+        raise fault
+    if result is not None:
+        log(
+            f"{cfg.name}: {status}; best test_acc {result.best_test_acc:.2f}% (epoch {result.best_test_epoch}), "
+            f"verdict {result.verdict}, all targets {'met' if result.all_met else 'not met'}"
+        )
+    if status == "completed":  # last: until run.json says completed, --resume needs the checkpoint
+        with contextlib.suppress(OSError):
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
+    return TrialEnd(Trial(cfg.name, cfg, run_dir, resume, overwrite, previous), status, exit_code, note, 0.0, result)
+
+
+def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> tuple[list[dict], int | None]:
+    """Write the run's config.yaml and summary.txt and, resuming, load its checkpoint: the rows finished so far
+    and the torch thread count to continue with (None: this process's)."""
+    write_text(run_dir / "config.yaml", to_yaml(cfg))
+    write_text(run_dir / "summary.txt", summary_text(cfg, t.model, t.layers))
+    rows, threads = [], None
+    if resume:
+        done = load_checkpoint(run_dir, t.model, t.optimizer, t.scheduler, t.device)
+        rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)[:done]
+        if len(rows) < done:
+            raise UsageError(
+                f"{run_dir / 'metrics.csv'}: {len(rows)} epoch(s), fewer than the {done} of "
+                f"{run_dir / CHECKPOINT}; restore it, or pass --overwrite to train the run afresh"
+            )
+        log(f"resuming {cfg.name} after epoch {done}")
+        threads = _threads_to_resume_with(run_dir, t.device, log)
+    log(
+        f"{cfg.name}: {sum(layer.params for layer in t.layers):,} params, {macs_per_image(t.layers):,} MACs/image, "
+        f"device {t.device}, seed {cfg.train.seed}, {cfg.train.epochs} epochs"
+    )
+    return rows, threads
+
+
+def _threads_to_resume_with(run_dir: Path, device, log: Echo) -> int | None:
+    """The torch thread count the run started with (run.json), when it differs from this process's: CPU
+    results depend on it, and --resume promises the numbers of an uninterrupted run. None: keep this one."""
+    recorded = (read_run_json(run_dir / "run.json") or {}).get("threads")
+    if device.type != "cpu":
+        return None
+    if type(recorded) is not int or recorded < 1:
+        log(
+            "run.json does not say how many CPU threads the run started with: the numbers may differ in the last digits"
+        )
+        return None
+    if recorded != torch.get_num_threads():
+        log(f"continuing with {recorded} torch thread(s), as the run started (not {torch.get_num_threads()})")
+        return recorded
+    return None
+
+
+def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo):
+    """Train the remaining epochs, appending each finished one to `rows` (its row and checkpoint on disk first).
+    Returns (status, exit code, note, the last epoch's evaluation, the storage or memory fault that stopped it)."""
+    status, exit_code, note, last_eval, fault = "completed", 0, "", None, None
+    try:
+        for epoch in range(len(rows) + 1, cfg.train.epochs + 1):
+            row, last_eval = run_epoch(t.net, t.train, t.test, t.optimizer, t.scheduler, cfg, epoch, t.device)
+            write_metrics(run_dir / "metrics.csv", [*rows, row], METRIC_COLUMNS)
+            save_checkpoint(run_dir, epoch, t.model, t.optimizer, t.scheduler, t.device)
+            rows.append(row)  # finished: its row and its checkpoint are on disk
+            log(epoch_line(row, cfg.train.epochs))
+    except (KeyboardInterrupt, Terminated) as err:
+        exit_code = EXIT_SIGINT if isinstance(err, KeyboardInterrupt) else EXIT_SIGTERM
+        status = "interrupted"
+        note = (
+            f"stopped by {'Ctrl-C' if exit_code == EXIT_SIGINT else 'SIGTERM'} after {len(rows)} finished "
+            f"epoch(s); continue with --resume"
+        )
+    except NonFiniteLoss as err:
+        status, exit_code, note = "diverged", EXIT_FAILED, str(err)
+    except StorageError as err:
+        status, exit_code, fault = "interrupted", EXIT_STORAGE, err
+        note = f"stopped after {len(rows)} finished epoch(s): {err}" + (", then continue with --resume" if rows else "")
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise
+        status, exit_code, fault = "failed", EXIT_FAILED, err
+        note = f"stopped after {len(rows)} finished epoch(s): {_memory_line(cfg, err, bool(rows))}"
+    return status, exit_code, note, last_eval, fault

@@ -1,0 +1,253 @@
+"""Steps and seeds: `run`, `run --seeds`, `run-all` and `run-all --seeds`, and reading finished steps back.
+
+One function, `run_steps`, serves all four. For each (step, seed) it decides, in `folder.plan_run`, whether
+to train afresh, resume from a checkpoint, reuse a finished run of the same config, or refuse; the trials
+then train through `executor.run_trials` (one run folder each: `run.run_step`). It writes each step's seed
+table and the progression; `compare_runs` reads finished runs back for `compare`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.schema import Config, extends_path, load_config
+from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Echo, StorageError, UsageError
+from ..errors import report as print_error
+from ..reporting import analysis, markdown, plots
+from ..storage.files import read_metrics, write_text
+from .executor import check_local, run_trials
+from .folder import outcome, plan_run, prepare_run_dir
+from .run import Trial, TrialEnd
+
+# ---------------------------------------------------------------- steps x seeds
+
+
+@dataclass
+class StepReport:
+    """What `run_steps` did for one step: its config (None if it did not load) and one result per seed."""
+
+    source: str
+    cfg: Config | None
+    results: list[TrialEnd]
+    error: str = ""  # the one-line error that stopped the step before it trained
+
+    def outcomes(self) -> dict[int, analysis.Outcome]:
+        return {r.cfg.train.seed: r.outcome for r in self.results if r.outcome is not None}
+
+    @property
+    def exit_code(self) -> int:
+        if self.error:
+            return EXIT_FAILED
+        return max((r.exit_code for r in self.results), default=0)
+
+
+def with_seed(cfg: Config, seed: int) -> Config:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
+
+def run_steps(
+    sources: list[Path],
+    out: Path,
+    data_dir: str | None = None,
+    *,
+    overrides: list[str] = (),
+    seeds: list[int] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progression: bool = False,
+    workers: int = 1,
+    echo: Echo = print,
+) -> list[StepReport]:
+    """Run (or reuse, or resume) each step config into `out/<name>/`, once per seed into
+    `out/<name>/seed_<n>/` when seeds are given, and write the step's seed table and, for a list of
+    steps, `out/progression.md`. With several steps a step that fails is reported and the next one
+    runs; with one, its error is raised (the CLI prints it). Ctrl-C or SIGTERM stops everything.
+    `workers` > 1 trains a step's seeds in parallel worker processes (executor.run_trials)."""
+    reports: list[StepReport] = []
+    previous: markdown.Previous = None
+    for source in sources:
+        if len(sources) > 1:
+            echo(f"== {source}")
+        report_ = StepReport(str(source), None, [])
+        reports.append(report_)
+        try:
+            report_.cfg = load_config(source, overrides)
+            if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
+                previous = parent_results(source, out, overrides)
+            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, previous, echo, workers)
+        except StorageError:
+            raise  # a full disk fails the next step too: stop here, the finished ones are kept
+        except DrillError as err:
+            if len(sources) == 1:
+                raise
+            print_error(err)
+            report_.error = str(err)
+            previous = None
+            continue
+        if any(r.status == "interrupted" for r in report_.results):
+            break
+        finished = report_.outcomes()
+        previous = (report_.cfg, finished) if finished and report_.exit_code == 0 else None
+    if progression:
+        _write_progression(out, reports, echo)
+    return reports
+
+
+def _run_one_step(
+    step: StepReport,
+    step_dir: Path,
+    data_dir,
+    seeds,
+    overwrite: bool,
+    resume: bool,
+    previous: markdown.Previous,
+    echo: Echo,
+    workers: int = 1,
+) -> None:
+    cfg = step.cfg
+    if seeds and not resume:
+        prepare_run_dir(step_dir, overwrite, resume=False)  # the step folder holds the seed folders
+        overwrite = False
+    jobs = [(with_seed(cfg, s), step_dir / f"seed_{s}") for s in seeds] if seeds else [(cfg, step_dir)]
+    results: list[TrialEnd | None] = []
+    trials = []
+    for job_cfg, run_dir in jobs:
+        plan, done = plan_run(job_cfg, run_dir, overwrite=overwrite, resume=resume)
+        if plan == "reuse":
+            echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
+            # Its analysis and curves are read again from its metrics, against the step before as it stands now.
+            rows = read_metrics(run_dir / "metrics.csv")
+            write_text(
+                run_dir / "analysis.md",
+                markdown.run_markdown(
+                    job_cfg, done, rows, "completed", "", (run_dir / "misclassified.png").is_file(), previous
+                ),
+            )
+            plots.curves(rows, run_dir / "curves.png", job_cfg.name, job_cfg.target.test_acc)
+            results.append(TrialEnd(Trial(job_cfg.name, job_cfg, run_dir), "reused", 0, outcome=done))
+            continue
+        results.append(None)  # filled when its trial ends, so results keep the seeds' order
+        label = f"{cfg.name}/{run_dir.name}" if seeds else cfg.name
+        trials.append(Trial(label, job_cfg, run_dir, resume=plan == "resume", overwrite=overwrite, previous=previous))
+    slots = [i for i, r in enumerate(results) if r is None]
+
+    def ended(end: TrialEnd) -> None:
+        results[slots[trials.index(end.trial)]] = end
+
+    if min(workers, len(trials)) > 1:
+        check_local(data_dir, [trial.cfg for trial in trials])  # once, before any worker starts
+    try:  # seeds run in parallel with workers > 1; a signal there is raised again once the workers saved
+        run_trials(trials, data_dir, workers=workers, echo=echo, on_end=ended)
+    finally:
+        step.results += [r for r in results if r is not None]
+        finished = step.outcomes()
+        if seeds and finished:
+            rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
+            write_text(
+                step_dir / "analysis.md", markdown.step_markdown(cfg, finished, rows, previous, _step_status(step))
+            )
+            echo(f"wrote {step_dir / 'analysis.md'}")
+
+
+def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None:
+    """progression.md and .png over the steps that ran (or were reused); none when nothing did, so a
+    run-all that was refused everywhere never replaces an earlier table."""
+    ran = [(r.cfg, r.outcomes() or None, _step_status(r)) for r in reports if r.results]
+    if not ran:
+        echo("no step ran, so no progression was written")
+        return
+    missing = [(r.source, r.error or "not run") for r in reports if not r.results]
+    text = markdown.progression_markdown(ran)
+    if missing:
+        text += "\nNot in the table (did not run): " + "; ".join(f"{s} ({why})" for s, why in missing) + "\n"
+    write_text(out / "progression.md", text)
+    done = [(c, o, s) for c, o, s in ran if o is not None]
+    if done:
+        points = [
+            plots.StepPoint(
+                c.name,
+                next(iter(o.values())).params,
+                [x.best_train_acc for x in o.values()],
+                [x.best_test_acc for x in o.values()],
+            )
+            for c, o, _ in done
+        ]
+        plots.progression(points, out / "progression.png", done[-1][0].target.test_acc)
+    echo(f"wrote {out / 'progression.md'}")
+
+
+def _step_status(step: StepReport) -> str:
+    """The step's status for the progression: the first seed that did not complete, else completed."""
+    return next((r.status for r in step.results if r.status not in ("completed", "reused")), "completed")
+
+
+# ---------------------------------------------------------------- reading finished runs
+
+
+@dataclass
+class FinishedStep:
+    """A step's finished runs read back from disk: one run folder, or one per seed_<n>/ inside it."""
+
+    cfg: Config
+    outcomes: dict[int, analysis.Outcome]
+    rows: dict[int, list[dict]]
+
+
+def read_step(path: Path) -> FinishedStep:
+    """The finished runs in a run folder or a step folder of seed_<n>/ runs; names what is missing."""
+    folders = sorted(path.glob("seed_*/"), key=lambda p: p.name) if not (path / "config.yaml").is_file() else [path]
+    if not path.is_dir():
+        raise UsageError(f"{path}: no such run folder")
+    outcomes, rows, cfg = {}, {}, None
+    for folder in folders:
+        if not (folder / "config.yaml").is_file() or not (folder / "metrics.csv").is_file():
+            continue
+        run_cfg = load_config(folder / "config.yaml")
+        run_rows = read_metrics(folder / "metrics.csv")
+        if not run_rows:
+            continue
+        outcomes[run_cfg.train.seed] = outcome(run_cfg, run_rows)
+        rows[run_cfg.train.seed], cfg = run_rows, cfg or run_cfg
+    if cfg is None:
+        raise UsageError(f"{path}: holds no run with a finished epoch (config.yaml and metrics.csv)")
+    return FinishedStep(cfg, outcomes, rows)
+
+
+def parent_results(source: Path, out: Path, overrides: list[str]) -> markdown.Previous:
+    """The step that `source` extends, as (Config, {seed: Outcome}), if a run of it finished in `out`."""
+    parent = extends_path(source)
+    if parent is None:
+        return None
+    try:
+        name = load_config(parent, overrides).name
+        found = read_step(out / name)
+    except DrillError:
+        return None
+    return found.cfg, found.outcomes
+
+
+def compare_runs(paths: list[Path], out: Path) -> str:
+    """`mnist-drill compare`: the runs' differing config keys and results as markdown (returned, and
+    written to out/compare.md) and their curves overlaid in out/compare.png."""
+    if len(paths) < 2:
+        raise UsageError("compare needs at least two run folders")
+    steps = [read_step(p) for p in paths]
+    names = [p.resolve().name for p in paths]
+    labels = [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    text = markdown.compare_markdown([(label, s.cfg, s.outcomes) for label, s in zip(labels, steps)])
+    curves = {
+        (label if len(s.rows) == 1 else f"{label} seed {seed}"): rows
+        for label, s in zip(labels, steps)
+        for seed, rows in s.rows.items()
+    }
+    write_text(out / "compare.md", text + "\n![curves](compare.png)\n")
+    plots.compare(curves, out / "compare.png", steps[-1].cfg.target.test_acc)
+    return text
+
+
+def exit_code(reports: list[StepReport]) -> int:
+    """Interrupted wins (the user stopped it); otherwise any failure is 1."""
+    codes = [r.exit_code for r in reports]
+    return next((c for c in codes if c in (EXIT_SIGINT, EXIT_SIGTERM)), max(codes, default=0))
