@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill import runner
-from mnist_drill.config import load_config
+from mnist_drill.config.schema import load_config
 from mnist_drill.inference import evaluate_run
-from mnist_drill.runner import run_step
+from mnist_drill.runs import run as runner
+from mnist_drill.runs.run import run_step
 
 from helpers import run_cli
 
