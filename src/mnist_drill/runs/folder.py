@@ -7,15 +7,16 @@ its finished epochs fare against the target (parameters counted from the config'
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import shutil
 from pathlib import Path
 from typing import Literal
 
 from ..config.blocks import has_fc, layout
-from ..config.schema import Config, read_saved_config, trains_alike
+from ..config.schema import DESCRIPTIVE_KEYS, Config, load_config, read_saved_config, trains_alike
 from ..errors import UsageError
-from ..reporting import analysis
+from ..reporting import analysis, markdown
 from ..storage.files import read_metrics, read_run_json, storage_error
 from ..storage.lock import LOCK_NAME, refuse_if_in_use
 from ..training.checkpoint import CHECKPOINT, WEIGHTS
@@ -76,6 +77,34 @@ def outcome(cfg: Config, rows: list[dict]) -> analysis.Outcome:
     """How a run's metrics rows fare against `cfg`'s target; its parameters counted from the block specs."""
     params = sum(layer.params for layer in layout(cfg.model))
     return analysis.assess(rows, cfg, params, has_fc(cfg.model))
+
+
+def run_analysis(cfg: Config, rows: list[dict], info: dict, previous: markdown.Previous = None) -> str:
+    """A run's analysis.md from its config, metrics rows and run.json fields (status, note, misclassified), against
+    `previous`, the step before: what `run_step` writes as a run ends, what --resume writes again for a run it
+    reuses, and what `read_analysis` derives from a run folder's files."""
+    result = outcome(cfg, rows) if rows else None
+    misclassified = info.get("misclassified") is not None
+    return markdown.run_markdown(cfg, result, rows, info["status"], info.get("note", ""), misclassified, previous)
+
+
+def read_analysis(run_dir: Path, previous: markdown.Previous = None, step: Config | None = None) -> str:
+    """The analysis.md today's code writes for the run in `run_dir`, from its config.yaml, metrics.csv and
+    run.json alone (no weights, no training). `step`: the step config whose name, change, reason and expect
+    it shows, as `run` and `run-all` show them; without one, its config.yaml's, named after its step's folder."""
+    info = read_run_json(run_dir / "run.json")
+    if info is None:
+        raise UsageError(f"{run_dir}: no run.json, so how the run ended is unknown")
+    rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)
+    return run_analysis(described(load_config(run_dir / "config.yaml"), run_dir, step), rows, info, previous)
+
+
+def described(cfg: Config, run_dir: Path, step: Config | None = None) -> Config:
+    """`cfg` with the descriptive keys (name, change, reason, expect) of `step`, or, without one, named after the
+    step its run folder belongs to (`<step>/` or `<step>/seed_<n>/`), as the runner names it."""
+    if step is not None:
+        return dataclasses.replace(cfg, **{key: getattr(step, key) for key in DESCRIPTIVE_KEYS})
+    return dataclasses.replace(cfg, name=(run_dir.parent if run_dir.name.startswith("seed_") else run_dir).name)
 
 
 def refuse_contradiction(overwrite: bool, resume: bool) -> None:

@@ -40,7 +40,7 @@ from ..training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, 
 from ..training.data import resolve_dir
 from ..training.loop import METRIC_COLUMNS, NonFiniteLoss, Training, evaluate, run_epoch, setup
 from ..training.runtime import device_name, torch_threads
-from .folder import holds_run, outcome, prepare_run_dir
+from .folder import holds_run, outcome, prepare_run_dir, run_analysis
 
 
 @dataclass(frozen=True)
@@ -190,11 +190,6 @@ def run_step(
         wrong = plots.misclassified(
             t.test.images, t.test.labels, last_eval.predictions, run_dir / "misclassified.png", cfg.name
         )
-    attempt(
-        write_text,
-        run_dir / "analysis.md",
-        markdown.run_markdown(cfg, result, rows, status, note, wrong is not None, previous),
-    )
     seconds = [r["seconds"] for r in rows[start_epoch - 1 :]]
     info |= {"config": cfg.name, "status": status, "note": note, "device": str(t.device)}
     info |= {"device_name": device_name(t.device), "seed": cfg.train.seed, "precision": cfg.train.precision}
@@ -203,6 +198,7 @@ def run_step(
     info |= {"epochs_finished": len(rows), "misclassified": wrong, "started": started.isoformat(timespec="seconds")}
     info["seconds_total"] = round(time.perf_counter() - t0, 2)
     info["seconds_per_epoch"] = round(sum(seconds) / len(seconds), 2) if seconds else None
+    attempt(write_text, run_dir / "analysis.md", run_analysis(cfg, rows, info, previous))
     attempt(write_json, run_dir / "run.json", {**info, "argv": sys.argv})
     if fault is not None:
         raise fault

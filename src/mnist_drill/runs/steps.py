@@ -9,6 +9,7 @@ table and the progression; `compare_runs` reads finished runs back for `compare`
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from ..config.schema import Config, extends_path, load_config
 from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Echo, StorageError, UsageError
 from ..errors import report as print_error
 from ..reporting import analysis, markdown, plots
-from ..storage.files import read_metrics, write_text
+from ..storage.files import read_metrics, read_run_json, write_text
 from .executor import check_local, run_trials
-from .folder import outcome, plan_run, prepare_run_dir
+from .folder import described, outcome, plan_run, prepare_run_dir, read_analysis
 from .run import Trial, TrialEnd
 
 # ---------------------------------------------------------------- steps x seeds
@@ -118,13 +119,8 @@ def _run_one_step(
         if plan == "reuse":
             echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
             # Its analysis and curves are read again from its metrics, against the step before as it stands now.
+            write_text(run_dir / "analysis.md", read_analysis(run_dir, previous, job_cfg))
             rows = read_metrics(run_dir / "metrics.csv")
-            write_text(
-                run_dir / "analysis.md",
-                markdown.run_markdown(
-                    job_cfg, done, rows, "completed", "", (run_dir / "misclassified.png").is_file(), previous
-                ),
-            )
             plots.curves(rows, run_dir / "curves.png", job_cfg.name, job_cfg.target.test_acc)
             results.append(TrialEnd(Trial(job_cfg.name, job_cfg, run_dir), "reused", 0, outcome=done))
             continue
@@ -226,6 +222,55 @@ def parent_results(source: Path, out: Path, overrides: list[str]) -> markdown.Pr
     except DrillError:
         return None
     return found.cfg, found.outcomes
+
+
+def _step_config(step_dir: Path, configs: Path) -> Config | None:
+    """The config in `configs` that the step in `step_dir` is named after, if there is one."""
+    source = configs / f"{step_dir.name}.yaml"
+    return load_config(source) if source.is_file() else None
+
+
+def _read_described(step_dir: Path, configs: Path) -> FinishedStep:
+    """`read_step`, its config described by the step config (`described`) as the runner describes it."""
+    found = read_step(step_dir)
+    return FinishedStep(described(found.cfg, step_dir, _step_config(step_dir, configs)), found.outcomes, found.rows)
+
+
+def step_before(step_dir: Path, configs: Path) -> markdown.Previous:
+    """The step that `run` and `run-all` compare the step in `step_dir` with: the one its config in `configs`
+    extends, when a run of it finished beside it."""
+    source, parent = configs / f"{step_dir.name}.yaml", None
+    if source.is_file() and (extended := extends_path(source)) is not None:
+        parent = step_dir.parent / load_config(extended).name
+    if parent is None or not parent.is_dir():
+        return None
+    found = _read_described(parent, configs)
+    return found.cfg, found.outcomes
+
+
+def reports_from_files(out: Path, configs: Path) -> dict[Path, str]:
+    """Every analysis.md and progression.md that today's code writes for the runs under `out`, from their files
+    alone (config.yaml, metrics.csv, run.json: no weights, no training), described by the step configs in
+    `configs`: each run's and each step's analysis against `step_before`, and progression.md over the step folders
+    beside the one that is there. What `run`, `run --seeds` and `run-all` with --resume write again, weights or not."""
+    texts: dict[Path, str] = {}
+    for config in sorted(out.rglob("config.yaml")):
+        run_dir = config.parent
+        step_dir = run_dir.parent if run_dir.name.startswith("seed_") else run_dir
+        previous = step_before(step_dir, configs)
+        texts[run_dir / "analysis.md"] = read_analysis(run_dir, previous, _step_config(step_dir, configs))
+        if step_dir != run_dir and step_dir / "analysis.md" not in texts:
+            step = _read_described(step_dir, configs)
+            statuses = [(read_run_json(f / "run.json") or {}).get("status") for f in step_dir.glob("seed_*/")]
+            status = next((s for s in statuses if s != "completed"), "completed")
+            texts[step_dir / "analysis.md"] = markdown.step_markdown(
+                step.cfg, step.outcomes, step.rows, previous, status
+            )
+    for progression in sorted(out.rglob("progression.md")):
+        folders = {int(m[1]): p for p in progression.parent.glob("step*/") if (m := re.match(r"step(\d+)", p.name))}
+        steps = [_read_described(folders[n], configs) for n in sorted(folders)]
+        texts[progression] = markdown.progression_markdown([(s.cfg, s.outcomes, "completed") for s in steps])
+    return texts
 
 
 def compare_runs(paths: list[Path], out: Path) -> str:
