@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mnist_drill.cli import _overrides, build_parser, parse_seeds
 from mnist_drill.runs.steps import reports_from_files
+from mnist_drill.runs.sweep import sweep_markdown_from_files
+from mnist_drill.storage.files import read_run_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -31,4 +34,21 @@ def test_each_committed_report_is_what_todays_code_writes(path):
     assert path in derived(), f"{name}: no run folder under results/ that it is written from"
     assert path.read_text(encoding="utf-8") == derived()[path], (
         f"{name} is not what today's code writes from its run folder; rewrite it with `{REWRITE}`"
+    )
+
+
+SWEEP_MDS = sorted(RESULTS.rglob("sweep.md"))
+
+
+@pytest.mark.parametrize("path", SWEEP_MDS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_each_committed_sweep_table_is_what_todays_code_writes(path, monkeypatch):
+    """sweep.md from its trial folders, for the sweep command that each trial's run.json records."""
+    argv = read_run_json(next(path.parent.glob("*/seed_*/run.json")))["argv"]
+    args = build_parser().parse_args(argv[argv.index("sweep") :])
+    monkeypatch.chdir(REPO)  # the command's config path is relative to the checkout, as sweep.md shows it
+    text = sweep_markdown_from_files(
+        path.parent, Path(args.config), args.vary, _overrides(args), parse_seeds(args.seeds)
+    )
+    assert path.read_text(encoding="utf-8") == text, (
+        f"{path.relative_to(REPO)} is not what today's code writes from its trial folders; rewrite it with `{REWRITE}`"
     )

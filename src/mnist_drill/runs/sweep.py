@@ -24,10 +24,11 @@ from ..config.schema import Config, flatten, load_config, set_path, to_dict, yam
 from ..errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Echo, Terminated, UsageError
 from ..reporting import plots
 from ..reporting.analysis import stat
-from ..storage.files import read_run_json, write_text
+from ..storage.files import read_metrics, read_run_json, write_text
 from ..training.checkpoint import CHECKPOINT
+from ..training.loop import METRIC_COLUMNS
 from .executor import Executor, available_cpus, check_local, default_threads, import_ray, ray_session, run_trials
-from .folder import plan_run, prepare_run_dir, refuse_contradiction
+from .folder import outcome, plan_run, prepare_run_dir, refuse_contradiction
 from .run import Trial, TrialEnd
 from .steps import with_seed
 
@@ -287,6 +288,26 @@ def write_tables(
         plots.sweep(figure, sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
     write_text(sweep_dir / "sweep.csv", sweep_csv(points, ends, seeds))
     write_text(sweep_dir / "sweep.md", sweep_markdown(sweep_dir.name, config, points, ends, seeds, bool(figure)))
+
+
+def sweep_markdown_from_files(
+    sweep_dir: Path, config: Path, vary_args: list[str], overrides: list[str], seeds: list[int]
+) -> str:
+    """The sweep.md that `sweep --resume` writes for the sweep in `sweep_dir`, from its trial folders' files alone
+    (config.yaml, metrics.csv, run.json: no weights); the arguments are the sweep command's."""
+    points, ends = expand(config, [parse_vary(a) for a in vary_args], overrides), {}
+    for p, point in enumerate(points):
+        for s, seed in enumerate(seeds):
+            run_dir = sweep_dir / point.name / f"seed_{seed}"
+            info = read_run_json(run_dir / "run.json", strict=False)
+            if info is None:
+                continue
+            rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)
+            trial = Trial(f"{point.name}/seed_{seed}", with_seed(point.cfg, seed), run_dir)
+            result = outcome(trial.cfg, rows) if rows else None
+            ends[(p, s)] = TrialEnd(trial, info.get("status", "failed"), 0, info.get("note", ""), 0.0, result)
+    figure = (sweep_dir / "sweep.png").is_file()
+    return sweep_markdown(sweep_dir.name, config, points, ends, seeds, figure)
 
 
 # ---------------------------------------------------------------- the sweep
