@@ -15,7 +15,8 @@ from pathlib import Path
 
 from . import __version__
 from .config.blocks import with_model_defaults
-from .config.schema import config_changes, find_config, load_config, to_yaml, unused_settings
+from .config.loader import find_config, load_config, unused_settings
+from .config.schema import config_changes, to_yaml
 from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
 from .nn.model import build_model
 from .nn.summary import summary_text

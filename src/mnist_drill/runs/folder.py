@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..config.blocks import has_fc, layout
-from ..config.schema import Config, read_saved_config, trains_alike
+from ..config.loader import read_saved_config, trains_alike
+from ..config.schema import Config
 from ..errors import UsageError
 from ..reporting import analysis
 from ..storage.files import read_metrics, read_run_json, storage_error

@@ -20,7 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.schema import Config, flatten, load_config, set_path, to_dict, yaml_value
+from ..config.loader import load_config, set_path
+from ..config.schema import Config, flatten, to_dict, yaml_value
 from ..errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Echo, Terminated, UsageError
 from ..reporting import plots
 from ..reporting.analysis import stat
