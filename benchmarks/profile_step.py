@@ -14,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mnist_drill.bench import NoSchedule
-from mnist_drill.config.schema import load_config
+from mnist_drill.config.loader import load_config
 from mnist_drill.training.data import Split, resolve_dir
 from mnist_drill.training.loop import setup, train_epoch
 from mnist_drill.training.runtime import device_name

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_drill.config.schema import load_config
+from mnist_drill.config.loader import load_config
 from mnist_drill.training.checkpoint import load_weights
 from mnist_drill.training.data import resolve_dir
 from mnist_drill.training.loop import evaluate, setup

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, LargeConvSpec
-from mnist_drill.config.schema import Config, ModelConfig, SchedulerConfig, TargetConfig, TrainConfig, load_config
+from mnist_drill.config.loader import load_config
+from mnist_drill.config.schema import Config, ModelConfig, SchedulerConfig, TargetConfig, TrainConfig
 from mnist_drill.reporting import markdown as report
 from mnist_drill.reporting.analysis import (
     GAP_TOLERANCE,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mnist_drill.bench import with_torch_dropout
-from mnist_drill.config.schema import load_config
+from mnist_drill.config.loader import load_config
 from mnist_drill.nn.fast_dropout import FastDropout
 from mnist_drill.nn.model import build_model, count_params
 

@@ -18,7 +18,7 @@ import yaml
 
 from mnist_drill import __version__
 from mnist_drill.cli import COMMANDS
-from mnist_drill.config.schema import load_config
+from mnist_drill.config.loader import load_config
 from mnist_drill.nn.model import build_model, count_params
 
 from helpers import error_line, run_cli, run_cli_many, tiny_config, write_yaml

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
+from mnist_drill.config.loader import load_config, parse_set, read_saved_config, trains_alike
 from mnist_drill.config.schema import (
     DESCRIPTIVE_KEYS,
     EXPECTATIONS,
@@ -17,14 +18,10 @@ from mnist_drill.config.schema import (
     ModelConfig,
     TrainConfig,
     flatten,
-    load_config,
-    load_yaml_text,
-    parse_set,
-    read_saved_config,
     to_dict,
     to_yaml,
-    trains_alike,
 )
+from mnist_drill.config.yaml_reader import load_yaml_text
 from mnist_drill.errors import ConfigError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mnist_drill.config.schema import load_config
+from mnist_drill.config.loader import load_config
 from mnist_drill.errors import ConfigError
 from mnist_drill.runs import executor
 from mnist_drill.runs.executor import default_threads, run_trials

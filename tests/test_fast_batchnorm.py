@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_drill.config.schema import TrainConfig, load_config
+from mnist_drill.config.loader import load_config
+from mnist_drill.config.schema import TrainConfig
 from mnist_drill.nn import fast_batchnorm
 from mnist_drill.nn.fast_batchnorm import FEW_CHANNELS, FastBatchNorm2d, use_fast_batchnorm
 from mnist_drill.nn.fast_dropout import FastDropout

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill.config.schema import load_config
+from mnist_drill.config.loader import load_config
 from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.storage import lock
 from mnist_drill.storage.lock import LOCK_NAME, run_lock

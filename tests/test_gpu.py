@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill.config.schema import load_config
+from mnist_drill.config.loader import load_config
 from mnist_drill.inference import evaluate_run
 from mnist_drill.runs import run as runner
 from mnist_drill.runs.run import run_step

@@ -22,7 +22,8 @@ from mnist_drill.config.blocks import (
     input_shape,
     macs_per_image,
 )
-from mnist_drill.config.schema import ModelConfig, load_config
+from mnist_drill.config.loader import load_config
+from mnist_drill.config.schema import ModelConfig
 from mnist_drill.errors import ConfigError
 from mnist_drill.nn.model import build_model, count_params
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_drill.config.schema import load_config, read_saved_config, trains_alike
+from mnist_drill.config.loader import load_config, read_saved_config, trains_alike
 from mnist_drill.runs.steps import with_seed
 from mnist_drill.runs.sweep import expand, parse_vary
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from mnist_drill.config.schema import load_config
+from mnist_drill.config.loader import load_config
 from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.runs.folder import finished_run
 from mnist_drill.runs.run import epoch_line, run_step

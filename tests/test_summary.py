@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, LargeConvSpec, MaxPoolSpec, TransitionSpec
-from mnist_drill.config.schema import Config, ModelConfig, load_config
+from mnist_drill.config.loader import load_config
+from mnist_drill.config.schema import Config, ModelConfig
 from mnist_drill.nn.model import build_model
 from mnist_drill.nn.summary import _describe, layer_table, summary_text
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_drill.config.schema import load_config, to_yaml
+from mnist_drill.config.loader import load_config
+from mnist_drill.config.schema import to_yaml
 
 from helpers import error_line, run_cli
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from . import __version__
 from .config.blocks import with_model_defaults
-from .config.schema import config_changes, find_config, load_config, to_yaml, unused_settings
+from .config.loader import find_config, load_config, unused_settings
+from .config.schema import config_changes, to_yaml
 from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
 from .nn.model import build_model
 from .nn.summary import summary_text
@@ -31,6 +32,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+DEVICES = ["auto", "cpu", "cuda"]
+RUN_DIR_HELP = "a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1"
+
+
 def _common(p: argparse.ArgumentParser, training: bool, writes: bool = True) -> None:
     p.add_argument(
         "--set",
@@ -44,7 +49,7 @@ def _common(p: argparse.ArgumentParser, training: bool, writes: bool = True) -> 
         return
     if writes:
         p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (train.device)")
+    p.add_argument("--device", choices=DEVICES, help="training device (train.device)")
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
     p.add_argument(
         "--data-dir",
@@ -61,26 +66,24 @@ def _common(p: argparse.ArgumentParser, training: bool, writes: bool = True) -> 
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="mnist-drill", description="A staged CNN design drill on MNIST.")
-    parser.add_argument("--version", action="version", version=f"mnist-drill {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
+def _step(p: argparse.ArgumentParser, what: str = "a step config or a step's name") -> None:
+    p.add_argument("config", help=f"{what}, e.g. configs/step3_dropout.yaml or step3")
 
-    p = sub.add_parser("run", help="train one step")
-    p.add_argument("config", help="a step config or a step's name, e.g. configs/step3_dropout.yaml or step3")
-    p.add_argument("--seeds", help="train once per seed, e.g. 1,2,3, and tabulate mean and spread")
-    _workers(p)
+
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --seeds: train this many seeds at once, each in its own process (default 1: one after "
+        "another in this process)",
+    )
     _common(p, training=True)
 
-    p = sub.add_parser("run-all", help="train every configs/step*.yaml in order and write progression.md")
-    p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
-    p.add_argument("--seeds", help="train every step once per seed, e.g. 1,2,3")
-    _workers(p)
-    _common(p, training=True)
 
+def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="train a grid of config variants x seeds, in parallel, and tabulate them")
-    p.add_argument("config", help="the config the variants start from, e.g. configs/step3_dropout.yaml or step3")
+    _step(p, "the config the variants start from")
     p.add_argument(
         "--vary",
         action="append",
@@ -110,58 +113,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p, training=True)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="mnist-drill", description="A staged CNN design drill on MNIST.")
+    parser.add_argument("--version", action="version", version=f"mnist-drill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("run", help="train one step")
+    _step(p)
+    p.add_argument("--seeds", help="train once per seed, e.g. 1,2,3, and tabulate mean and spread")
+    _workers(p)
+    p = sub.add_parser("run-all", help="train every configs/step*.yaml in order and write progression.md")
+    p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
+    p.add_argument("--seeds", help="train every step once per seed, e.g. 1,2,3")
+    _workers(p)
+    _add_sweep(sub)
+
     p = sub.add_parser("compare", help="runs side by side: the config keys that differ, results, curves overlaid")
     p.add_argument("runs", nargs="+", help="run folders, or step folders of seed_<n>/ runs (two or more)")
-    p.add_argument(
-        "--out",
-        default=f"{DEFAULT_OUT}/compare",
-        help=f"folder for compare.md and compare.png (default: {DEFAULT_OUT}/compare/)",
-    )
-
+    out = f"{DEFAULT_OUT}/compare"
+    p.add_argument("--out", default=out, help=f"folder for compare.md and compare.png (default: {out}/)")
     p = sub.add_parser("bench", help="time an epoch of mnist-drill's pipeline against the classic DataLoader loop")
     p.add_argument("config")
     p.add_argument("--repeats", type=int, default=2, help="interleaved timed epochs per pipeline (default 2)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     _common(p, training=True, writes=False)
 
-    p = sub.add_parser("summary", help="the model layer by layer (shapes, params, receptive field); no data")
-    p.add_argument("config")
-    _common(p, training=False)
-
-    p = sub.add_parser("show", help="the resolved config as YAML (inherited block values filled in)")
-    p.add_argument("config")
-    _common(p, training=False)
-
-    p = sub.add_parser("diff", help="what one step's resolved config changes from another's")
-    p.add_argument("old")
-    p.add_argument("new")
-    _common(p, training=False)
+    for name, positionals, text in (
+        ("summary", ["config"], "the model layer by layer (shapes, params, receptive field); no data"),
+        ("show", ["config"], "the resolved config as YAML (inherited block values filled in)"),
+        ("diff", ["old", "new"], "what one step's resolved config changes from another's"),
+    ):
+        p = sub.add_parser(name, help=text)
+        for positional in positionals:
+            p.add_argument(positional)
+        _common(p, training=False)
 
     p = sub.add_parser("eval", help="score a run's model.pt on the MNIST test set, per digit too")
-    p.add_argument(
-        "run_dir", help="a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1"
-    )
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("--data-dir", help=f"folder with the MNIST IDX files (default: {LOOKUP_ORDER})")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the run's train.device)")
+    p.add_argument("--device", choices=DEVICES, help="device (default: the run's train.device)")
     p.add_argument("--out", help="folder for eval.json and confusion.png (default: runs/eval/<run folder name>/)")
-
     p = sub.add_parser("predict", help="the digit in each image file (PNG, JPEG, ...), by a run's model.pt")
-    p.add_argument(
-        "run_dir", help="a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1"
-    )
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("images", nargs="+", help="image files, one digit each, any size, dark-on-light or light-on-dark")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the run's train.device)")
+    p.add_argument("--device", choices=DEVICES, help="device (default: the run's train.device)")
     return parser
-
-
-def _workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="with --seeds: train this many seeds at once, each in its own process (default 1: one after "
-        "another in this process)",
-    )
 
 
 def _overrides(args) -> list[str]:

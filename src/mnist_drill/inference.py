@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from .config.schema import Config, load_config
+from .config.loader import load_config
+from .config.schema import Config
 from .errors import EXIT_USAGE, DataError, StorageError, UsageError, first_line
 from .nn.model import build_model
 from .reporting import plots

@@ -34,9 +34,12 @@ class Shape(NamedTuple):
 
 
 class BlockSpec:
-    """Base of every block spec; TYPE is the name used in YAML."""
+    """Base of every block spec; TYPE is the name used in YAML. Its check runs after every spec's __init__."""
 
     TYPE: ClassVar[str] = ""
+
+    def __post_init__(self):
+        _check_common(self)
 
 
 def out_size(size: int, op: Op) -> int:
@@ -49,7 +52,7 @@ def conv_params(cin: int, cout: int, kernel: int, bias: bool, bn: bool) -> int:
 
 
 def _check_common(spec) -> None:
-    if spec.out < 1:
+    if getattr(spec, "out", 1) < 1:
         raise ValueError("out: must be >= 1")
     if getattr(spec, "dropout", None) is not None and not 0 <= spec.dropout < 1:
         raise ValueError("dropout: must be in [0, 1)")
@@ -78,9 +81,6 @@ class ConvSpec(BlockSpec):
     dropout: float | None = None  # null: the model's `dropout`
     relu: bool = True
 
-    def __post_init__(self):
-        _check_common(self)
-
     def layer_args(self) -> dict:
         """The keyword arguments its module takes, shared by `conv` and `sepconv`."""
         keys = ("padding", "stride", "dilation", "bias", "bn", "relu", "dropout")
@@ -103,9 +103,6 @@ class PointwiseSpec(BlockSpec):
     bn: bool | None = None
     dropout: float | None = None
     relu: bool = True
-
-    def __post_init__(self):
-        _check_common(self)
 
     def shape(self, cin: int, size: int) -> Shape:
         return Shape(self.out, [], size * size * self.out * cin, conv_params(cin, self.out, 1, self.bias, self.bn))
@@ -181,9 +178,6 @@ class LargeConvSpec(BlockSpec):
     relu: bool = False
     dropout: float = 0.0
 
-    def __post_init__(self):
-        _check_common(self)
-
     def shape(self, cin: int, size: int) -> Shape:
         kernel = self.kernel or size
         op = Op(kernel)
@@ -201,9 +195,6 @@ class HeadSpec(BlockSpec):
     out: int = 10
     bias: bool = False
 
-    def __post_init__(self):
-        _check_common(self)
-
     def shape(self, cin: int, size: int) -> Shape:
         return Shape(self.out, [], size * size * self.out * cin, conv_params(cin, self.out, 1, self.bias, False))
 
@@ -218,29 +209,14 @@ class LinearSpec(BlockSpec):
     relu: bool = True
     dropout: float | None = None
 
-    def __post_init__(self):
-        _check_common(self)
-
     def shape(self, cin: int, size: int) -> Shape:
         fin = cin * size * size
         params = fin * self.out + (self.out if self.bias else 0)
         return Shape(self.out, [Op(size)] if size > 1 else [], fin * self.out, params, flat=True)
 
 
-BLOCK_SPECS: dict[str, type] = {
-    spec.TYPE: spec
-    for spec in (
-        ConvSpec,
-        PointwiseSpec,
-        SepConvSpec,
-        MaxPoolSpec,
-        TransitionSpec,
-        GapSpec,
-        LargeConvSpec,
-        HeadSpec,
-        LinearSpec,
-    )
-}
+BLOCK_SPECS: dict[str, type] = {s.TYPE: s for s in (ConvSpec, PointwiseSpec, SepConvSpec, MaxPoolSpec, TransitionSpec)}
+BLOCK_SPECS |= {s.TYPE: s for s in (GapSpec, LargeConvSpec, HeadSpec, LinearSpec)}
 
 
 # ---------------------------------------------------------------- a block list's geometry

@@ -16,15 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on these machines or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import (
-    FixedLocator,
-    FormatStrFormatter,
-    FuncFormatter,
-    LogLocator,
-    MaxNLocator,  # noqa: E402
-    NullFormatter,
-    NullLocator,
-)
+from matplotlib import ticker  # noqa: E402
 
 from ..storage.files import atomic_path  # noqa: E402
 from .analysis import stat  # noqa: E402
@@ -100,9 +92,9 @@ def _save(fig, path: Path) -> None:
 def _log_axis(ax) -> None:
     """A log y axis labelled at 1, 2 and 5 of each decade in plain numbers (0.02, 0.05, 2,000,000), not 2x10^-2."""
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,.10g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _style(
@@ -123,9 +115,9 @@ def _style(
             "function",
             functions=(lambda acc: -np.log10(np.maximum(100.0 - acc, ERROR_FLOOR)), lambda y: 100.0 - 10.0**-y),
         )
-        ax.yaxis.set_major_locator(FixedLocator(ERROR_LOG_TICKS))
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_locator(ticker.FixedLocator(ERROR_LOG_TICKS))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
         ylabel += ", log scale of 100 - acc"
     if accuracies is not None:
         ax.set_ylim(*accuracy_limits(accuracies, target, scale))
@@ -134,7 +126,7 @@ def _style(
         first, last = ax.dataLim.intervalx
         pad = max(0.5, 0.02 * (last - first))
         ax.set_xlim(first - pad, last + pad)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[1]:
         ax.legend(fontsize=8)
@@ -366,5 +358,5 @@ def confusion_matrix(counts: list[list[int]], path: Path, title: str) -> None:
         ylabel="true digit",
         title=f"{title}: {sum(map(sum, mistakes))} of {sum(map(sum, counts))} misclassified",
     )
-    fig.colorbar(image, ax=ax, label="misclassified images", ticks=matplotlib.ticker.MaxNLocator(integer=True))
+    fig.colorbar(image, ax=ax, label="misclassified images", ticks=ticker.MaxNLocator(integer=True))
     _save(fig, path)

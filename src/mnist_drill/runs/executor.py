@@ -111,13 +111,7 @@ def run_note(run_dir: Path) -> str:
 
 
 def _ended(
-    trial: Trial,
-    status: str,
-    exit_code: int,
-    note: str,
-    started: float,
-    outcome=None,
-    error: DrillError | None = None,
+    trial: Trial, status: str, exit_code: int, note: str, started: float, outcome=None, error: DrillError | None = None
 ) -> TrialEnd:
     if outcome is None and status != "failed":
         outcome = read_outcome(trial.cfg, trial.run_dir)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..config.blocks import has_fc, layout
-from ..config.schema import DESCRIPTIVE_KEYS, Config, load_config, read_saved_config, trains_alike
+from ..config.loader import load_config, read_saved_config, trains_alike
+from ..config.schema import DESCRIPTIVE_KEYS, Config
 from ..errors import UsageError
 from ..reporting import analysis, markdown
 from ..storage.files import read_metrics, read_run_json, storage_error

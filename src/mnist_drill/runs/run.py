@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..config.blocks import macs_per_image
-from ..config.schema import Config, read_saved_config, to_yaml, trains_alike
+from ..config.loader import read_saved_config, trains_alike
+from ..config.schema import Config, to_yaml
 from ..errors import (
     EXIT_FAILED,
     EXIT_SIGINT,

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.schema import Config, extends_path, load_config
+from ..config.loader import extends_path, load_config
+from ..config.schema import Config
 from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Echo, StorageError, UsageError
 from ..errors import report as print_error
 from ..reporting import analysis, markdown, plots

@@ -20,7 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.schema import Config, flatten, load_config, set_path, to_dict, yaml_value
+from ..config.loader import load_config, set_path
+from ..config.schema import Config, flatten, to_dict, yaml_value
 from ..errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Echo, Terminated, UsageError
 from ..reporting import plots
 from ..reporting.analysis import stat
@@ -405,6 +406,32 @@ def plan_sweep(
     return plan
 
 
+def _check_options(name: str, workers: int | None, threads: int | None, executor: Executor, address: str | None):
+    if "/" in name or name in ("", ".", ".."):
+        raise UsageError(f"--name {name}: must be a plain folder name")
+    for option, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{option} {value}: must be >= 1")
+    if executor == "ray":
+        if workers is not None:
+            raise UsageError("--workers is for --executor local; Ray places each trial on --threads CPUs")
+        import_ray()
+    elif address is not None:
+        raise UsageError("--address is for --executor ray")
+
+
+def _placement(executor: Executor, data_dir: str | None, trials: list[Trial], workers: int | None, threads: int | None):
+    """(workers, threads, how it reads in the sweep's first line); a local sweep checks its data first."""
+    if executor != "local":
+        return workers, threads, f"as Ray tasks of {threads or 1} CPU(s)"
+    check_local(data_dir, [t.cfg for t in trials])
+    workers = max(1, min(workers or available_cpus(), len(trials)))  # never more workers than trials
+    threads = threads or (default_threads(workers) if workers > 1 else None)
+    if workers > 1:
+        return workers, threads, f"{workers} worker processes x {threads} torch thread(s)"
+    return workers, threads, "in this process" + (f", {threads} torch thread(s)" if threads else "")
+
+
 def run_sweep(
     config: Path,
     vary_args: list[str],
@@ -426,31 +453,11 @@ def run_sweep(
     write the sweep's tables. Everything a user can get wrong raises before anything is written. A trial that
     fails is recorded and the others go on; Ctrl-C or SIGTERM keeps what finished (and is raised again)."""
     name = name or f"sweep_{Path(config).stem}"
-    if "/" in name or name in ("", ".", ".."):
-        raise UsageError(f"--name {name}: must be a plain folder name")
-    for option, value in (("--workers", workers), ("--threads", threads)):
-        if value is not None and value < 1:
-            raise UsageError(f"{option} {value}: must be >= 1")
-    if executor == "ray":
-        if workers is not None:
-            raise UsageError("--workers is for --executor local; Ray places each trial on --threads CPUs")
-        import_ray()
-    elif address is not None:
-        raise UsageError("--address is for --executor ray")
+    _check_options(name, workers, threads, executor, address)
     plan = plan_sweep(
         config, vary_args, out / name, overrides=overrides, seeds=seeds, overwrite=overwrite, resume=resume
     )
-    if executor == "local":
-        check_local(data_dir, [t.cfg for t in plan.trials])
-        workers = max(1, min(workers or available_cpus(), len(plan.trials)))  # never more workers than trials
-        threads = threads or (default_threads(workers) if workers > 1 else None)
-        how = (
-            f"{workers} worker processes x {threads} torch thread(s)"
-            if workers > 1
-            else "in this process" + (f", {threads} torch thread(s)" if threads else "")
-        )
-    else:
-        how = f"as Ray tasks of {threads or 1} CPU(s)"
+    workers, threads, how = _placement(executor, data_dir, plan.trials, workers, threads)
     with contextlib.ExitStack() as stack:
         if executor == "ray":  # connected before anything is written: a cluster that is not there is one line
             stack.enter_context(ray_session(address))

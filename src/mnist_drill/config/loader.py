@@ -1,0 +1,314 @@
+"""Loading a step config: dict -> dataclass strictly, `extends:` chains, `--set` overrides.
+
+Precedence: dataclass defaults < YAML (a file may `extends:` another, path relative to itself)
+< `--set section.key=value`. Mappings merge key by key; lists (the block list) are replaced whole.
+Every file and every `--set` is checked on its own before merging, so an error names the file
+(or the `--set`) it came from and the dotted key, in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from ..errors import ConfigError, UsageError
+from .blocks import BLOCK_SPECS, BlockSpec
+from .schema import DESCRIPTIVE_KEYS, Config, flatten, to_dict
+from .yaml_reader import load_yaml_text, read_yaml
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return "a list" if args[-1] is Ellipsis else f"a list of {len(args)} numbers"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
+
+
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        if args[-1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad
+        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is BlockSpec:
+        return _block(value, path)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad
+        return _dataclass(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean a number
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")
+
+
+def _dataclass(cls: type, raw: dict, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    prefix = f"{path}." if path else ""
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key{_suggest(str(key), names)}")
+        kwargs[key] = _convert(value, hints[key], f"{prefix}{key}")
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in kwargs:
+            raise ConfigError(f"{prefix}{f.name}: missing required key")
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # raised by __post_init__ as "field: why"
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def _block(raw: Any, path: str) -> BlockSpec:
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise ConfigError(f"{path}: a block is a mapping with a 'type' key, got {raw!r}")
+    kind = raw["type"]
+    if kind not in BLOCK_SPECS:
+        raise ConfigError(f"{path}.type: unknown block type {kind!r}{_suggest(str(kind), sorted(BLOCK_SPECS))}")
+    return _dataclass(BLOCK_SPECS[kind], {k: v for k, v in raw.items() if k != "type"}, path)
+
+
+def read_saved_config(path: Path) -> dict:
+    """A run folder's config.yaml, read as strictly as a step config; a damaged, foreign or missing
+    one is a UsageError that says what to do (the run cannot be resumed or reused without it)."""
+    try:
+        return read_yaml(path)
+    except ConfigError as err:
+        raise UsageError(
+            f"{err}; it is the config of the run in {path.parent}: restore it, or pass --overwrite "
+            "to train the run afresh"
+        ) from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve() if path.exists() else path
+    if path in seen:
+        cycle = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"{path}: extends cycle: {cycle}")
+    raw = read_yaml(path)
+    parent = raw.pop("extends", None)
+    _validate(raw, str(path))  # each file on its own, so errors name the file they are in
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a path, got {parent!r}")
+    parent_path = path.parent / parent
+    if not parent_path.exists():
+        raise ConfigError(f"{path}: extends: no such file {parent_path}")
+    base = _load_chain(parent_path, (*seen, path))
+    for key in DESCRIPTIVE_KEYS:  # these describe the parent step, not the one extending it
+        base.pop(key, None)
+    return _merge(base, raw)
+
+
+def _validate(raw: dict, source: str) -> Config:
+    try:
+        return _dataclass(Config, raw, "")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")  # blocks[2]
+
+
+def set_path(item: str) -> tuple[list, Any]:
+    """'model.blocks[2].out=12' -> (['model', 'blocks', 2, 'out'], 12); the value is read as YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item}: expected section.key=value")
+    try:
+        value = load_yaml_text(text, f"--set {item}") if text.strip() else ""  # as strict as a file: 1:30 is no 90
+    except ConfigError as err:
+        if ": invalid YAML" not in str(err):
+            raise
+        raise ConfigError(f"--set {item}: the value is not valid YAML") from None
+    parts: list = []
+    for part in key.strip().split("."):
+        m = _INDEXED.match(part)
+        parts += [m.group(1), int(m.group(2))] if m else [part]
+    return parts, value
+
+
+def parse_set(item: str) -> dict:
+    """'model.dropout=0.1' -> {'model': {'dropout': 0.1}}, for a key without a list index."""
+    parts, value = set_path(item)
+    tree: Any = value
+    for part in reversed(parts):
+        tree = {part: tree}
+    return tree
+
+
+def _set_in(raw: dict, parts: list, value: Any, item: str) -> dict:
+    """A copy of `raw` with the value at `parts` replaced; list items (blocks) are addressed by index."""
+    if not parts:
+        return value
+    head, rest = parts[0], parts[1:]
+    if isinstance(head, int):
+        if not isinstance(raw, list) or not 0 <= head < len(raw):
+            size = len(raw) if isinstance(raw, list) else 0
+            raise ConfigError(f"--set {item}: index [{head}] is out of range (the list has {size} items)")
+        out = list(raw)
+        out[head] = _set_in(out[head] if isinstance(out[head], dict) else {}, rest, value, item)
+        return out
+    out = dict(raw) if isinstance(raw, dict) else {}
+    out[head] = _set_in(out.get(head, {}), rest, value, item) if rest else value
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Load a step config: defaults < YAML chain < overrides ('section.key=value' strings;
+    'model.blocks[2].out=12' changes one block)."""
+    path = Path(path)
+    raw = _load_chain(path)
+    raw.setdefault("name", path.stem)
+    for item in overrides:
+        parts, value = set_path(item)
+        if not any(isinstance(p, int) for p in parts):
+            _validate(parse_set(item), f"--set {item}")  # on its own first, so the error names the --set
+        raw = _set_in(raw, parts, value, item)
+        _validate(raw, f"--set {item}")
+    cfg = _validate(raw, str(path))
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        for why in unused_settings(cfg):
+            if why.startswith(f"{key}:"):
+                raise ConfigError(f"--set {item}: {why.split(': ', 1)[1]}")
+    return cfg
+
+
+# What each setting needs to have any effect: (dotted key, the condition, why it has none otherwise).
+_WHEN_USED = (
+    (
+        "optim.lr",
+        lambda c: c.scheduler.name != "onecycle",
+        lambda c: (
+            f"one-cycle starts at scheduler.max_lr / scheduler.div_factor = "
+            f"{c.scheduler.max_lr / c.scheduler.div_factor:g} "
+            "and ignores optim.lr; set scheduler.max_lr instead"
+        ),
+    ),
+    ("optim.momentum", lambda c: c.optim.name == "sgd", lambda c: "adam has no momentum setting"),
+    ("optim.nesterov", lambda c: c.optim.name == "sgd", lambda c: "adam has no nesterov setting"),
+    *(
+        (f"scheduler.{k}", lambda c, n=n: c.scheduler.name == n, lambda c, n=n: f"used only by scheduler.name {n}")
+        for n, keys in (
+            ("step", ("step_size", "gamma")),
+            ("onecycle", ("max_lr", "pct_start", "div_factor", "final_div_factor")),
+            ("plateau", ("factor", "patience")),
+        )
+        for k in keys
+    ),
+)
+
+
+def unused_settings(cfg: Config) -> list[str]:
+    """'key: why' for each setting that differs from its default but has no effect under the options
+    chosen. `--set` of such a key is refused; one that comes from a file is noted in the run's log."""
+    flat, default = flatten(to_dict(cfg)), flatten(to_dict(Config()))
+    return [f"{key}: {why(cfg)}" for key, used, why in _WHEN_USED if not used(cfg) and flat[key] != default[key]]
+
+
+def trains_alike(saved: Any, cfg: Config) -> bool:
+    """Whether a run folder's saved config (read_saved_config) trains exactly what `cfg` trains (the
+    DESCRIPTIVE_KEYS may differ: they describe the step, they don't change a number). The saved config is
+    validated afresh, so a key added to mnist-drill since, with its default, does not count as a change."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        saved = to_dict(_validate({k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS}, "config.yaml"))
+    except ConfigError:
+        return False
+    ours = to_dict(cfg)
+    return {k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS} == {
+        k: v for k, v in ours.items() if k not in DESCRIPTIVE_KEYS
+    }
+
+
+def extends_path(path: Path) -> Path | None:
+    """The file a config extends, or None."""
+    parent = read_yaml(Path(path)).get("extends")
+    return Path(path).parent / parent if isinstance(parent, str) else None
+
+
+def find_config(name: str, folder: Path = Path("configs")) -> Path:
+    """A config path as given, or a step's name: 'step3_dropout' or 'step3' -> configs/step3_dropout.yaml.
+    A name that matches nothing lists the steps there are."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name:
+        return path
+    steps = sorted(folder.glob("*.yaml"))
+    exact = [p for p in steps if p.stem == name]
+    prefixed = [p for p in steps if p.stem.startswith(f"{name}_")]
+    if exact or len(prefixed) == 1:
+        return (exact or prefixed)[0]
+    names = ", ".join(p.stem for p in steps) or f"none in {folder}/"
+    raise ConfigError(f"{name}: no such config file or step (steps: {names})")
