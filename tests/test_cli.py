@@ -50,12 +50,12 @@ def quick(data_dir, tmp_path_factory):
         "summary": ["summary", "configs/seeds/seed002_12k.yaml"],
         "show": ["show", "configs/step3_dropout.yaml", "--set", "train.epochs=4"],
         "diff": ["diff", "configs/step2_bn.yaml", "configs/step3_dropout.yaml"],
-        "misspelt": ["run", bad, "--out", tmp / "out_bad", *data],
+        "misspelt": ["run", bad, "--out", tmp / "out_bad", "--exact", *data],
         "unknown command": ["frobnicate", STEP7],
         "unknown option": ["summary", STEP7, "--frobnicate"],
-        "cuda": ["run", tiny, "--device", "cuda", "--out", tmp / "out_cuda", *data],
-        "out under a file": ["run", tiny, "--out", tmp / "afile" / "out", *data],
-        "no data": (["run", tiny, "--data-dir", tmp / "empty", "--out", tmp / "out_nodata"], OFFLINE),
+        "cuda": ["run", tiny, "--device", "cuda", "--out", tmp / "out_cuda", "--exact", *data],
+        "out under a file": ["run", tiny, "--out", tmp / "afile" / "out", "--exact", *data],
+        "no data": (["run", tiny, "--data-dir", tmp / "empty", "--out", tmp / "out_nodata", "--exact"], OFFLINE),
     }
     return run_cli_many(calls), tmp
 
@@ -89,8 +89,8 @@ def runs(data_dir, tmp_path_factory):
         write_yaml(tmp / "steps", f"{name}.yaml", cfg)
     data = ["--data-dir", data_dir]
     calls = {
-        "e2e": ["run", STEP7, "--epochs", "1", "--device", "cpu", *data, "--out", tmp / "e2e", *E2E_SETS],
-        "seeds": ["run", tiny, "--seeds", "1,2", "--out", tmp / "seeds", *data],
+        "e2e": ["run", STEP7, "--epochs", "1", "--device", "cpu", *data, "--out", tmp / "e2e", "--exact", *E2E_SETS],
+        "seeds": ["run", tiny, "--seeds", "1,2", "--out", tmp / "seeds", "--exact", *data],
         "run-all": [
             "run-all",
             "--configs",
@@ -101,6 +101,7 @@ def runs(data_dir, tmp_path_factory):
             "cpu",
             "--out",
             tmp / "all",
+            "--exact",
             *data,
         ],
     }
@@ -129,8 +130,19 @@ def test_help(quick, command):
     assert proc.stderr == ""
     expected = {
         "": list(COMMANDS),
-        "run": ["--seeds", "--set", "--epochs", "--device", "--seed", "--data-dir", "--out", "--overwrite", "--resume"],
-        "run-all": ["--configs", "--set", "--epochs", "--out", "--overwrite", "--resume"],
+        "run": [
+            "--seeds",
+            "--set",
+            "--epochs",
+            "--device",
+            "--seed",
+            "--data-dir",
+            "--out",
+            "--overwrite",
+            "--resume",
+            "--exact",
+        ],
+        "run-all": ["--configs", "--set", "--epochs", "--out", "--overwrite", "--resume", "--exact"],
         "summary": ["config", "--set"],
         "show": ["config", "--set"],
         "diff": ["old", "new", "--set"],
@@ -313,7 +325,20 @@ def test_a_second_run_needs_overwrite(runs, data_dir):
     ok(results["e2e"])
     run = tmp / "e2e" / "step7_lr_scheduler"
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
-    args = ["run", STEP7, "--epochs", "1", "--device", "cpu", "--data-dir", data_dir, "--out", tmp / "e2e", *E2E_SETS]
+    args = [
+        "run",
+        STEP7,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--data-dir",
+        data_dir,
+        "--out",
+        tmp / "e2e",
+        "--exact",
+        *E2E_SETS,
+    ]
     again = run_cli(args)
     assert again.returncode == 2
     line = error_line(again)

@@ -77,7 +77,7 @@ def results(tmp_path_factory, data_dir):
         folder.mkdir()
         for file_name, text in files.items():
             (folder / file_name).write_text(text)
-        calls[f"config: {name}"] = ["run", folder / config, "--data-dir", data_dir, "--out", folder / "out"]
+        calls[f"config: {name}"] = ["run", folder / config, "--data-dir", data_dir, "--out", folder / "out", "--exact"]
     tiny = write_yaml(tmp, "tiny.yaml", tiny_config())
     for name in DATA_CASES:
         folder = tmp / ("data_" + name.replace(" ", "_"))
@@ -88,7 +88,7 @@ def results(tmp_path_factory, data_dir):
         # a missing file would be downloaded: send any download to a closed local port
         offline = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
         calls[f"data: {name}"] = (
-            ["run", tiny, "--data-dir", folder, "--out", tmp / f"out_{name.replace(' ', '_')}"],
+            ["run", tiny, "--data-dir", folder, "--out", tmp / f"out_{name.replace(' ', '--exact', '_')}"],
             offline,
         )
     calls["set: unknown key"] = ["show", tiny, "--set", "model.dropotu=0.1"]

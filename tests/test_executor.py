@@ -37,7 +37,19 @@ def test_run_seeds_with_two_workers_gives_the_same_numbers_as_one(tmp_path, tiny
     config = write_config("tiny.yaml", tiny)
     done = run_cli_many(
         {
-            n: ["run", config, "--seeds", "1,2", "--workers", n, "--data-dir", data_dir, "--out", tmp_path / n]
+            n: [
+                "run",
+                config,
+                "--seeds",
+                "1,2",
+                "--workers",
+                n,
+                "--data-dir",
+                data_dir,
+                "--out",
+                tmp_path / n,
+                "--exact",
+            ]
             for n in ("1", "2")
         }
     )

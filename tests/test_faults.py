@@ -175,7 +175,7 @@ def faults(tmp_path_factory, data_dir):
     config = write_yaml(tmp, "tiny.yaml", cfg)
 
     def args(out, *extra):
-        return ["run", config, "--data-dir", data_dir, "--out", tmp / out, *extra]
+        return ["run", config, "--data-dir", data_dir, "--out", tmp / out, "--exact", *extra]
 
     def replace_folder_by_file(proc):
         (tmp / "replaced" / "tiny").rename(tmp / "replaced" / "moved")
@@ -483,11 +483,11 @@ def damaged(tmp_path_factory, data_dir):
     config = write_yaml(tmp, "tiny.yaml", cfg)
     bases = {
         "resumable": run(
-            ["run", config, "--data-dir", data_dir, "--out", tmp / "resumable"],
+            ["run", config, "--data-dir", data_dir, "--out", tmp / "resumable", "--exact"],
             None,
             (1, lambda proc: proc.send_signal(signal.SIGINT)),
         ),
-        "finished": run(["run", config, "--data-dir", data_dir, "--out", tmp / "finished", "--epochs", "1"]),
+        "finished": run(["run", config, "--data-dir", data_dir, "--out", tmp / "finished", "--exact", "--epochs", "1"]),
     }
     assert bases["resumable"].returncode == 130 and bases["finished"].returncode == 0
     calls, before = {}, {}
@@ -497,7 +497,7 @@ def damaged(tmp_path_factory, data_dir):
         damage(out / "tiny" / file_name)
         before[name] = {p.name: p.read_bytes() for p in (out / "tiny").iterdir()}
         epochs = ["--epochs", "1"] if base == "finished" else []
-        calls[name] = ["run", config, "--data-dir", data_dir, "--out", out, "--resume", *epochs]
+        calls[name] = ["run", config, "--data-dir", data_dir, "--out", out, "--exact", "--resume", *epochs]
     with ThreadPoolExecutor(max_workers=3) as pool:
         procs = dict(zip(calls, pool.map(run, calls.values())))
     after = {
@@ -555,7 +555,8 @@ def test_run_all_fails_the_step_that_runs_out_of_memory_and_goes_on(tmp_path, da
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     proc = run(
-        ["run-all", "--configs", tmp_path / "steps", "--data-dir", data_dir, "--out", tmp_path / "out"], short_of_memory
+        ["run-all", "--configs", tmp_path / "steps", "--data-dir", data_dir, "--out", tmp_path / "out", "--exact"],
+        short_of_memory,
     )
     assert proc.returncode == 1, proc.stderr
     line = one_error_line(proc)
@@ -628,7 +629,10 @@ CLI_CASES = ["Latin-1", "binary", "duplicate key", "yes as a bool", "nan", "two 
 @pytest.fixture(scope="module")
 def config_text_runs(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("config_text")
-    calls = {name: ["run", write_case(tmp, name), "--data-dir", data_dir, "--out", tmp / "out"] for name in CLI_CASES}
+    calls = {
+        name: ["run", write_case(tmp, name), "--data-dir", data_dir, "--out", tmp / "out", "--exact"]
+        for name in CLI_CASES
+    }
     return run_cli_many(calls), tmp
 
 

@@ -76,7 +76,7 @@ def results(tmp_path_factory, data_dir):
     write_yaml(tmp / "steps", "step2_after.yaml", after)
 
     def run_args(out):
-        return ["run", config, "--data-dir", data_dir, "--out", tmp / out]
+        return ["run", config, "--data-dir", data_dir, "--out", tmp / out, "--exact"]
 
     def interrupt(out, sig) -> Finished:
         """Start a run, send `sig` once the first epoch has been reported, wait for the exit."""
@@ -105,9 +105,10 @@ def results(tmp_path_factory, data_dir):
             done[f"{name} left"] = snapshot(tmp / name / "rel")
         phase2 = {
             **{f"{name} resumed": pool.submit(run_cli, [*run_args(name), "--resume"]) for name in SIGNALS},
-            "nan": pool.submit(run_cli, ["run", nan_config, "--data-dir", data_dir, "--out", tmp / "nan"]),
+            "nan": pool.submit(run_cli, ["run", nan_config, "--data-dir", data_dir, "--out", tmp / "nan", "--exact"]),
             "run-all": pool.submit(
-                run_cli, ["run-all", "--configs", tmp / "steps", "--data-dir", data_dir, "--out", tmp / "all"]
+                run_cli,
+                ["run-all", "--configs", tmp / "steps", "--data-dir", data_dir, "--out", tmp / "all", "--exact"],
             ),
         }
         done.update({name: future.result() for name, future in phase2.items()})

@@ -92,7 +92,7 @@ def test_a_crafted_checkpoint_on_resume_is_refused_and_runs_nothing(write_config
     marker = tmp_path / "pwned"
     torch.save({"epoch": 1, "model": _Hostile(marker)}, run / "checkpoint.pt")
 
-    proc = run_cli(["run", config, "--resume", "--out", tmp_path / "out", "--data-dir", data_dir])
+    proc = run_cli(["run", config, "--resume", "--out", tmp_path / "out", "--exact", "--data-dir", data_dir])
 
     assert proc.returncode == 2
     line = error_line(proc)

@@ -33,6 +33,7 @@ class Parser(argparse.ArgumentParser):
 
 
 DEVICES = ["auto", "cpu", "cuda"]
+REFERENCE = Path("results/drill")  # the committed reference drill, what `compare --reference` adds
 RUN_DIR_HELP = "a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1"
 
 
@@ -58,11 +59,14 @@ def _common(p: argparse.ArgumentParser, training: bool, writes: bool = True) -> 
     if not writes:
         return
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the run folders (default: {DEFAULT_OUT}/)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run of the same step")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace what the folder holds (run, run-all: with --exact)"
+    )
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted run from its last checkpoint; reuse one that finished",
+        help="continue an interrupted run from its last checkpoint (run, run-all: the newest unfinished attempt); "
+        "reuse one that finished",
     )
 
 
@@ -77,6 +81,12 @@ def _workers(p: argparse.ArgumentParser) -> None:
         default=1,
         help="with --seeds: train this many seeds at once, each in its own process (default 1: one after "
         "another in this process)",
+    )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="write to --out DIR/<step>/ itself instead of a new attempt_<n>/ (curated evidence, as results/ is "
+        "made); a run there is refused unless --resume or --overwrite",
     )
     _common(p, training=True)
 
@@ -130,8 +140,32 @@ def build_parser() -> argparse.ArgumentParser:
     _workers(p)
     _add_sweep(sub)
 
+    p = sub.add_parser("runs", help="every run in a folder, newest first: status, accuracy, what differs")
+    p.add_argument("dir", nargs="?", default=DEFAULT_OUT, help=f"the folder to list (default: {DEFAULT_OUT}/)")
+    p.add_argument("--step", help="only the runs of this step, e.g. step3 or step3_dropout")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only the runs whose config has this value, e.g. --where model.dropout=0.05 (repeatable)",
+    )
+    p.add_argument("--configs", default="configs", help="the step configs that runs are compared with")
+
     p = sub.add_parser("compare", help="runs side by side: the config keys that differ, results, curves overlaid")
-    p.add_argument("runs", nargs="+", help="run folders, or step folders of seed_<n>/ runs (two or more)")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="run folders (or step folders of seed_<n>/ runs), or a step's name for all its attempts in --runs",
+    )
+    p.add_argument(
+        "--runs", dest="runs_dir", default=DEFAULT_OUT, help=f"where step names are looked up ({DEFAULT_OUT}/)"
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help=f"add each named step's committed reference run ({REFERENCE}/<step>)",
+    )
     out = f"{DEFAULT_OUT}/compare"
     p.add_argument("--out", default=out, help=f"folder for compare.md and compare.png (default: {out}/)")
     p = sub.add_parser("bench", help="time an epoch of mnist-drill's pipeline against the classic DataLoader loop")
@@ -196,6 +230,8 @@ def _check_workers(args) -> int:
 
 
 def _run(args, sources: list[Path], progression: bool):
+    if args.exact and args.out == DEFAULT_OUT:
+        raise UsageError(f"--exact writes into a folder of your choice: pass --out DIR ({DEFAULT_OUT}/ holds attempts)")
     return run_steps(
         sources,
         Path(args.out),
@@ -206,21 +242,37 @@ def _run(args, sources: list[Path], progression: bool):
         resume=args.resume,
         progression=progression,
         workers=_check_workers(args),
+        exact=args.exact,
     )
 
 
 def cmd_run(args) -> int:
     reports = _run(args, [find_config(args.config)], progression=False)
-    print(f"wrote {Path(args.out) / reports[0].cfg.name}/")
+    print(f"wrote {reports[0].dir}/")
     return exit_code(reports)
 
 
 def cmd_run_all(args) -> int:
-    return exit_code(_run(args, step_configs(Path(args.configs)), progression=True))
+    reports = _run(args, step_configs(Path(args.configs)), progression=True)
+    if reports and reports[0].dir is not None:
+        print(f"wrote {reports[0].dir.parent}/")
+    return exit_code(reports)
+
+
+def cmd_runs(args) -> int:
+    from .runs.listing import list_runs, runs_table
+
+    lines = list_runs(Path(args.dir), Path(args.configs), args.step, tuple(args.where))
+    print(runs_table(lines) if lines else f"no runs in {args.dir}/" + (" match" if args.step or args.where else ""))
+    return 0
 
 
 def cmd_compare(args) -> int:
-    print(compare_runs([Path(r) for r in args.runs], Path(args.out)))
+    from .runs.listing import expand_runs
+
+    print(
+        compare_runs(expand_runs(args.runs, Path(args.runs_dir), REFERENCE if args.reference else None), Path(args.out))
+    )
     print(f"wrote {Path(args.out) / 'compare.md'} and compare.png")
     return 0
 
@@ -316,6 +368,7 @@ COMMANDS = {
     "summary": cmd_summary,
     "show": cmd_show,
     "diff": cmd_diff,
+    "runs": cmd_runs,
     "compare": cmd_compare,
     "eval": cmd_eval,
     "predict": cmd_predict,

@@ -15,7 +15,7 @@ from typing import Literal
 
 from ..config.blocks import has_fc, layout
 from ..config.loader import load_config, read_saved_config, trains_alike
-from ..config.schema import DESCRIPTIVE_KEYS, Config
+from ..config.schema import DESCRIPTIVE_KEYS, Config, config_changes
 from ..errors import UsageError
 from ..reporting import analysis, markdown
 from ..storage.files import read_metrics, read_run_json, storage_error
@@ -24,6 +24,48 @@ from ..training.checkpoint import CHECKPOINT, WEIGHTS
 from ..training.loop import METRIC_COLUMNS
 
 Plan = Literal["run", "resume", "reuse"]
+ATTEMPT = "attempt_"  # each run of a step gets a folder of its own: <out>/<step>/attempt_<n>/
+
+
+def attempts(parent: Path) -> list[Path]:
+    """The attempt folders in `parent`, oldest first (by number)."""
+    numbered = [
+        (int(p.name[len(ATTEMPT) :]), p) for p in parent.glob(f"{ATTEMPT}*") if p.name[len(ATTEMPT) :].isdigit()
+    ]
+    return [p for _, p in sorted(numbered)]
+
+
+def unfinished(folder: Path) -> bool:
+    """Whether a run in `folder` (or in a seed or step folder inside it) still has epochs to train."""
+    statuses = [(read_run_json(p) or {}).get("status") for p in folder.rglob("run.json")]
+    return any(folder.rglob(CHECKPOINT)) or not statuses or any(s != "completed" for s in statuses)
+
+
+def attempt_dir(parent: Path, resume: bool) -> Path:
+    """Where a run of the step whose attempts live in `parent` goes: a new attempt, numbered one past the last,
+    so no run refuses because the step ran before and none changes an earlier run; with --resume the newest
+    unfinished attempt (else the newest: reused when it is the same config, refused when not)."""
+    found = attempts(parent)
+    if resume and found:
+        return next((p for p in reversed(found) if unfinished(p)), found[-1])
+    number = int(found[-1].name[len(ATTEMPT) :]) + 1 if found else 1
+    return parent / f"{ATTEMPT}{number}"
+
+
+def run_again(run_dir: Path) -> str:
+    """How to train `run_dir`'s run afresh: a new attempt trains beside an attempt; an --exact folder that holds
+    a run needs --overwrite."""
+    in_attempt = any(part.startswith(ATTEMPT) for part in run_dir.parts)
+    return "run it again" + (" with --overwrite" if holds_run(run_dir) and not in_attempt else "")
+
+
+def differing_keys(run_dir: Path, cfg: Config) -> str:
+    """The settings in which `cfg` differs from the run in `run_dir`, for a refusal to name them."""
+    try:
+        changes = config_changes(load_config(run_dir / "config.yaml"), cfg)
+    except UsageError:
+        return "compare with its config.yaml"
+    return "; ".join(changes[:4]) + (" …" if len(changes) > 4 else "") if changes else "compare with its config.yaml"
 
 
 def holds_run(path: Path) -> bool:
@@ -123,8 +165,8 @@ def finished_run(cfg: Config, run_dir: Path) -> analysis.Outcome | None:
         return None
     if not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
         raise UsageError(
-            f"{run_dir}: holds a finished run of a different config (compare with its config.yaml); "
-            "pass --overwrite to replace it or --out to write elsewhere"
+            f"{run_dir}: holds a finished run of a different config ({differing_keys(run_dir, cfg)}); "
+            "leave out --resume to train a new attempt beside it"
         )
     if not (run_dir / WEIGHTS).is_file():
         raise UsageError(

@@ -41,7 +41,7 @@ from ..training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, 
 from ..training.data import resolve_dir
 from ..training.loop import METRIC_COLUMNS, NonFiniteLoss, Training, evaluate, run_epoch, setup
 from ..training.runtime import device_name, torch_threads
-from .folder import holds_run, outcome, prepare_run_dir, run_analysis
+from .folder import differing_keys, outcome, prepare_run_dir, run_again, run_analysis
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def out_of_memory(err: BaseException) -> bool:
     )
 
 
-def _memory_line(cfg: Config, err: BaseException, resumable: bool) -> str:
+def _memory_line(cfg: Config, err: BaseException, run_dir: Path, resumable: bool) -> str:
     """What ran out of memory (read from the traceback) and what to lower."""
     frames, tb = set(), err.__traceback__
     while tb is not None:
@@ -108,7 +108,7 @@ def _memory_line(cfg: Config, err: BaseException, resumable: bool) -> str:
         doing = "loading the data and the model" if "setup" in frames else "writing the results"
         lower = f"data.batch_size ({cfg.data.batch_size}) / data.test_batch_size ({cfg.data.test_batch_size})"
     again = ", or free memory and continue with --resume (the finished epochs are kept)" if resumable else ""
-    return f"out of memory while {doing} {cfg.name}: lower {lower} and run it again with --overwrite{again}"
+    return f"out of memory while {doing} {cfg.name}: lower {lower} and {run_again(run_dir)}{again}"
 
 
 def _faults_named(step):
@@ -124,12 +124,12 @@ def _faults_named(step):
                 if (run_dir / CHECKPOINT).is_file():
                     then = "continue with --resume (the finished epochs are kept)"
                 else:
-                    then = "run it again" + (" with --overwrite" if holds_run(run_dir) else "")
+                    then = run_again(run_dir)
                 raise StorageError(f"{err}, then {then}") from None
             except (MemoryError, RuntimeError) as err:
                 if not out_of_memory(err):
                     raise
-                raise UsageError(_memory_line(cfg, err, (run_dir / CHECKPOINT).is_file())) from None
+                raise UsageError(_memory_line(cfg, err, run_dir, (run_dir / CHECKPOINT).is_file())) from None
 
     return guarded
 
@@ -154,7 +154,7 @@ def run_step(
     prepare_run_dir(run_dir, overwrite, resume)
     if resume and not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
         raise UsageError(
-            f"{run_dir}: --resume needs the same config as the run it continues (compare with its config.yaml)"
+            f"{run_dir}: --resume needs the same config as the run it continues ({differing_keys(run_dir, cfg)})"
         )
 
     def log(line: str) -> None:
@@ -281,5 +281,5 @@ def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo)
         if not out_of_memory(err):
             raise
         status, exit_code, fault = "failed", EXIT_FAILED, err
-        note = f"stopped after {len(rows)} finished epoch(s): {_memory_line(cfg, err, bool(rows))}"
+        note = f"stopped after {len(rows)} finished epoch(s): {_memory_line(cfg, err, run_dir, bool(rows))}"
     return status, exit_code, note, last_eval, fault

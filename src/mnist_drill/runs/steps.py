@@ -20,7 +20,7 @@ from ..errors import report as print_error
 from ..reporting import analysis, markdown, plots
 from ..storage.files import read_metrics, read_run_json, write_text
 from .executor import check_local, run_trials
-from .folder import described, outcome, plan_run, prepare_run_dir, read_analysis
+from .folder import attempt_dir, attempts, described, outcome, plan_run, prepare_run_dir, read_analysis
 from .run import Trial, TrialEnd
 
 # ---------------------------------------------------------------- steps x seeds
@@ -34,6 +34,7 @@ class StepReport:
     cfg: Config | None
     results: list[TrialEnd]
     error: str = ""  # the one-line error that stopped the step before it trained
+    dir: Path | None = None  # the step's folder: its run, or its seed_<n>/ runs
 
     def outcomes(self) -> dict[int, analysis.Outcome]:
         return {r.cfg.train.seed: r.outcome for r in self.results if r.outcome is not None}
@@ -60,13 +61,21 @@ def run_steps(
     resume: bool = False,
     progression: bool = False,
     workers: int = 1,
+    exact: bool = False,
     echo: Echo = print,
 ) -> list[StepReport]:
-    """Run (or reuse, or resume) each step config into `out/<name>/`, once per seed into
-    `out/<name>/seed_<n>/` when seeds are given, and write the step's seed table and, for a list of
-    steps, `out/progression.md`. With several steps a step that fails is reported and the next one
-    runs; with one, its error is raised (the CLI prints it). Ctrl-C or SIGTERM stops everything.
-    `workers` > 1 trains a step's seeds in parallel worker processes (executor.run_trials)."""
+    """Run (or reuse, or resume) each step config, once per seed into `seed_<n>/` when seeds are given, and write
+    the step's seed table and, with `progression` (run-all), progression.md over the steps.
+
+    Where: each call is a new attempt, `out/<name>/attempt_<n>/` for one step and `out/run-all/attempt_<n>/<name>/`
+    for run-all, so nothing that ran before is refused or changed; --resume takes the newest unfinished attempt.
+    With `exact` (curated evidence) the step goes to `out/<name>/` itself, under folder.plan_run's rules.
+    With several steps a step that fails is reported and the next one runs; with one, its error is raised (the
+    CLI prints it). Ctrl-C or SIGTERM stops everything. `workers` > 1 trains a step's seeds in parallel worker
+    processes (executor.run_trials)."""
+    if overwrite and not exact:
+        raise UsageError("--overwrite replaces a run in an --exact folder; without it every run is a new attempt")
+    root = out if exact or not progression else attempt_dir(out / "run-all", resume)
     reports: list[StepReport] = []
     previous: markdown.Previous = None
     for source in sources:
@@ -77,8 +86,11 @@ def run_steps(
         try:
             report_.cfg = load_config(source, overrides)
             if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
-                previous = parent_results(source, out, overrides)
-            _run_one_step(report_, out / report_.cfg.name, data_dir, seeds, overwrite, resume, previous, echo, workers)
+                previous = parent_results(source, out, overrides, exact)
+            report_.dir = root / report_.cfg.name
+            if not (exact or progression):
+                report_.dir = attempt_dir(report_.dir, resume)
+            _run_one_step(report_, report_.dir, data_dir, seeds, overwrite, resume, previous, echo, workers)
         except StorageError:
             raise  # a full disk fails the next step too: stop here, the finished ones are kept
         except DrillError as err:
@@ -93,7 +105,7 @@ def run_steps(
         finished = report_.outcomes()
         previous = (report_.cfg, finished) if finished and report_.exit_code == 0 else None
     if progression:
-        _write_progression(out, reports, echo)
+        _write_progression(root, reports, echo)
     return reports
 
 
@@ -151,14 +163,15 @@ def _run_one_step(
 def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None:
     """progression.md and .png over the steps that ran (or were reused); none when nothing did, so a
     run-all that was refused everywhere never replaces an earlier table."""
-    ran = [(r.cfg, r.outcomes() or None, _step_status(r)) for r in reports if r.results]
-    if not ran:
+    if not any(r.results for r in reports):
         echo("no step ran, so no progression was written")
         return
+    # A step that could not train keeps its row, with no results: no step is compared across a missing one.
+    ran = [(r.cfg, r.outcomes() or None, _step_status(r) if r.results else "failed") for r in reports if r.cfg]
     missing = [(r.source, r.error or "not run") for r in reports if not r.results]
     text = markdown.progression_markdown(ran)
     if missing:
-        text += "\nNot in the table (did not run): " + "; ".join(f"{s} ({why})" for s, why in missing) + "\n"
+        text += "\nDid not train: " + "; ".join(f"{s} ({why})" for s, why in missing) + "\n"
     write_text(out / "progression.md", text)
     done = [(c, o, s) for c, o, s in ran if o is not None]
     if done:
@@ -212,17 +225,23 @@ def read_step(path: Path) -> FinishedStep:
     return FinishedStep(cfg, outcomes, rows)
 
 
-def parent_results(source: Path, out: Path, overrides: list[str]) -> markdown.Previous:
-    """The step that `source` extends, as (Config, {seed: Outcome}), if a run of it finished in `out`."""
+def parent_results(source: Path, out: Path, overrides: list[str], exact: bool = True) -> markdown.Previous:
+    """The step that `source` extends, as (Config, {seed: Outcome}), if a run of it finished in `out`: in
+    `out/<name>/` itself when `exact`, else in its newest attempt that finished an epoch."""
     parent = extends_path(source)
     if parent is None:
         return None
     try:
-        name = load_config(parent, overrides).name
-        found = read_step(out / name)
+        step_dir = out / load_config(parent, overrides).name
     except DrillError:
         return None
-    return found.cfg, found.outcomes
+    for folder in [step_dir] if exact else reversed(attempts(step_dir)):
+        try:
+            found = read_step(folder)
+        except DrillError:
+            continue
+        return found.cfg, found.outcomes
+    return None
 
 
 def _step_config(step_dir: Path, configs: Path) -> Config | None:
@@ -274,14 +293,12 @@ def reports_from_files(out: Path, configs: Path) -> dict[Path, str]:
     return texts
 
 
-def compare_runs(paths: list[Path], out: Path) -> str:
-    """`mnist-drill compare`: the runs' differing config keys and results as markdown (returned, and
-    written to out/compare.md) and their curves overlaid in out/compare.png."""
-    if len(paths) < 2:
-        raise UsageError("compare needs at least two run folders")
-    steps = [read_step(p) for p in paths]
-    names = [p.resolve().name for p in paths]
-    labels = [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names)]
+def compare_runs(runs: dict[str, Path], out: Path) -> str:
+    """`mnist-drill compare`: the runs ({label: folder}) side by side, their differing config keys and results as
+    markdown (returned, and written to out/compare.md) and their curves overlaid in out/compare.png."""
+    if len(runs) < 2:
+        raise UsageError(f"compare needs at least two runs (found {len(runs)}: {', '.join(runs) or 'none'})")
+    labels, steps = list(runs), [read_step(p) for p in runs.values()]
     text = markdown.compare_markdown([(label, s.cfg, s.outcomes) for label, s in zip(labels, steps)])
     curves = {
         (label if len(s.rows) == 1 else f"{label} seed {seed}"): rows

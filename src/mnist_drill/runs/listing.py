@@ -1,0 +1,181 @@
+"""`mnist-drill runs`: every run under a folder, newest first, one line each, read from its files alone.
+
+A run here is what one command trained for one step: a run folder, or a step folder of `seed_<n>/` runs
+(`runs/<step>/attempt_<n>/`, `runs/run-all/attempt_<n>/<step>/`, or an `--exact` folder such as
+`results/drill/<step>/`). Its line says how it ended and how it did, and which settings differ from the
+step's config file, so attempts of one step can be told apart at a glance.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.loader import find_config, load_config
+from ..config.schema import Config, config_changes, flatten, to_dict, yaml_value
+from ..errors import DrillError, UsageError
+from ..storage.files import read_metrics, read_run_json
+from ..storage.lock import LOCK_NAME, lock_holder
+from .folder import ATTEMPT, outcome
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """One run as `mnist-drill runs` lists it; accuracies in percent, means over its seeds."""
+
+    dir: Path
+    step: str
+    attempt: str  # attempt_<n>, run-all/attempt_<n>, or '' for an --exact folder
+    started: str  # ISO time from run.json, '' when unknown
+    status: str  # running | finished | interrupted | failed | diverged
+    seeds: tuple[int, ...]
+    changes: tuple[str, ...]  # key=value where the run differs from configs/<step>.yaml
+    params: int | None
+    epochs: str  # finished of planned, e.g. '2/15'
+    best_test_acc: float | None
+    final_test_acc: float | None
+    gap: float | None  # final train_acc - test_acc, percentage points
+    verdict: str
+    targets: str  # seeds that met every target, e.g. '2/3'
+    cfg: Config | None
+
+
+def _status(run_dirs: list[Path]) -> str:
+    if any(lock_holder(d / LOCK_NAME) for d in run_dirs):
+        return "running"
+    statuses = [(read_run_json(d / "run.json") or {}).get("status") for d in run_dirs]
+    if all(s == "completed" for s in statuses):
+        return "finished"
+    return next((s for s in statuses if s in ("failed", "diverged")), "interrupted")  # killed: no run.json
+
+
+def _changes(step: str, cfg: Config, configs: Path) -> tuple[str, ...]:
+    try:
+        base = load_config(find_config(step, configs))
+    except DrillError:
+        return ()
+    changes = [line.split(": ", 1) for line in config_changes(base, cfg)]  # 'key: old -> new'
+    return tuple(f"{key}={change.split(' -> ', 1)[1]}" for key, change in changes if key != "train.seed")
+
+
+def read_line(unit: Path, configs: Path) -> RunLine | None:
+    """The line for the run (or seed runs) in `unit`, or None when it holds no run."""
+    run_dirs = sorted(unit.glob("seed_*/")) if not (unit / "config.yaml").is_file() else [unit]
+    run_dirs = [d for d in run_dirs if (d / "config.yaml").is_file()]
+    if not run_dirs:
+        return None
+    if unit.name.startswith(ATTEMPT):  # <step>/attempt_<n>/
+        step, attempt = unit.parent.name, unit.name
+    elif unit.parent.name.startswith(ATTEMPT):  # run-all/attempt_<n>/<step>/
+        step, attempt = unit.name, f"{unit.parent.parent.name}/{unit.parent.name}"
+    else:  # an --exact folder
+        step, attempt = unit.name, ""
+    cfg = load_config(run_dirs[0] / "config.yaml")
+    outcomes, seeds = [], []
+    for d in run_dirs:
+        seeds.append(load_config(d / "config.yaml").train.seed if d is not run_dirs[0] else cfg.train.seed)
+        try:
+            rows = read_metrics(d / "metrics.csv")
+        except (OSError, DrillError):
+            rows = []
+        if rows:
+            outcomes.append(outcome(cfg, rows))
+    info = read_run_json(run_dirs[0] / "run.json") or {}
+
+    def mean(values):
+        return statistics.fmean(values) if values else None
+
+    return RunLine(
+        dir=unit,
+        step=step,
+        attempt=attempt,
+        started=str(info.get("started", "")),
+        status=_status(run_dirs),
+        seeds=tuple(seeds),
+        changes=_changes(step, cfg, configs),
+        params=outcomes[0].params if outcomes else None,
+        epochs=f"{min((o.epochs for o in outcomes), default=0)}/{cfg.train.epochs}",
+        best_test_acc=mean([o.best_test_acc for o in outcomes]),
+        final_test_acc=mean([o.final_test_acc for o in outcomes]),
+        gap=mean([o.gap for o in outcomes]),
+        verdict=Counter(o.verdict for o in outcomes).most_common(1)[0][0] if outcomes else "",
+        targets=f"{sum(o.all_met for o in outcomes)}/{len(run_dirs)}",
+        cfg=cfg,
+    )
+
+
+def list_runs(root: Path, configs: Path = Path("configs"), step: str | None = None, where: tuple[str, ...] = ()):
+    """Every run under `root`, newest first; `step` keeps the runs of steps whose name starts with it, each
+    `where` ('key=value', a dotted config key) the runs whose resolved config has that value."""
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such folder")
+    wanted = [_split(w) for w in where]
+    units = {d.parent.parent if d.parent.name.startswith("seed_") else d.parent for d in root.rglob("config.yaml")}
+    lines = [line for unit in units if (line := read_line(unit, configs)) is not None]
+    lines = [
+        line
+        for line in lines
+        if (step is None or line.step.startswith(step))
+        and all(yaml_value(flatten(to_dict(line.cfg)).get(k)) == v for k, v in wanted)
+    ]
+    return sorted(lines, key=lambda line: (line.started, str(line.dir)), reverse=True)
+
+
+def _split(where: str) -> tuple[str, str]:
+    key, sep, value = where.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--where {where}: expected KEY=VALUE, e.g. --where model.dropout=0.05")
+    return key.strip(), value.strip()
+
+
+def runs_table(lines: list[RunLine]) -> str:
+    """The lines as a fixed-width table, one run a line."""
+
+    def pct(value):
+        return f"{value:.2f}" if value is not None else "-"
+
+    header = ("started", "step", "attempt", "status", "seeds", "params", "epochs", "best", "final", "gap", "verdict",
+              "targets", "changes")  # fmt: skip
+    rows = [
+        (
+            line.started[:16].replace("T", " ") or "-",
+            line.step,
+            line.attempt or "(exact)",
+            line.status,
+            ",".join(map(str, line.seeds)),
+            f"{line.params:,}" if line.params is not None else "-",
+            line.epochs,
+            pct(line.best_test_acc),
+            pct(line.final_test_acc),
+            f"{line.gap:+.2f}" if line.gap is not None else "-",
+            line.verdict or "-",
+            line.targets,
+            " ".join(line.changes) or "-",
+        )
+        for line in lines
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows])
+
+
+def expand_runs(names: list[str], runs_dir: Path, reference: Path | None = None) -> dict[str, Path]:
+    """`compare`'s arguments as {label: folder}: a folder as given; a step's name (step3, step3_dropout) as every
+    attempt of it under `runs_dir`, labelled as `runs` lists them (step3_dropout/attempt_2), and, with
+    `reference`, the step's committed run there (labelled reference/<step>)."""
+    found: dict[str, Path] = {}
+    for name in names:
+        if Path(name).is_dir():
+            found[name] = Path(name)
+            continue
+        lines = sorted(list_runs(runs_dir, step=name) if runs_dir.is_dir() else [], key=lambda line: line.started)
+        steps = {line.step for line in lines}
+        if len(steps) > 1:
+            raise UsageError(f"{name}: names more than one step ({', '.join(sorted(steps))}): give the whole name")
+        found |= {f"{line.step}/{line.attempt}" if line.attempt else line.step: line.dir for line in lines}
+        if reference is not None and (step := next(iter(steps), name)) and (reference / step).is_dir():
+            found[f"reference/{step}"] = reference / step
+        if not lines:
+            raise UsageError(f"{name}: no such run folder, and no runs of a step of that name in {runs_dir}/")
+    return found
