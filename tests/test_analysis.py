@@ -968,3 +968,16 @@ def test_compare_markdown_lists_block_changes_and_keys_only_one_run_has():
     assert "| model.blocks[6].type | large_conv | gap | gap |" in text
     assert "| model.blocks[7].type | — | head | head |" in text
     assert "## four against three" in text and "## five against three" in text
+
+
+def test_a_run_with_set_and_epochs_writes_what_ran_into_its_analysis(tmp_path, data_dir, write_config, tiny):
+    """run_steps carries the step's file as written to analysis.md: its --set is listed and flagged, its --epochs
+    counted against the file's epochs."""
+    from mnist_drill.runs.steps import run_steps
+
+    tiny["train"]["epochs"] = 3
+    source = write_config("tiny.yaml", tiny)
+    run_steps([source], tmp_path / "out", str(data_dir), overrides=["model.dropout=0.1", "train.epochs=1"], echo=str)
+    text = (tmp_path / "out" / "tiny" / "analysis.md").read_text()
+    assert "it sets `model.dropout: 0.0 → 0.1`, `train.epochs: 3 → 1` over its step's file" in text
+    assert "- Epochs run: 1 of 3" in text and "Verdict after 1 of 3 epochs, provisional" in text
