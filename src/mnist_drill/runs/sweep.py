@@ -534,12 +534,7 @@ def run_sweep(
             plan.sweep_dir.mkdir(parents=True, exist_ok=True)
         else:
             prepare_run_dir(plan.sweep_dir, overwrite, resume=False)  # --overwrite: the earlier sweep goes now
-        echo(
-            f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
-            f"{len(plan.points) * len(plan.seeds)} trials"
-            + (f", {len(plan.ends)} already complete" if plan.ends else "")
-            + f"; {len(plan.trials)} to train {how}"
-        )
+        echo(_first_line(name, plan, how))
         write_tables(plan.sweep_dir, config, plan.points, plan.ends, plan.seeds)  # the reused trials, if any
         try:
             run_trials(
@@ -559,6 +554,21 @@ def run_sweep(
                 "command with --resume to finish it"
             )
             raise
+    return _result(plan, echo)
+
+
+def _first_line(name: str, plan: SweepPlan, how: str) -> str:
+    """What the sweep is about to do: its trials, those already complete, and where the rest train."""
+    return (
+        f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
+        f"{len(plan.points) * len(plan.seeds)} trials"
+        + (f", {len(plan.ends)} already complete" if plan.ends else "")
+        + f"; {len(plan.trials)} to train {how}"
+    )
+
+
+def _result(plan: SweepPlan, echo: Echo) -> SweepResult:
+    """How the sweep ended, said in its last lines."""
     result = SweepResult(
         plan.sweep_dir, [plan.ends[key] for key in sorted(plan.ends)], len(plan.points) * len(plan.seeds)
     )
