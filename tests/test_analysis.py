@@ -24,7 +24,7 @@ from mnist_drill.reporting.analysis import (
     features,
     verdict,
 )
-from mnist_drill.reporting.comparison import compare_steps, difference
+from mnist_drill.reporting.comparison import compare_steps, difference, gap_moved
 from mnist_drill.reporting.diagnostics import (
     BOUNCE_POINTS,
     ONSET_RISE,
@@ -477,7 +477,7 @@ def test_target_lost_names_the_epochs_below_it():
 
 def test_diagnose_lists_what_fires_and_nothing_for_no_rows():
     rows = rows_from([99.0] * 5 + [99.2, 99.4, 99.2, 99.45, 99.3])
-    assert [d.name for d in diagnose(rows, config())] == ["bouncing", "target lost"]
+    assert [d.name for d in diagnose(rows, config(), planned=len(rows))] == ["bouncing", "target lost"]
     assert diagnose([], config()) == []
 
 
@@ -634,14 +634,17 @@ def test_the_comparison_is_judged_against_three_seeds_spread():
 
 
 def test_run_markdown_sections():
-    cfg = config()
+    cfg = dataclasses.replace(config(), train=TrainConfig(epochs=4))
     o = assess(rows_from([99.0, 99.5, 99.5, 99.5]), cfg, 7000, False)
     text = report.run_markdown(cfg, o, [], "completed", misclassified=True)
     for heading in ("# stepX", "## Target", "## Results", "## Analysis", "## Misclassified test images"):
         assert re.search(rf"^{re.escape(heading)}$", text, re.M), heading
     assert text.index("## Target") < text.index("## Results") < text.index("## Analysis")
-    assert "Change from the step before: something changed" in text
-    assert "- Parameters: 7,000" in text and "- Epochs run: 4" in text
+    assert (
+        "Change from the step before: not computed (no run of the step before in this folder); its `change:` "
+        "says: something changed." in text
+    )
+    assert "- Parameters: 7,000" in text and "- Epochs run: 4 of 4" in text
     assert f"Verdict: **{o.verdict}**" in text
     assert "first reached 99.4% in epoch 2, and held it" in text
     assert "- All targets: met" in text
@@ -665,6 +668,106 @@ def test_run_markdown_teaches_the_step_reason_expectations_curves_and_the_step_b
     assert "| verdict | over-fitting | over-fitting |" in section
     assert "- gap narrows: *within noise*: gap +0.62 → +0.40" in section and "- test_acc holds: met" in section
     assert "Verdict: **over-fitting**" in text and "Dropout (0.02) is already on" in text
+
+
+def step_config(n: int, *overrides: str) -> Config:
+    return load_config(next((REPO / "configs").glob(f"step{n}_*.yaml")), list(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides, change_line, flag",
+    [
+        ((), "`model.dropout: 0.0 → 0.02`; its `change:` says: dropout 0.02 after every conv.", None),
+        (
+            ("model.dropout=0.13",),
+            "`model.dropout: 0.0 → 0.13`; its `change:` says: dropout 0.02 after every conv.",
+            "**`change:` may not describe this run**: it sets `model.dropout: 0.02 → 0.13` over its step's file",
+        ),
+        (
+            ("train.seed=7", "train.device=cpu"),  # which seed and where: not a change of what trains
+            "`model.dropout: 0.0 → 0.02`; its `change:` says",
+            None,
+        ),
+    ],
+)
+def test_the_change_line_is_computed_from_the_configs_that_ran(overrides, change_line, flag):
+    prev, written, cfg = step(2), step(3), step_config(3, *overrides)
+    o = assess(rows_from([99.0] * 12 + [99.4] * 3), cfg, 12160, False)
+    text = report.run_markdown(
+        cfg, o, [], "completed", previous=(prev, outcomes(prev, 99.8, 99.2, 12160)), written=written
+    )
+    assert f"Change from the step before (step2_bn), as run: {change_line}" in text
+    assert (flag in text) if flag else "may not describe" not in text
+
+
+def test_the_change_line_flags_a_run_that_is_not_its_file_even_without_a_step_before():
+    cfg = step_config(3, "model.dropout=0.13")
+    text = report.run_markdown(cfg, None, [], "failed", written=step(3))
+    assert "Change from the step before: not computed (no run of the step before in this folder)" in text
+    assert "it sets `model.dropout: 0.02 → 0.13` over its step's file" in text
+
+
+def test_an_override_away_from_the_change_is_listed_but_not_flagged():
+    prev, cfg = step_config(2, "train.epochs=2"), step_config(3, "train.epochs=2")
+    rows = rows_from([97.0, 98.0])
+    o = assess(rows, cfg, 12160, False)
+    before = {1: assess(rows, prev, 12160, False)}
+    text = report.run_markdown(cfg, o, rows, "completed", previous=(prev, before), written=step(3))
+    assert "as run: `model.dropout: 0.0 → 0.02`;" in text
+    assert "Set over its step's file: `train.epochs: 15 → 2`; `change:` still describes the change." in text
+
+
+SHORT = rows_from([25.0, 88.0], [40.0, 80.0], test_losses=[2.0, 0.5], train_losses=[2.2, 0.8])
+
+
+@pytest.mark.parametrize(
+    "overrides, status, written",
+    [(("train.epochs=2",), "completed", True), ((), "interrupted", False)],  # --epochs 2, or stopped after 2
+)
+def test_a_run_shorter_than_planned_is_judged_as_a_short_run(overrides, status, written):
+    prev, cfg = step(2), step_config(3, *overrides)
+    o = assess(SHORT, cfg, 12160, False)
+    before = outcomes(prev, 99.8, 99.2, 12160)
+    text = report.run_markdown(cfg, o, SHORT, status, previous=(prev, before), written=step(3) if written else None)
+    assert "- Epochs run: 2 of 15" in text
+    assert "Verdict after 2 of 15 epochs, provisional: **" in text and "too short for a final verdict" in text
+    curves = text[text.index("### What the curves say") : text.index("### Against")]
+    assert "Nothing stands out" not in curves
+    assert (
+        "- **short run**: only 2 of 15 planned epochs ran: the test accuracy went 25.00 → 88.00 and is still "
+        "rising (+63.00 points in the last epoch); too short to judge" in curves
+    )
+    assert "Expectations (`expect:`) not checked: this run has 2 of 15 epochs" in text
+    assert "- gap narrows:" not in text[text.index("### Against") :]
+
+
+def test_a_full_run_is_not_called_short():
+    cfg = step(3)
+    rows = rows_from([99.0] * 15)
+    text = report.run_markdown(cfg, assess(rows, cfg, 12160, False), rows, "completed", written=cfg)
+    assert "- Epochs run: 15 of 15" in text and "short run" not in text and "provisional" not in text
+
+
+def test_expectations_without_a_step_before_say_why_they_are_not_checked():
+    cfg = step(3)
+    text = report.run_markdown(cfg, assess(rows_from([99.0] * 15), cfg, 12160, False), [], "completed")
+    assert "Expected against the step before (not checked: no run of it in this folder):" in text
+
+
+@pytest.mark.parametrize(
+    "before, after, words",
+    [
+        (-7.03, -9.16, "let test accuracy run further ahead of train (gap -7.03 → -9.16)"),
+        (0.0, -0.26, "let test accuracy run ahead of train (gap +0.00 → -0.26)"),
+        (-9.16, -7.03, "shrank test accuracy's lead over train (gap -9.16 → -7.03)"),
+        (0.40, -0.50, "let test accuracy overtake train (gap +0.40 → -0.50)"),
+        (-0.50, 0.80, "let train accuracy overtake test (gap -0.50 → +0.80)"),
+        (0.70, 1.35, "widened the gap +0.70 → +1.35"),
+        (1.35, 0.70, "narrowed the gap +1.35 → +0.70"),
+    ],
+)
+def test_the_gap_is_worded_by_what_happened(before, after, words):
+    assert gap_moved(before, after) == words
 
 
 def test_run_markdown_reports_unmet_targets():
@@ -865,3 +968,16 @@ def test_compare_markdown_lists_block_changes_and_keys_only_one_run_has():
     assert "| model.blocks[6].type | large_conv | gap | gap |" in text
     assert "| model.blocks[7].type | — | head | head |" in text
     assert "## four against three" in text and "## five against three" in text
+
+
+def test_a_run_with_set_and_epochs_writes_what_ran_into_its_analysis(tmp_path, data_dir, write_config, tiny):
+    """run_steps carries the step's file as written to analysis.md: its --set is listed and flagged, its --epochs
+    counted against the file's epochs."""
+    from mnist_drill.runs.steps import run_steps
+
+    tiny["train"]["epochs"] = 3
+    source = write_config("tiny.yaml", tiny)
+    run_steps([source], tmp_path / "out", str(data_dir), overrides=["model.dropout=0.1", "train.epochs=1"], echo=str)
+    text = (tmp_path / "out" / "tiny" / "analysis.md").read_text()
+    assert "it sets `model.dropout: 0.0 → 0.1`, `train.epochs: 3 → 1` over its step's file" in text
+    assert "- Epochs run: 1 of 3" in text and "Verdict after 1 of 3 epochs, provisional" in text

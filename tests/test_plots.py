@@ -294,3 +294,26 @@ def test_sweep_is_written_as_png(tmp_path, vary_params):
 def test_sweep_of_one_variant_still_draws(tmp_path):
     sweep([SweepPoint({"model.dropout": 0.02}, 7_756, [99.5], 1)], tmp_path / "sweep.png", TARGET)
     assert_png(tmp_path / "sweep.png", min_width=300)
+
+
+def one_seed_points(accs):
+    return [SweepPoint({"model.dropout": d}, 7_756, [a], seeds_holding=0) for d, a in zip((0.0, 0.02, 0.05), accs)]
+
+
+@pytest.mark.parametrize(
+    "accs, target_shown",
+    [([96.05, 96.08, 96.10], False), ([99.30, 99.35, 99.38], True)],  # 3.3 points below the target; close to it
+)
+def test_the_sweep_draws_the_target_only_where_it_is_on_the_axis(accs, target_shown):
+    ax = sweep_figure(one_seed_points(accs), TARGET).axes[0]
+    lo, hi = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
+    assert (f"target {TARGET:g} %" in labels) == target_shown
+    assert any(line.get_label().startswith("target") for line in ax.get_lines()) == target_shown
+    assert (lo <= TARGET <= hi) == target_shown
+
+
+def test_a_sweep_axis_pads_a_narrow_spread_instead_of_stretching_it():
+    ax = sweep_figure(one_seed_points([96.05, 96.08, 96.10]), TARGET).axes[0]
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.5 and lo < 96.05 - 0.1 and hi > 96.10 + 0.1  # 0.05 points sit in the middle of the axis

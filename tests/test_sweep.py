@@ -8,6 +8,8 @@ the results.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import os
 import re
 import signal
@@ -32,8 +34,11 @@ from mnist_drill.runs.sweep import (
     point_names,
     run_sweep,
     split_values,
+    sweep_csv,
     sweep_markdown,
+    trial_threads,
 )
+from mnist_drill.storage.files import write_json
 
 from helpers import CLI_TIMEOUT, cli_env, error_line, run_cli, tiny_config, write_yaml
 
@@ -203,6 +208,85 @@ def test_sweep_md_names_the_smallest_point_that_holds_on_every_seed(small, large
     assert verdicts == ([line] if line else [])
 
 
+def point_table(per_point: dict[str, list[list[float]]]) -> dict[str, list[str]]:
+    """sweep.md's table cells per point, for points whose seeds end at these last test accuracies (train alike)."""
+    points = [Point(name, {"model.dropout": i / 10}, Config()) for i, name in enumerate(per_point)]
+    seeds = list(range(1, max(len(v) for v in per_point.values()) + 1))
+    ends = {
+        (p, s): ended(point, s + 1, accs, 5_000)
+        for p, point in enumerate(points)
+        for s, accs in enumerate(per_point[point.name])
+    }
+    md = sweep_markdown("sweep_x", Path("x.yaml"), points, ends, seeds, figure=False)
+    header = next(line for line in md.splitlines() if line.startswith("| point |"))
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+    return {
+        cells[0]: dict(zip(names, cells))
+        for line in md.splitlines()
+        if line.startswith("| ") and not line.startswith(("| point", "|---"))
+        for cells in [[cell.strip() for cell in line.strip("|").split("|")]]
+    }
+
+
+def test_sweep_md_shows_train_and_test_accuracy_gap_verdict_and_seeds_holding_per_point():
+    row = point_table({"a": [HOLDS, HOLDS], "b": [MISSES, HOLDS]})["b"]
+    assert row["final train_acc"] == row["final test_acc"] == "99.50 ± 0.00"
+    assert row["final gap"] == "+0.00 ± 0.00" and row["verdict"] == "healthy"
+    assert row["holds 99.4% over the last 3 epochs"] == "1/2" and row["seeds completed"] == "2/2"
+
+
+@pytest.mark.parametrize(
+    "per_point, cells",
+    [
+        # one seed a point: the value alone, never "± 0.00"; noise is 2 x the binomial errors on 10,000 images
+        # combined, e.g. 2 x hypot(0.071, 0.122) = 0.28 for 99.5 against 98.5
+        (
+            {"a": [[99.5, 99.5, 99.5]], "b": [[98.5, 98.5, 98.5]]},
+            {"a": ("99.50", "best"), "b": ("98.50", "**-1.00** (beyond noise ±0.28)")},
+        ),
+        # 0.05 points apart on one seed: within noise
+        (
+            {"a": [[99.5, 99.5, 99.5]], "b": [[99.45, 99.45, 99.45]]},
+            {"a": ("99.50", "best"), "b": ("99.45", "-0.05 (within noise ±0.20)")},
+        ),
+        # the best point is the highest mean, wherever it sits in the grid
+        (
+            {"a": [[99.0, 99.0, 99.0]], "b": [[99.6, 99.6, 99.6]]},
+            {"a": ("99.00", "**-0.60** (beyond noise ±0.24)"), "b": ("99.60", "best")},
+        ),
+    ],
+)
+def test_sweep_md_marks_differences_beyond_seed_noise_and_shows_one_seed_without_a_spread(per_point, cells):
+    table = point_table(per_point)
+    assert {name: (row["final test_acc"], row["vs best"]) for name, row in table.items()} == cells
+    assert all("±" not in row["final train_acc"] + row["best test_acc"] + row["final gap"] for row in table.values())
+
+
+@pytest.mark.parametrize(
+    "info, threads",
+    [
+        ({"threads": 4, "device_name": "Intel(R) Xeon(R) Processor, 1 thread"}, 4),  # run.json's own count first
+        ({"device_name": "Intel(R) Xeon(R) Processor, 1 thread"}, 1),  # a run.json from before `threads`
+        ({"device_name": "AMD EPYC, 8 threads"}, 8),
+        ({"device_name": "NVIDIA H200"}, None),
+        ({}, None),
+    ],
+)
+def test_the_thread_count_of_a_trial_is_read_from_its_run_json(info, threads):
+    assert trial_threads(info) == threads
+
+
+def test_sweep_md_says_which_thread_count_trained_the_trials(tmp_path):
+    point = Point("a", {"model.dropout": 0.0}, Config())
+    end = ended(point, 1, HOLDS, 5_000)
+    end = dataclasses.replace(end, trial=dataclasses.replace(end.trial, run_dir=tmp_path / "a" / "seed_1"))
+    write_json(tmp_path / "a" / "seed_1" / "run.json", {"status": "completed", "threads": 2})
+    md = sweep_markdown("sweep_x", Path("x.yaml"), [point], {(0, 0): end}, [1], figure=False)
+    assert "Torch threads per trial: 2 (each trial's run.json" in md
+    csv_rows = list(csv.DictReader(io.StringIO(sweep_csv([point], {(0, 0): end}, [1]))))
+    assert csv_rows[0]["threads"] == "2" and csv_rows[0]["verdict"] == "healthy" and csv_rows[0]["gap"] == "0"
+
+
 @pytest.mark.parametrize(
     "arg, message",
     [
@@ -356,6 +440,8 @@ def test_a_sweep_writes_a_run_folder_per_trial_and_its_tables(sweeps):
     point_rows = [line for line in md.splitlines() if line.startswith("| dropout_")]
     assert [line.split(" | ")[0] for line in point_rows] == ["| dropout_0.0", "| dropout_0.05"]
     assert all(" | 2/2 | " in line and " ± " in line for line in point_rows)
+    assert all(row["threads"] == "1" and row["verdict"] and row["final_train_acc"] for row in table)
+    assert "Torch threads per trial: 1 (each trial's run.json" in md
     assert "![sweep](sweep.png)" in md
     assert (sweep_dir / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "2 worker processes x 1 torch thread(s)" in done["full"].stdout

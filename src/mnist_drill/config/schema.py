@@ -245,11 +245,11 @@ def _block_text(block: BlockSpec) -> str:
     return yaml_value(shown)
 
 
-def config_changes(old: Config, new: Config) -> list[str]:
+def config_changes(old: Config, new: Config, arrow: str = "->") -> list[str]:
     """One line per changed setting, values in YAML; blocks are compared position by position."""
     flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(new))
     lines = [
-        f"{k}: {yaml_value(flat_old.get(k, '<absent>'))} -> {yaml_value(flat_new.get(k, '<absent>'))}"
+        f"{k}: {yaml_value(flat_old.get(k, '<absent>'))} {arrow} {yaml_value(flat_new.get(k, '<absent>'))}"
         for k in dict.fromkeys([*flat_old, *flat_new])
         if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS))
         and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")
@@ -259,7 +259,7 @@ def config_changes(old: Config, new: Config) -> list[str]:
         before = _block_text(a[i]) if i < len(a) else "<absent>"
         after = _block_text(b[i]) if i < len(b) else "<absent>"
         if before != after:
-            lines.append(f"model.blocks[{i}]: {before} -> {after}")
+            lines.append(f"model.blocks[{i}]: {before} {arrow} {after}")
     return lines
 
 

@@ -236,55 +236,77 @@ def verdict_reason(stats: StepStats, target_acc: float) -> str:
 
 def advice(cfg: Config, stats: StepStats) -> list[str]:
     """What to try next, given the verdict and what the step already has."""
-    f, t = features(cfg, stats.params), cfg.target
+    f = features(cfg, stats.params)
     if stats.all_met == stats.n:
-        tips = [f"Every target is met{'' if stats.n == 1 else ' on every seed'}: nothing needs fixing."]
-        if stats.n == 1:
-            tips.append("Check that it holds on other seeds (`--seeds 1,2,3`) before calling the step done.")
-        if stats.verdict == "over-fitting":
-            tips.append("The gap is above tolerance: a little more regularisation would make it robust.")
-        return tips
-    tips = []
+        return _done_tips(stats)
     if stats.verdict == "over-fitting":
-        tips.append(
-            f"Dropout ({f.dropout:g}) is already on: raise it a little, or regularise another way."
-            if f.dropout
-            else "Add a small dropout (0.01-0.05) after every conv."
-        )
-        tips.append(
-            "Augmentation is already on: a little stronger (e.g. a few more degrees) is the next lever."
-            if f.augmentation
-            else "Add augmentation (a random rotation of 5-7°): harder training data, no extra parameters."
-        )
+        tips = _over_fitting_tips(f)
     elif stats.verdict == "under-fitting":
-        if not f.bn:
-            tips.append("Add BatchNorm after every conv: more effective capacity for a few parameters.")
-        if f.headroom >= HEADROOM_FOR_CAPACITY * t.max_params:
-            tips.append(
-                f"Add capacity: {f.headroom:,} parameters of headroom under the budget could go into "
-                f"channels after the transition{' or a layer after GAP' if f.gap else ''}."
-            )
-        elif f.headroom > 0:
-            tips.append(
-                f"Only {f.headroom:,} parameters of headroom: capacity has to come from elsewhere "
-                f"(BN, where the max-pool sits, the learning rate), not from more channels."
-            )
-        if f.dropout:
-            tips.append(f"Dropout ({f.dropout:g}) takes capacity from a small model: lower or remove it.")
-        if f.augmentation:
-            tips.append("Train accuracy is measured on augmented batches, so it reads low: judge the test accuracy.")
-        if f.scheduler == "none":
-            tips.append("An LR schedule (one-cycle) trains further in the same number of epochs.")
-        if cfg.train.epochs < t.max_epochs:
-            tips.append(f"Train for up to {t.max_epochs} epochs (this step runs {cfg.train.epochs}).")
+        tips = _under_fitting_tips(cfg, f)
     elif stats.held < stats.n:  # healthy, the test target not held
-        if not f.augmentation:
-            tips.append("Add augmentation (a random rotation of 5-7°) to push the test accuracy.")
+        tips = _unheld_tips(f)
+    else:
+        tips = []
+    return tips + _budget_tips(cfg, f, stats.params)
+
+
+def _done_tips(stats: StepStats) -> list[str]:
+    tips = [f"Every target is met{'' if stats.n == 1 else ' on every seed'}: nothing needs fixing."]
+    if stats.n == 1:
+        tips.append("Check that it holds on other seeds (`--seeds 1,2,3`) before calling the step done.")
+    if stats.verdict == "over-fitting":
+        tips.append("The gap is above tolerance: a little more regularisation would make it robust.")
+    return tips
+
+
+def _over_fitting_tips(f: Features) -> list[str]:
+    return [
+        f"Dropout ({f.dropout:g}) is already on: raise it a little, or regularise another way."
+        if f.dropout
+        else "Add a small dropout (0.01-0.05) after every conv.",
+        "Augmentation is already on: a little stronger (e.g. a few more degrees) is the next lever."
+        if f.augmentation
+        else "Add augmentation (a random rotation of 5-7°): harder training data, no extra parameters.",
+    ]
+
+
+def _under_fitting_tips(cfg: Config, f: Features) -> list[str]:
+    t, tips = cfg.target, []
+    if not f.bn:
+        tips.append("Add BatchNorm after every conv: more effective capacity for a few parameters.")
+    if f.headroom >= HEADROOM_FOR_CAPACITY * t.max_params:
         tips.append(
-            "Add an LR schedule (one-cycle or step) so the last epochs settle on the target."
-            if f.scheduler == "none"
-            else "The schedule is on: look at its end LR and peak, or spend the parameter headroom."
+            f"Add capacity: {f.headroom:,} parameters of headroom under the budget could go into "
+            f"channels after the transition{' or a layer after GAP' if f.gap else ''}."
         )
+    elif f.headroom > 0:
+        tips.append(
+            f"Only {f.headroom:,} parameters of headroom: capacity has to come from elsewhere "
+            f"(BN, where the max-pool sits, the learning rate), not from more channels."
+        )
+    if f.dropout:
+        tips.append(f"Dropout ({f.dropout:g}) takes capacity from a small model: lower or remove it.")
+    if f.augmentation:
+        tips.append("Train accuracy is measured on augmented batches, so it reads low: judge the test accuracy.")
+    if f.scheduler == "none":
+        tips.append("An LR schedule (one-cycle) trains further in the same number of epochs.")
+    if cfg.train.epochs < t.max_epochs:
+        tips.append(f"Train for up to {t.max_epochs} epochs (this step runs {cfg.train.epochs}).")
+    return tips
+
+
+def _unheld_tips(f: Features) -> list[str]:
+    tips = [] if f.augmentation else ["Add augmentation (a random rotation of 5-7°) to push the test accuracy."]
+    return tips + [
+        "Add an LR schedule (one-cycle or step) so the last epochs settle on the target."
+        if f.scheduler == "none"
+        else "The schedule is on: look at its end LR and peak, or spend the parameter headroom."
+    ]
+
+
+def _budget_tips(cfg: Config, f: Features, params: int) -> list[str]:
+    """The targets a step breaks whatever its verdict: parameters, a fully connected layer, epochs."""
+    t, tips = cfg.target, []
     if f.headroom <= 0:
         how = (
             "fewer channels where the maps are large"
@@ -292,8 +314,7 @@ def advice(cfg: Config, stats: StepStats) -> list[str]:
             else "GAP and a 1x1 head instead of a large output kernel or a fully connected layer"
         )
         tips.append(
-            f"{stats.params:,} parameters, {-f.headroom:,} above the target of fewer than {t.max_params:,}: "
-            f"cut them ({how})."
+            f"{params:,} parameters, {-f.headroom:,} above the target of fewer than {t.max_params:,}: cut them ({how})."
         )
     if f.fc and t.no_fc:
         tips.append("The fully connected layer breaks the no-FC target: GAP and a 1x1 head replace it.")

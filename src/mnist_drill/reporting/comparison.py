@@ -109,6 +109,21 @@ def _check(item: str, cfg: Config, before: StepStats, after: StepStats, diffs: d
     return Check(item, "not met", f"{numbers}: the numbers disagree with the expectation")
 
 
+def gap_moved(before: float, after: float) -> str:
+    """What a change in the gap's size (train - test, beyond noise) did, as a verb phrase whose words fit its sign: a
+    negative gap is test accuracy ahead of train (usual with dropout and augmentation), and its growing is no
+    'widening' of an over-fit."""
+    values = f"(gap {before:+.2f} → {after:+.2f})"
+    b, a = round(before, 2), round(after, 2)  # the signs as printed: +0.00 is no lead either way
+    if a < 0 < b or b < 0 < a:
+        return f"let {'test accuracy overtake train' if a < 0 else 'train accuracy overtake test'} {values}"
+    if a < 0 or b < 0:
+        if abs(a) < abs(b):
+            return f"shrank test accuracy's lead over train {values}"
+        return f"let test accuracy run {'ahead' if b == 0 else 'further ahead'} of train {values}"
+    return f"{'widened' if abs(a) > abs(b) else 'narrowed'} the gap {before:+.2f} → {after:+.2f}"
+
+
 def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
@@ -179,7 +194,7 @@ def _sentence(
         if d.direction == 0:
             kept.append(f"{'the gap' if d.noun == 'gap' else d.noun} ({values})")
         elif d.noun == "gap":
-            did.append(f"{'widened' if d.direction > 0 else 'narrowed'} the gap {values}")
+            did.append(gap_moved(d.before, d.after))
         else:
             did.append(f"{'raised' if d.direction > 0 else 'lowered'} {d.noun} {values}")
     text = f"{subject} "

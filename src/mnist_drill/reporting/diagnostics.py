@@ -1,5 +1,5 @@
-"""Diagnostics read from a run's curves (its metrics rows): still improving at the end, test accuracy
-bouncing between epochs, the epoch over-fitting sets in, and whether the target, once reached, held.
+"""Diagnostics read from a run's curves (its metrics rows): a run shorter than planned, still improving at the
+end, test accuracy bouncing between epochs, the epoch over-fitting sets in, and whether the target, once reached, held.
 
 Each diagnostic is a Diagnostic with a name, one sentence for analysis.md and the numbers that
 triggered it; the thresholds below say when it fires (accuracy in points, epochs counted from the end).
@@ -22,7 +22,15 @@ ONSET_SUSTAIN = 3  # epochs after the test loss's minimum needed to call over-fi
 ONSET_RISE = 0.10  # fraction above its minimum the test loss must stay (on average and at the end)
 
 
-DIAGNOSTIC_NAMES = ("still improving", "bouncing", "over-fitting onset", "target held", "target lost", "target reached")
+DIAGNOSTIC_NAMES = (
+    "short run",
+    "still improving",
+    "bouncing",
+    "over-fitting onset",
+    "target held",
+    "target lost",
+    "target reached",
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,25 @@ class Diagnostic:
 def _slope(values: list[float]) -> float:
     """Least-squares slope per epoch."""
     return statistics.linear_regression(range(len(values)), values).slope
+
+
+def short_run(rows: list[dict], planned: int) -> Diagnostic | None:
+    """Fewer epochs ran than planned (--epochs N, or interrupted): what the test accuracy did over them, and that the
+    curves are too short to judge as a finished run's."""
+    if len(rows) >= planned:
+        return None
+    first, last = rows[0]["test_acc"], rows[-1]["test_acc"]
+    rise = last - rows[-2]["test_acc"] if len(rows) > 1 else 0.0
+    if rise >= IMPROVING_ACC:
+        trend = f"still rising ({rise:+.2f} points in the last epoch)"
+    else:
+        trend = f"{'flat' if abs(rise) < IMPROVING_ACC else 'falling'} in the last epoch ({rise:+.2f} points)"
+    return Diagnostic(
+        "short run",
+        f"only {len(rows)} of {planned} planned epochs ran: the test accuracy went {first:.2f} → {last:.2f} and is "
+        f"{trend}; too short to judge the curves as a finished run's (run the {planned} epochs, or --resume).",
+        {"epochs": len(rows), "planned": planned, "last_rise": rise},
+    )
 
 
 def still_improving(rows: list[dict], cfg: Config) -> Diagnostic | None:
@@ -139,11 +166,13 @@ def target_course(rows: list[dict], target_acc: float) -> Diagnostic | None:
     )
 
 
-def diagnose(rows: list[dict], cfg: Config) -> list[Diagnostic]:
-    """Every diagnostic that fires on a run's metrics rows, in the order the curves are read."""
+def diagnose(rows: list[dict], cfg: Config, planned: int | None = None) -> list[Diagnostic]:
+    """Every diagnostic that fires on a run's metrics rows, in the order the curves are read. `planned`: the epochs
+    the run was meant to train (its step's file's; default the config's train.epochs)."""
     if not rows:
         return []
     found = [
+        short_run(rows, planned or cfg.train.epochs),
         still_improving(rows, cfg),
         bouncing(rows, cfg),
         overfitting_onset(rows),

@@ -8,12 +8,13 @@ metrics rows as {seed: rows} where the curves should be read.
 
 from __future__ import annotations
 
-from ..config.schema import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, flatten, to_dict
+from ..config.schema import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, config_changes, flatten, to_dict
 from ..reporting.analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
 from ..reporting.comparison import Comparison, compare_steps, first_target_text
 from ..reporting.diagnostics import DIAGNOSTIC_NAMES, diagnose
 
 Previous = tuple[Config, dict[int, Outcome]] | None
+NOT_A_CHANGE = ("train.seed", "train.device", "data.dir")  # which seed and where a run trains, not what it trains
 NOISE_NOTE = (
     f"A difference is a gain or a loss only beyond {NOISE_Z:g} combined standard errors of the two means "
     "(each step's spread over its seeds, at least the binomial error of an accuracy on its test or "
@@ -29,12 +30,46 @@ def _status(status: str) -> str:
     return {"met": "met", "not met": "**not met**", "within noise": "*within noise*"}[status]
 
 
-def _header(cfg: Config, title: str, previous: Previous) -> list[str]:
+def _changes(old: Config, new: Config) -> list[str]:
+    """config_changes without the keys that say which seed and where a run trains (NOT_A_CHANGE)."""
+    return [line for line in config_changes(old, new, arrow="→") if not line.startswith(NOT_A_CHANGE)]
+
+
+def _key(line: str) -> str:
+    return line.split(": ", 1)[0]
+
+
+def _code(lines: list[str]) -> str:
+    return ", ".join(f"`{line}`" for line in lines)
+
+
+def change_lines(cfg: Config, previous: Previous, written: Config | None = None) -> list[str]:
+    """The change from the step before, computed from the configs that ran, with the config's `change:` text beside
+    it; flagged when the run is not its step's file (`written`) as written at a key that change is about."""
+    said = f"its `change:` says: {cfg.change}" if cfg.change else "its config has no `change:` text"
+    if previous is None:
+        lines = [f"Change from the step before: not computed (no run of the step before in this folder); {said}."]
+        touched = None  # every key the run sets over its file may be what `change:` is about
+    else:
+        ran = _changes(previous[0], cfg)
+        what = _code(ran) if ran else "none (the two configs train alike)"
+        lines = [f"Change from the step before ({previous[0].name}), as run: {what}; {said}."]
+        touched = {_key(line) for line in ran}
+    overridden = _changes(written, cfg) if written is not None else []
+    if overridden:
+        if touched is None or touched & {_key(line) for line in overridden}:
+            lines.append(
+                f"**`change:` may not describe this run**: it sets {_code(overridden)} over its step's file, "
+                "which `change:` describes."
+            )
+        else:
+            lines.append(f"Set over its step's file: {_code(overridden)}; `change:` still describes the change.")
+    return lines + [""]
+
+
+def _header(cfg: Config, title: str, previous: Previous, written: Config | None = None) -> list[str]:
     t = cfg.target
-    lines = [f"# {title}", ""]
-    if cfg.change:
-        lines += [f"Change from the step before: {cfg.change}", ""]
-    lines += ["## Target", ""]
+    lines = [f"# {title}", "", *change_lines(cfg, previous, written), "## Target", ""]
     if cfg.reason:
         lines += [cfg.reason, ""]
     lines += [
@@ -45,14 +80,22 @@ def _header(cfg: Config, title: str, previous: Previous) -> list[str]:
     if t.no_fc:
         lines.append("- no fully connected layer")
     if cfg.expect:
-        against = f" ({previous[0].name})" if previous else ""
+        against = f" ({previous[0].name})" if previous else " (not checked: no run of it in this folder)"
         lines += ["", f"Expected against the step before{against}:", ""]
         lines += [f"- {item}: {EXPECTATIONS[item]}" for item in cfg.expect]
     return lines + [""]
 
 
-def _verdict_lines(cfg: Config, stats: StepStats) -> list[str]:
-    lines = [f"- Verdict: **{stats.verdict}**: {verdict_reason(stats, cfg.target.test_acc)}.", "- Next:"]
+def _verdict_lines(cfg: Config, stats: StepStats, short: str = "") -> list[str]:
+    """The verdict and the advice; after a run shorter than planned (`short`: '2 of 15 epochs') a provisional one."""
+    reason = verdict_reason(stats, cfg.target.test_acc)
+    if short:
+        return [
+            f"- Verdict after {short}, provisional: **{stats.verdict}**: {reason}; the run is too short for a final "
+            "verdict.",
+            "- Next: let it train every planned epoch (`--resume` continues a stopped run), then read it again.",
+        ]
+    lines = [f"- Verdict: **{stats.verdict}**: {reason}.", "- Next:"]
     return lines + [f"  - {tip}" for tip in advice(cfg, stats)]
 
 
@@ -62,8 +105,9 @@ def _difference_cell(d) -> str:
     return f"{d.delta:+.2f}: {d.label} (noise ±{d.threshold:.2f})"
 
 
-def comparison_lines(c: Comparison, target_acc: float, checks: bool = True) -> list[str]:
-    """The sentence, the before/after table and (for a step's own `expect:`) each expectation checked."""
+def comparison_lines(c: Comparison, target_acc: float, checks: bool = True, unchecked: str = "") -> list[str]:
+    """The sentence, the before/after table and (for a step's own `expect:`) each expectation checked, or, with
+    `unchecked`, why they are not."""
     b, a = c.before, c.after
     lines = [
         c.sentence,
@@ -78,18 +122,20 @@ def comparison_lines(c: Comparison, target_acc: float, checks: bool = True) -> l
         f"| verdict | {b.verdict} | {a.verdict} | |",
         "",
     ]
-    if checks and c.checks:
+    if checks and unchecked and c.checks:
+        lines += [f"Expectations (`expect:`) not checked: {unchecked}.", ""]
+    elif checks and c.checks:
         lines += ["Expectations (`expect:`):", ""]
         lines += [f"- {check.item}: {_status(check.status)}: {check.sentence}" for check in c.checks]
         lines.append("")
     return lines + [NOISE_NOTE, ""]
 
 
-def _diagnostic_lines(cfg: Config, rows: dict[int, list[dict]]) -> list[str]:
+def _diagnostic_lines(cfg: Config, rows: dict[int, list[dict]], planned: int) -> list[str]:
     """Each diagnostic once, with the seeds it fired on and the first such seed's sentence."""
     fired: dict[str, list] = {}
     for seed, seed_rows in rows.items():
-        for d in diagnose(seed_rows, cfg):
+        for d in diagnose(seed_rows, cfg, planned):
             fired.setdefault(d.name, []).append((seed, d))
     if not fired:
         return ["- Nothing stands out: the test accuracy neither still rises, nor bounces, nor turns over."]
@@ -106,18 +152,32 @@ def _diagnostic_lines(cfg: Config, rows: dict[int, list[dict]]) -> list[str]:
     return lines
 
 
+def _short(outcomes: dict[int, Outcome], planned: int) -> str:
+    """'2 of 15 epochs' when a seed ran fewer epochs than planned, else ''."""
+    fewest = min(o.epochs for o in outcomes.values())
+    return f"{fewest} of {planned} epochs" if fewest < planned else ""
+
+
 def _analysis(
-    cfg: Config, outcomes: dict[int, Outcome], rows: dict[int, list[dict]], status: str, previous: Previous
+    cfg: Config,
+    outcomes: dict[int, Outcome],
+    rows: dict[int, list[dict]],
+    status: str,
+    previous: Previous,
+    planned: int,
 ) -> list[str]:
-    """Verdict and advice, what the curves say, and the step before; a diverged run gets none of them."""
+    """Verdict and advice, what the curves say, and the step before; a diverged run gets none of them, a run shorter
+    than `planned` a provisional verdict and its expectations unchecked."""
     if status == "diverged":  # the gap of a diverged run says nothing about fitting
         return ["- Verdict: **diverged**: the loss became NaN or infinite; lower the learning rate.", ""]
-    lines = _verdict_lines(cfg, aggregate(cfg, outcomes)) + [""]
+    short = _short(outcomes, planned)
+    lines = _verdict_lines(cfg, aggregate(cfg, outcomes), short) + [""]
     if rows:
-        lines += ["### What the curves say", "", *_diagnostic_lines(cfg, rows), ""]
+        lines += ["### What the curves say", "", *_diagnostic_lines(cfg, rows, planned), ""]
     if previous:
+        unchecked = f"this run has {short}, so it does not show what the change does" if short else ""
         lines += [f"### Against the step before: {previous[0].name}", ""]
-        lines += comparison_lines(compare_steps(*previous, cfg, outcomes), cfg.target.test_acc)
+        lines += comparison_lines(compare_steps(*previous, cfg, outcomes), cfg.target.test_acc, unchecked=unchecked)
     return lines
 
 
@@ -129,9 +189,12 @@ def run_markdown(
     note: str = "",
     misclassified: bool = False,
     previous: Previous = None,
+    written: Config | None = None,
 ) -> str:
-    """analysis.md of one run: `rows` are its metrics rows, `previous` the step before (Config, seed -> Outcome)."""
-    lines = _header(cfg, cfg.name, previous)
+    """analysis.md of one run: `rows` are its metrics rows, `previous` the step before (Config, seed -> Outcome),
+    `written` its step's config file as written (before --set, --epochs), when known."""
+    lines = _header(cfg, cfg.name, previous, written)
+    planned = (written or cfg).train.epochs
     if status != "completed":
         lines += [f"**Run {status}**: {note}", ""]
     if outcome is None:
@@ -142,7 +205,7 @@ def run_markdown(
         "## Results",
         "",
         f"- Parameters: {o.params:,}",
-        f"- Epochs run: {o.epochs}",
+        f"- Epochs run: {o.epochs} of {planned}",
         f"- Best train accuracy: {o.best_train_acc:.2f}%",
         f"- Best test accuracy: {o.best_test_acc:.2f}% (epoch {o.best_test_epoch})",
         f"- Final train / test accuracy: {o.final_train_acc:.2f}% / {o.final_test_acc:.2f}% (gap {o.gap:+.2f} points)",
@@ -157,7 +220,7 @@ def run_markdown(
         )
     lines += [f"- {name}: {_yes(ok)}" for name, ok in o.targets.items()]
     lines += [f"- All targets: {_yes(o.all_met)}", "", "## Analysis", ""]
-    lines += _analysis(cfg, {cfg.train.seed: o}, {cfg.train.seed: rows} if rows else {}, status, previous)
+    lines += _analysis(cfg, {cfg.train.seed: o}, {cfg.train.seed: rows} if rows else {}, status, previous, planned)
     if misclassified:
         lines += ["## Misclassified test images", "", "![misclassified](misclassified.png)", ""]
     lines += ["![curves](curves.png)", ""]
@@ -171,10 +234,12 @@ def step_markdown(
     previous: Previous = None,
     status: str = "completed",
     note: str = "",
+    written: Config | None = None,
 ) -> str:
     """The step's analysis.md over several seeds: per-seed table, mean ± sd, verdict, curves, the step before."""
     t = cfg.target
-    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous)
+    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written)
+    planned = (written or cfg).train.epochs
     if status != "completed":
         lines += [f"**Run {status}**: {note}", ""]
     stats = aggregate(cfg, outcomes)
@@ -207,7 +272,7 @@ def step_markdown(
         "## Analysis",
         "",
     ]
-    lines += _analysis(cfg, outcomes, rows or {}, status, previous)
+    lines += _analysis(cfg, outcomes, rows or {}, status, previous, planned)
     lines += ["Each seed's own analysis, curves and misclassified images are in `seed_<n>/`.", ""]
     return "\n".join(lines)
 

@@ -106,8 +106,10 @@ def _style(
     accuracies: list[float] | None = None,
 ) -> None:
     """Cosmetics every panel shares: labels, grid, the dashed target line, a legend when something is labelled, and,
-    given the plotted `accuracies`, an accuracy axis fitted to them (error-log when their error rates span decades)."""
-    if target is not None:
+    given the plotted `accuracies`, an accuracy axis fitted to them (error-log when their error rates span decades),
+    the target drawn (and listed in the legend) only when it falls on that axis."""
+    limits = None if accuracies is None else accuracy_limits(accuracies, target, accuracy_scale(accuracies))
+    if target is not None and (limits is None or limits[0] <= target <= limits[1]):
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g} %")
     scale = "linear" if accuracies is None else accuracy_scale(accuracies)
     if scale == "error-log":
@@ -119,8 +121,8 @@ def _style(
         ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_locator(ticker.NullLocator())
         ylabel += ", log scale of 100 - acc"
-    if accuracies is not None:
-        ax.set_ylim(*accuracy_limits(accuracies, target, scale))
+    if limits is not None:
+        ax.set_ylim(*limits)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if xlabel == "epoch":  # 1, 2, 15 or 50 epochs: whole epochs only, and a 1-epoch run not on a 0.1-epoch axis
         first, last = ax.dataLim.intervalx

@@ -131,6 +131,7 @@ def _user_error(class_name: str, message: str) -> DrillError | None:
 def _train(trial: Trial, data_dir, echo):
     """One trial through run_step, wherever it runs (this process, a worker, a Ray task)."""
     opts = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "echo": echo}
+    opts["written"] = trial.written
     return run_step(trial.cfg, trial.run_dir, data_dir, **opts)
 
 

@@ -122,24 +122,32 @@ def outcome(cfg: Config, rows: list[dict]) -> analysis.Outcome:
     return analysis.assess(rows, cfg, params, has_fc(cfg.model))
 
 
-def run_analysis(cfg: Config, rows: list[dict], info: dict, previous: markdown.Previous = None) -> str:
+def run_analysis(
+    cfg: Config, rows: list[dict], info: dict, previous: markdown.Previous = None, written: Config | None = None
+) -> str:
     """A run's analysis.md from its config, metrics rows and run.json fields (status, note, misclassified), against
-    `previous`, the step before: what `run_step` writes as a run ends, what --resume writes again for a run it
-    reuses, and what `read_analysis` derives from a run folder's files."""
+    `previous`, the step before, and `written`, its step's config file as written (what --set and --epochs changed,
+    the epochs planned): what `run_step` writes as a run ends, what --resume writes again for a run it reuses, and
+    what `read_analysis` derives from a run folder's files."""
     result = outcome(cfg, rows) if rows else None
     misclassified = info.get("misclassified") is not None
-    return markdown.run_markdown(cfg, result, rows, info["status"], info.get("note", ""), misclassified, previous)
+    status, note = info["status"], info.get("note", "")
+    return markdown.run_markdown(cfg, result, rows, status, note, misclassified, previous, written)
 
 
-def read_analysis(run_dir: Path, previous: markdown.Previous = None, step: Config | None = None) -> str:
+def read_analysis(
+    run_dir: Path, previous: markdown.Previous = None, step: Config | None = None, written: Config | None = None
+) -> str:
     """The analysis.md today's code writes for the run in `run_dir`, from its config.yaml, metrics.csv and
     run.json alone (no weights, no training). `step`: the step config whose name, change, reason and expect
-    it shows, as `run` and `run-all` show them; without one, its config.yaml's, named after its step's folder."""
+    it shows, as `run` and `run-all` show them; without one, its config.yaml's, named after its step's folder.
+    `written`: the step's config file as written (before --set, --epochs), when known."""
     info = read_run_json(run_dir / "run.json")
     if info is None:
         raise UsageError(f"{run_dir}: no run.json, so how the run ended is unknown")
     rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)
-    return run_analysis(described(load_config(run_dir / "config.yaml"), run_dir, step), rows, info, previous)
+    cfg = described(load_config(run_dir / "config.yaml"), run_dir, step)
+    return run_analysis(cfg, rows, info, previous, written)
 
 
 def described(cfg: Config, run_dir: Path, step: Config | None = None) -> Config:

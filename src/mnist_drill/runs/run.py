@@ -54,6 +54,7 @@ class Trial:
     resume: bool = False  # continue the checkpoint in run_dir
     overwrite: bool = False  # replace what run_dir holds
     previous: markdown.Previous = None  # the step before, (Config, {seed: Outcome}), for analysis.md
+    written: Config | None = None  # its step's config file as written (before --set, --epochs), for analysis.md
 
 
 @dataclass(frozen=True)
@@ -143,13 +144,15 @@ def run_step(
     overwrite: bool = False,
     resume: bool = False,
     previous: markdown.Previous = None,
+    written: Config | None = None,
     echo: Echo = print,
 ) -> TrialEnd:
     """Train one run into `run_dir`. User errors (config, data, device, folder) raise before anything
     is written; interruptions and divergence are reported in the result, with outputs written. A full
     disk or a lost permission (StorageError) or running out of memory stops the run like Ctrl-C, its
     finished epochs kept, and raises one line. `previous` is the step before, (Config, {seed: Outcome}),
-    for analysis.md to compare against."""
+    for analysis.md to compare against, `written` its step's config file as written, for analysis.md to say what
+    the run sets over it."""
     t = setup(cfg, resolve_dir(data_dir, cfg.data.dir))
     prepare_run_dir(run_dir, overwrite, resume)
     if resume and not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
@@ -199,7 +202,7 @@ def run_step(
     info |= {"epochs_finished": len(rows), "misclassified": wrong, "started": started.isoformat(timespec="seconds")}
     info["seconds_total"] = round(time.perf_counter() - t0, 2)
     info["seconds_per_epoch"] = round(sum(seconds) / len(seconds), 2) if seconds else None
-    attempt(write_text, run_dir / "analysis.md", run_analysis(cfg, rows, info, previous))
+    attempt(write_text, run_dir / "analysis.md", run_analysis(cfg, rows, info, previous, written))
     attempt(write_json, run_dir / "run.json", {**info, "argv": sys.argv})
     if fault is not None:
         raise fault
@@ -211,7 +214,8 @@ def run_step(
     if status == "completed":  # last: until run.json says completed, --resume needs the checkpoint
         with contextlib.suppress(OSError):
             (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
-    return TrialEnd(Trial(cfg.name, cfg, run_dir, resume, overwrite, previous), status, exit_code, note, 0.0, result)
+    trial = Trial(cfg.name, cfg, run_dir, resume, overwrite, previous, written)
+    return TrialEnd(trial, status, exit_code, note, 0.0, result)
 
 
 def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> tuple[list[dict], int | None]:

@@ -35,6 +35,7 @@ class StepReport:
     results: list[TrialEnd]
     error: str = ""  # the one-line error that stopped the step before it trained
     dir: Path | None = None  # the step's folder: its run, or its seed_<n>/ runs
+    written: Config | None = None  # its config file as written, before --set, --epochs (for analysis.md)
 
     def outcomes(self) -> dict[int, analysis.Outcome]:
         return {r.cfg.train.seed: r.outcome for r in self.results if r.outcome is not None}
@@ -85,6 +86,7 @@ def run_steps(
         reports.append(report_)
         try:
             report_.cfg = load_config(source, overrides)
+            report_.written = load_config(source) if overrides else report_.cfg
             if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
                 previous = parent_results(source, out, overrides, exact)
             report_.dir = root / report_.cfg.name
@@ -132,14 +134,15 @@ def _run_one_step(
         if plan == "reuse":
             echo(f"{run_dir}: already complete, reused (pass --overwrite to train it again)")
             # Its analysis and curves are read again from its metrics, against the step before as it stands now.
-            write_text(run_dir / "analysis.md", read_analysis(run_dir, previous, job_cfg))
+            write_text(run_dir / "analysis.md", read_analysis(run_dir, previous, job_cfg, step.written))
             rows = read_metrics(run_dir / "metrics.csv")
             plots.curves(rows, run_dir / "curves.png", job_cfg.name, job_cfg.target.test_acc)
             results.append(TrialEnd(Trial(job_cfg.name, job_cfg, run_dir), "reused", 0, outcome=done))
             continue
         results.append(None)  # filled when its trial ends, so results keep the seeds' order
         label = f"{cfg.name}/{run_dir.name}" if seeds else cfg.name
-        trials.append(Trial(label, job_cfg, run_dir, resume=plan == "resume", overwrite=overwrite, previous=previous))
+        how = {"resume": plan == "resume", "overwrite": overwrite, "previous": previous, "written": step.written}
+        trials.append(Trial(label, job_cfg, run_dir, **how))
     slots = [i for i, r in enumerate(results) if r is None]
 
     def ended(end: TrialEnd) -> None:
@@ -154,9 +157,8 @@ def _run_one_step(
         finished = step.outcomes()
         if seeds and finished:
             rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
-            write_text(
-                step_dir / "analysis.md", markdown.step_markdown(cfg, finished, rows, previous, _step_status(step))
-            )
+            text = markdown.step_markdown(cfg, finished, rows, previous, _step_status(step), written=step.written)
+            write_text(step_dir / "analysis.md", text)
             echo(f"wrote {step_dir / 'analysis.md'}")
 
 
@@ -277,14 +279,14 @@ def reports_from_files(out: Path, configs: Path) -> dict[Path, str]:
     for config in sorted(out.rglob("config.yaml")):
         run_dir = config.parent
         step_dir = run_dir.parent if run_dir.name.startswith("seed_") else run_dir
-        previous = step_before(step_dir, configs)
-        texts[run_dir / "analysis.md"] = read_analysis(run_dir, previous, _step_config(step_dir, configs))
+        previous, written = step_before(step_dir, configs), _step_config(step_dir, configs)
+        texts[run_dir / "analysis.md"] = read_analysis(run_dir, previous, written, written)
         if step_dir != run_dir and step_dir / "analysis.md" not in texts:
             step = _read_described(step_dir, configs)
             statuses = [(read_run_json(f / "run.json") or {}).get("status") for f in step_dir.glob("seed_*/")]
             status = next((s for s in statuses if s != "completed"), "completed")
             texts[step_dir / "analysis.md"] = markdown.step_markdown(
-                step.cfg, step.outcomes, step.rows, previous, status
+                step.cfg, step.outcomes, step.rows, previous, status, written=written
             )
     for progression in sorted(out.rglob("progression.md")):
         folders = {int(m[1]): p for p in progression.parent.glob("step*/") if (m := re.match(r"step(\d+)", p.name))}

@@ -4,8 +4,10 @@ that compare them.
 `--vary model.dropout=0,0.05 --vary data.batch_size=64,128` is the product of the values, first --vary
 slowest. Every trial's config is built and type-checked (as `--set` is) before anything runs. Trial
 `<point>/seed_<n>/` is a normal run folder, so --resume, the analysis and every output of a run work on it.
-`sweep.csv` (a row per trial), `sweep.md` (a row per point, mean ± sd over seeds) and `sweep.png` are
-rewritten after each trial ends, so an interrupted sweep's files show what finished.
+`sweep.csv` (a row per trial), `sweep.md` (a row per point, mean ± sd over seeds, each point's final test accuracy
+against the best point's by the seed-noise rule of reporting/comparison.py) and `sweep.png` are rewritten after
+each trial ends, so an interrupted sweep's files show what finished. Each trial's torch thread count (run.json) is
+in both: a sweep's worker processes share the CPUs, so a trial may train on fewer threads than `run` does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from ..config.loader import load_config, set_path
 from ..config.schema import Config, flatten, to_dict, yaml_value
 from ..errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Echo, Terminated, UsageError
 from ..reporting import plots
-from ..reporting.analysis import stat
+from ..reporting.analysis import NOISE_Z, Outcome, StepStats, aggregate
+from ..reporting.comparison import difference
 from ..storage.files import read_metrics, read_run_json, write_text
 from ..training.checkpoint import CHECKPOINT
 from ..training.loop import METRIC_COLUMNS
@@ -157,6 +160,15 @@ def _acc(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
+def trial_threads(info: dict) -> int | None:
+    """The torch threads a trial trained with: run.json's `threads`, or, in a run.json written before it was
+    recorded, the count its device_name ends with ('..., 1 thread'); None when neither says."""
+    if isinstance(info.get("threads"), int):
+        return info["threads"]
+    found = re.search(r", (\d+) threads?$", str(info.get("device_name", "")))
+    return int(found[1]) if found else None
+
+
 def csv_columns(keys: list[str]) -> list[str]:
     return [
         "point",
@@ -169,8 +181,12 @@ def csv_columns(keys: list[str]) -> list[str]:
         "best_test_acc",
         "final_test_acc",
         "min_last_test_acc",
+        "final_train_acc",
+        "gap",
+        "verdict",
         "targets_met",
         "all_targets_met",
+        "threads",
         "seconds",
         "note",
     ]
@@ -201,8 +217,12 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
                     _acc(o and o.best_test_acc),
                     _acc(o and o.final_test_acc),
                     _acc(o and min(o.last_test_accs)),
+                    _acc(o and o.final_train_acc),
+                    f"{o.gap:.4g}" if o else "",
+                    o.verdict if o else "",
                     f"{sum(o.targets.values())}/{len(o.targets)}" if o else "",
                     str(o.all_met).lower() if o else "",
+                    trial_threads(info) or "",
                     info.get("seconds_total", end.seconds),
                     end.note,
                 ]
@@ -210,16 +230,70 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
     return buf.getvalue()
 
 
-def _completed(point_ends: list[TrialEnd]) -> list:
-    return [e.outcome for e in point_ends if e.status == "completed" and e.outcome is not None]
+def _completed(point_ends: dict[int, TrialEnd]) -> dict[int, Outcome]:
+    """The outcomes of a point's completed trials, by seed."""
+    return {seed: e.outcome for seed, e in point_ends.items() if e.status == "completed" and e.outcome is not None}
+
+
+def _point_ends(ends: dict[tuple[int, int], TrialEnd], p: int, seeds: list[int]) -> dict[int, TrialEnd]:
+    """Point p's trials that ended, by seed."""
+    return {seed: ends[(p, s)] for s, seed in enumerate(seeds) if (p, s) in ends}
+
+
+def _against_best(stats: StepStats, best: StepStats, is_best: bool) -> str:
+    """A point's final test accuracy against the best point's: bold beyond seed noise, else within it."""
+    if is_best:
+        return "best"
+    d = difference("test accuracy", best.final_test_acc, stats.final_test_acc)
+    if d.direction:
+        return f"**{d.delta:+.2f}** (beyond noise ±{d.threshold:.2f})"
+    return f"{d.delta:+.2f} (within noise ±{d.threshold:.2f})"
+
+
+def _threads_line(ends: dict[tuple[int, int], TrialEnd]) -> list[str]:
+    """Which torch thread counts the trials trained with (run.json), and why it may not be `run`'s."""
+    infos = [read_run_json(e.run_dir / "run.json", strict=False) or {} for e in ends.values()]
+    counts = sorted({n for info in infos if (n := trial_threads(info))})
+    if not counts:
+        return []
+    return [
+        "",
+        f"Torch threads per trial: {', '.join(map(str, counts))} (each trial's run.json; `sweep.csv` has it per "
+        "trial). A sweep's worker processes share the CPUs, so a trial may train on fewer threads than `run` "
+        "does (timings differ; docs/cli.md).",
+    ]
+
+
+def _point_rows(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]) -> list[str]:
+    """A table row per point: final train and test accuracy (a value alone from one seed, mean ± sd from several),
+    best test accuracy, gap, verdict, the seeds that hold the target, and its test accuracy against the best
+    point's."""
+    keys = list(points[0].values)
+    stats = {}
+    for p, point in enumerate(points):
+        if done := _completed(_point_ends(ends, p, seeds)):
+            stats[p] = aggregate(point.cfg, done)
+    top = max(stats, key=lambda p: stats[p].final_test_acc.mean, default=None)
+    rows = []
+    for p, point in enumerate(points):
+        values = " | ".join(yaml_value(point.values[k]) for k in keys)
+        if p not in stats:
+            rows.append(f"| {point.name} | {values} | | 0/{len(seeds)} |" + " |" * 9)
+            continue
+        s = stats[p]
+        rows.append(
+            f"| {point.name} | {values} | {s.params:,} | {s.n}/{len(seeds)} | {s.final_train_acc.text()} | "
+            f"{s.final_test_acc.text()} | {s.best_test_acc.text()} | {s.gap.text(sign=True)} | {s.verdict} | "
+            f"{s.held}/{s.n} | {s.all_met}/{s.n} | {_against_best(s, stats[top], p == top)} |"
+        )
+    return rows
 
 
 def sweep_markdown(
     title: str, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int], figure: bool
 ) -> str:
-    """A row per grid point: mean ± sd over its completed seeds of the final and best test_acc, params, and how
-    many seeds hold the target; the point with the fewest parameters that holds it on every seed; then the
-    trials that did not complete."""
+    """A row per grid point (_point_rows); the point with the fewest parameters that holds the target on every seed;
+    the torch threads the trials trained with; then the trials that did not complete."""
     keys = list(points[0].values)
     target = points[0].cfg.target
     holds = f"holding {target.test_acc}% in each of the last {target.consistent_epochs} epochs"
@@ -228,35 +302,30 @@ def sweep_markdown(
         "",
         f"`{config}` with {', '.join(f'`{k}`' for k in keys)} varied: {len(points)} points x "
         f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}). Each trial is the run "
-        "folder `<point>/seed_<n>/`; `sweep.csv` has a row per trial. Means and sds are over the completed "
-        "seeds.",
+        "folder `<point>/seed_<n>/`; `sweep.csv` has a row per trial. Accuracies are the final epoch's, as mean "
+        "± sd over the completed seeds (a value alone: one seed); the gap is train - test accuracy and the verdict "
+        "is each run's analysis.md's. *vs best* sets a point's final test accuracy against the best point's: in "
+        f"bold beyond {NOISE_Z:g} combined standard errors, else within seed noise (docs/analysis.md).",
         "",
-        f"| point | {' | '.join(keys)} | params | seeds completed | final test_acc | best test_acc | "
-        f"holds {target.test_acc}% over the last {target.consistent_epochs} epochs | all targets |",
-        "|---|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|---:|",
+        f"| point | {' | '.join(keys)} | params | seeds completed | final train_acc | final test_acc | best test_acc | "
+        f"final gap | verdict | holds {target.test_acc}% over the last {target.consistent_epochs} epochs | "
+        "all targets | vs best |",
+        "|---|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        *_point_rows(points, ends, seeds),
     ]
     unfinished, holding = [], []  # holding: (params, point) of the points that hold the target on every seed
     for p, point in enumerate(points):
-        point_ends = [ends[(p, s)] for s in range(len(seeds)) if (p, s) in ends]
-        unfinished += [e for e in point_ends if e.status != "completed"]
-        done = _completed(point_ends)
+        point_ends = _point_ends(ends, p, seeds)
+        unfinished += [e for e in point_ends.values() if e.status != "completed"]
+        done = list(_completed(point_ends).values())
         if len(done) == len(seeds) and all(o.consistent for o in done):
             holding.append((done[0].params, point.name))
-        values = " | ".join(yaml_value(point.values[k]) for k in keys)
-        if not done:
-            lines.append(f"| {point.name} | {values} | | 0/{len(seeds)} | | | | |")
-            continue
-        final, best = stat([o.final_test_acc for o in done]), stat([o.best_test_acc for o in done])
-        lines.append(
-            f"| {point.name} | {values} | {done[0].params:,} | {len(done)}/{len(seeds)} | "
-            f"{final.mean:.2f} ± {final.sd:.2f} | {best.mean:.2f} ± {best.sd:.2f} | "
-            f"{sum(o.consistent for o in done)}/{len(done)} | {sum(o.all_met for o in done)}/{len(done)} |"
-        )
     if holding:
         params, name = min(holding)
         lines += ["", f"Fewest parameters {holds} on every seed: {name} ({params:,} params)."]
     elif len(ends) == len(points) * len(seeds):
         lines += ["", f"No point {holds} on every seed."]
+    lines += _threads_line(ends)
     missing = len(points) * len(seeds) - len(ends)
     if unfinished or missing:
         lines += [
@@ -278,7 +347,7 @@ def write_tables(
     """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
     figure = []
     for p, point in enumerate(points):
-        done = _completed([ends[(p, s)] for s in range(len(seeds)) if (p, s) in ends])
+        done = list(_completed(_point_ends(ends, p, seeds)).values())
         if done:
             figure.append(
                 plots.SweepPoint(
@@ -465,12 +534,7 @@ def run_sweep(
             plan.sweep_dir.mkdir(parents=True, exist_ok=True)
         else:
             prepare_run_dir(plan.sweep_dir, overwrite, resume=False)  # --overwrite: the earlier sweep goes now
-        echo(
-            f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
-            f"{len(plan.points) * len(plan.seeds)} trials"
-            + (f", {len(plan.ends)} already complete" if plan.ends else "")
-            + f"; {len(plan.trials)} to train {how}"
-        )
+        echo(_first_line(name, plan, how))
         write_tables(plan.sweep_dir, config, plan.points, plan.ends, plan.seeds)  # the reused trials, if any
         try:
             run_trials(
@@ -490,6 +554,21 @@ def run_sweep(
                 "command with --resume to finish it"
             )
             raise
+    return _result(plan, echo)
+
+
+def _first_line(name: str, plan: SweepPlan, how: str) -> str:
+    """What the sweep is about to do: its trials, those already complete, and where the rest train."""
+    return (
+        f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
+        f"{len(plan.points) * len(plan.seeds)} trials"
+        + (f", {len(plan.ends)} already complete" if plan.ends else "")
+        + f"; {len(plan.trials)} to train {how}"
+    )
+
+
+def _result(plan: SweepPlan, echo: Echo) -> SweepResult:
+    """How the sweep ended, said in its last lines."""
     result = SweepResult(
         plan.sweep_dir, [plan.ends[key] for key in sorted(plan.ends)], len(plan.points) * len(plan.seeds)
     )
