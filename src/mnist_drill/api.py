@@ -53,40 +53,20 @@ class Run:
     def _value(self, name: str):
         if not self.seeds:
             return getattr(self.outcome, name) if self.outcome else None
-        stats = self.stats
-        return getattr(stats, name).mean if stats else None
+        value = getattr(self.stats, name, None)
+        return getattr(value, "mean", value)  # a Stat's mean over the seeds; params and verdict as they are
 
-    @property
-    def params(self) -> int | None:
-        return self.outcome.params if self.outcome else (self.stats.params if self.seeds and self.stats else None)
+    params = property(lambda self: self._value("params"), doc="Parameters of the model (int).")
+    best_test_acc = property(lambda self: self._value("best_test_acc"), doc="Best test accuracy of any epoch, %.")
+    final_test_acc = property(lambda self: self._value("final_test_acc"), doc="Test accuracy of the last epoch, %.")
+    final_train_acc = property(lambda self: self._value("final_train_acc"), doc="Train accuracy of the last epoch, %.")
+    gap = property(lambda self: self._value("gap"), doc="Final train minus test accuracy, percentage points.")
+    verdict = property(lambda self: self._value("verdict"), doc="over-fitting | under-fitting | healthy.")
 
     @property
     def epochs(self) -> int:
         """Epochs finished (the fewest over the seeds)."""
         return min((r.outcome.epochs if r.outcome else 0) for r in self._runs())
-
-    @property
-    def best_test_acc(self) -> float | None:
-        return self._value("best_test_acc")
-
-    @property
-    def final_test_acc(self) -> float | None:
-        return self._value("final_test_acc")
-
-    @property
-    def final_train_acc(self) -> float | None:
-        return self._value("final_train_acc")
-
-    @property
-    def gap(self) -> float | None:
-        """Final train minus test accuracy, percentage points."""
-        return self._value("gap")
-
-    @property
-    def verdict(self) -> str | None:
-        if not self.seeds:
-            return self.outcome.verdict if self.outcome else None
-        return self.stats.verdict if self.stats else None
 
     @property
     def targets(self) -> dict[str, bool]:
