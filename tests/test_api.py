@@ -104,6 +104,9 @@ def test_seeds_run_is_the_step_folder_with_a_run_per_seed(tiny_file, tmp_path, d
     assert isinstance(r.model(seed=2), torch.nn.Module)
     with pytest.raises(UsageError, match="no seed 7"):
         r.model(seed=7)
+    side_by_side = mnist_drill.compare(*r.seeds, out=tmp_path / "compare")
+    assert "seed_1" in side_by_side.text and "seed_2" in side_by_side.text
+    assert (tmp_path / "compare" / "compare.md").is_file() and (tmp_path / "compare" / "compare.png").is_file()
 
 
 def test_sweep_of_two_points(tiny_file, tmp_path, data_dir):

@@ -1,14 +1,14 @@
 """mnist-drill: a staged CNN design drill on MNIST.
 
-From Python (a notebook): `mnist_drill.run("step3", overrides={"model.dropout": 0.05})`, `mnist_drill.load_run(path)`,
-`mnist_drill.sweep(...)` and the `Run` they return live in mnist_drill.api, imported on first use so that
+From Python (a notebook): `mnist_drill.run("step3", overrides={"model.dropout": 0.05})`, `load_run(path)`,
+`sweep(...)`, `compare(...)` and the `Run` they return live in mnist_drill.api, imported on first use so that
 `import mnist_drill` (and the CLI's `--version`) does not import torch.
 """
 
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["Run", "Sweep", "load_run", "run", "sweep"]
+__all__ = ["Comparison", "Run", "Sweep", "compare", "load_run", "run", "sweep"]
 
 
 def __getattr__(name: str):

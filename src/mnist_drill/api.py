@@ -9,6 +9,7 @@ taken from what the runner reports, never rebuilt here. Errors are the CLI's one
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from .config.schema import Config, yaml_value
 from .errors import ConfigError, UsageError
 from .reporting import analysis
 from .runs.folder import outcome as assess
-from .runs.steps import run_steps
+from .runs.steps import compare_runs, run_steps
 from .storage.files import DEFAULT_OUT, read_metrics, read_run_json
 
 FIGURES = ("curves.png", "misclassified.png")
@@ -103,13 +104,19 @@ class Run:
     def __repr__(self) -> str:
         seeds = f", seeds {','.join(str(r.config.train.seed) for r in self.seeds)}" if self.seeds else ""
         if self.best_test_acc is None:
-            return f"Run({self.config.name}{seeds}, {self.status}, no finished epoch, dir={str(self.dir)!r})"
+            return f"Run({self.config.name}{seeds}, {self.status}, no finished epoch, dir={_shown(self.dir)!r})"
         met = sum(self.targets.values())
         return (
             f"Run({self.config.name}{seeds}, {self.status}, {self.epochs} of {self.config.train.epochs} epochs, "
             f"best {self.best_test_acc:.2f} %, final {self.final_test_acc:.2f} %, gap {self.gap:+.2f}, "
-            f"{self.verdict}, targets {met}/{len(self.targets)}, dir={str(self.dir)!r})"
+            f"{self.verdict}, targets {met}/{len(self.targets)}, dir={_shown(self.dir)!r})"
         )
+
+
+def _shown(path: Path) -> str:
+    """A folder as a repr shows it: relative to the current folder when inside it, else absolute."""
+    relative = os.path.relpath(path.resolve(), Path.cwd().resolve())
+    return str(path.resolve()) if relative.startswith("..") else relative
 
 
 def _display(files: list[Path], none: str) -> None:
@@ -246,7 +253,7 @@ class Sweep:
         _display([f for f in (self.dir / "sweep.md", self.dir / "sweep.png") if f.is_file()], f"{self.dir}: empty")
 
     def __repr__(self) -> str:
-        return f"Sweep({self.dir.name}, {len(self.runs)} trials, dir={str(self.dir)!r})"
+        return f"Sweep({self.dir.name}, {len(self.runs)} trials, dir={_shown(self.dir)!r})"
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -298,3 +305,26 @@ def sweep(
     )
     runs = [load_run(end.run_dir) for end in result.ends if end.run_dir.is_dir()]
     return Sweep(result.sweep_dir, _read_rows(result.sweep_dir / "sweep.csv"), runs)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What `compare` wrote: `text`, the markdown table of the runs' differing config keys and results, in
+    `dir`/compare.md, and their curves overlaid in `dir`/compare.png."""
+
+    dir: Path
+    text: str
+
+    def show(self) -> None:
+        _display([f for f in (self.dir / "compare.md", self.dir / "compare.png") if f.is_file()], f"{self.dir}: empty")
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def compare(*runs: Run | str | Path, out: str | Path | None = None) -> Comparison:
+    """Runs side by side, as `mnist-drill compare` shows them: Runs or run folders (two or more); the files go to
+    `out` (default runs/compare/)."""
+    folder = Path(out if out is not None else Path(DEFAULT_OUT) / "compare")
+    text = compare_runs([r.dir if isinstance(r, Run) else Path(r) for r in runs], folder)
+    return Comparison(folder, text)
