@@ -19,7 +19,7 @@ LAYERS = [
     {"nn", "reporting"},
     {"training"},
     {"runs", "inference", "bench"},
-    {"cli"},
+    {"cli", "api"},  # api: the Python API (run, load_run, sweep), beside the CLI on the same code paths
     {"__main__"},
 ]
 
@@ -99,3 +99,14 @@ def test_config_and_reporting_do_not_load_torch():
     code = f"import sys\nfor m in {names!r}: __import__(m)\nprint('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_import_mnist_drill_is_cheap_and_its_api_lazy():
+    """`import mnist_drill` loads no torch (the CLI's --version, a notebook's first import); its API names load
+    mnist_drill.api on first use."""
+    code = (
+        "import sys, mnist_drill\nprint('torch' in sys.modules)\n"
+        "import mnist_drill.api as api\nprint(mnist_drill.run is api.run and mnist_drill.Run is api.Run)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC)
+    assert out.stdout.split() == ["False", "True"], out.stderr
