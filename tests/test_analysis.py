@@ -977,7 +977,14 @@ def test_a_run_with_set_and_epochs_writes_what_ran_into_its_analysis(tmp_path, d
 
     tiny["train"]["epochs"] = 3
     source = write_config("tiny.yaml", tiny)
-    run_steps([source], tmp_path / "out", str(data_dir), overrides=["model.dropout=0.1", "train.epochs=1"], echo=str)
+    run_steps(
+        [source],
+        tmp_path / "out",
+        str(data_dir),
+        overrides=["model.dropout=0.1", "train.epochs=1"],
+        exact=True,
+        echo=str,
+    )
     text = (tmp_path / "out" / "tiny" / "analysis.md").read_text()
     assert "it sets `model.dropout: 0.0 → 0.1`, `train.epochs: 3 → 1` over its step's file" in text
     assert "- Epochs run: 1 of 3" in text and "Verdict after 1 of 3 epochs, provisional" in text

@@ -20,6 +20,7 @@ from .config.loader import find_config, load_config
 from .config.schema import Config, yaml_value
 from .errors import ConfigError, UsageError
 from .reporting import analysis
+from .runs.folder import ATTEMPT
 from .runs.folder import outcome as assess
 from .runs.steps import compare_runs, run_steps
 from .storage.files import DEFAULT_OUT, read_metrics, read_run_json
@@ -326,5 +327,8 @@ def compare(*runs: Run | str | Path, out: str | Path | None = None) -> Compariso
     """Runs side by side, as `mnist-drill compare` shows them: Runs or run folders (two or more); the files go to
     `out` (default runs/compare/)."""
     folder = Path(out if out is not None else Path(DEFAULT_OUT) / "compare")
-    text = compare_runs([r.dir if isinstance(r, Run) else Path(r) for r in runs], folder)
+    paths = [r.dir if isinstance(r, Run) else Path(r) for r in runs]
+    labels = [f"{p.parent.name}/{p.name}" if p.name.startswith(ATTEMPT) else p.name for p in paths]
+    labels = [str(p) if labels.count(label) > 1 else label for p, label in zip(paths, labels)]
+    text = compare_runs(dict(zip(labels, paths)), folder)
     return Comparison(folder, text)
