@@ -4,7 +4,7 @@ overlays every run (each run folder is one TensorBoard run, named by its path un
 Needs the `tensorboard` extra; without the package a run writes no events and says nothing. The event file sits
 in the run folder itself, beside metrics.csv, whose rows it mirrors as written there (6 significant digits): per
 epoch (the step) the scalars train_loss, train_acc, test_loss, test_acc and lr, and as the run ends best_test_acc
-and final_test_acc, the metrics of its hparams (the resolved config's flattened keys but the descriptive change,
+and final_test_acc, to compare its hparams by (the resolved config's flattened keys, but the descriptive change,
 reason and expect). A --resume writes the stream afresh from the rows finished so far, so no epoch appears twice
 and none is missing. Writing events is best effort: a failure stops the events, never the run (metrics.csv is
 the record).
@@ -86,9 +86,9 @@ def open_board(run_dir: Path, cfg: Config, rows: list[dict]) -> Board:
         for old in run_dir.glob(EVENTS_GLOB):
             old.unlink()
         writer = SummaryWriter(log_dir=str(run_dir))
-        experiment, start, _ = hparams_summary(hparams(cfg), dict.fromkeys(METRICS, 0.0))
-        writer.file_writer.add_summary(experiment)
-        writer.file_writer.add_summary(start)
+        # The session's hparams only: TensorBoard then builds the HParams table from every run's (the union of
+        # their keys, their scalars as metrics); a run's own experiment summary would be the table of them all.
+        writer.file_writer.add_summary(hparams_summary(hparams(cfg), dict.fromkeys(METRICS, 0.0))[1])
     except OSError:
         return Board()
     board = Board(writer)
