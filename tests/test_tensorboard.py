@@ -111,7 +111,9 @@ def test_a_resumed_run_continues_its_events_with_each_epoch_once(monkeypatch, tm
 
 
 def test_without_tensorboard_a_run_writes_no_events_and_says_nothing_of_it(monkeypatch, tmp_path, data_dir):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` raises ImportError
+    for name in [m for m in sys.modules if m.startswith(("tensorboard", "torch.utils.tensorboard"))]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import` raises ImportError, as without the package
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
     lines = []
     assert run_step(tiny(tmp_path, epochs=1), tmp_path / "run", str(data_dir), echo=lines.append).status == "completed"
     assert not list((tmp_path / "run").glob("*tfevents*"))

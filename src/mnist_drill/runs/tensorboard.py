@@ -12,7 +12,7 @@ the record).
 
 from __future__ import annotations
 
-import contextlib
+import time
 from pathlib import Path
 
 from ..config.schema import DESCRIPTIVE_KEYS, Config, flatten, to_dict, yaml_value
@@ -36,62 +36,61 @@ def hparams(cfg: Config) -> dict[str, float | int | str | bool]:
 
 
 class Board:
-    """The run's event writer; every method does nothing once writing failed or without the package."""
+    """The run's event file, written in this thread (TensorBoard's own writers write from a thread of theirs, whose
+    failures print a traceback); every method does nothing once writing failed or without the package."""
 
-    def __init__(self, writer=None):
-        self._writer = writer
+    def __init__(self, path: Path | None = None, tensorboard: tuple = (None, None, None)):
+        self._path = path
+        self._event, self._summary, self._record = tensorboard  # TensorBoard's Event, Summary and RecordWriter
+
+    def write(self, step: int, summary=None, **event) -> None:
+        """One event (a summary at `step`, or the `event` fields), appended as a TFRecord and flushed, so a
+        TensorBoard watching the run shows it now."""
+        if self._path is None:
+            return
+        data = self._event(wall_time=time.time(), step=step, summary=summary, **event).SerializeToString()
+        try:
+            with open(self._path, "ab") as f:
+                self._record(f).write(data)
+        except OSError:  # a full disk, a lost folder: metrics.csv reports it, the events just stop
+            self._path = None
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self._path is not None:
+            self.write(
+                step, self._summary(value=[self._summary.Value(tag=k, simple_value=v) for k, v in values.items()])
+            )
 
     def epoch(self, row: dict) -> None:
-        """One finished epoch's metrics.csv row, flushed so a TensorBoard watching the run shows it now."""
-
-        def write(writer) -> None:
-            for tag in SCALARS:
-                writer.add_scalar(tag, as_written(row[tag]), row["epoch"])
-            writer.flush()
-
-        self._write(write)
+        """One finished epoch's metrics.csv row."""
+        self.scalars(row["epoch"], {tag: as_written(row[tag]) for tag in SCALARS})
 
     def close(self, result: Outcome | None) -> None:
-        """The hparams' metrics (when an epoch finished), then the file closed."""
-
-        def write(writer) -> None:
-            if result is not None:
-                for metric in METRICS:
-                    writer.add_scalar(metric, as_written(getattr(result, metric)), result.epochs)
-            writer.close()
-
-        self._write(write)
-        self._writer = None
-
-    def _write(self, call) -> None:
-        if self._writer is None:
-            return
-        try:
-            call(self._writer)
-        except OSError:  # a full disk, a lost folder: metrics.csv reports it, the events just stop
-            with contextlib.suppress(OSError):
-                self._writer.close()
-            self._writer = None
+        """The metrics to compare the hparams by, when an epoch finished."""
+        if result is not None:
+            self.scalars(result.epochs, {metric: as_written(getattr(result, metric)) for metric in METRICS})
 
 
 def open_board(run_dir: Path, cfg: Config, rows: list[dict]) -> Board:
     """The run's Board, its hparams written and the epochs in `rows` (those finished before a --resume) replayed
     into a new event file in place of the old ones; a Board that writes nothing without the package."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.record_writer import RecordWriter
         from torch.utils.tensorboard.summary import hparams as hparams_summary
     except ImportError:  # the tensorboard extra is not installed
         return Board()
     try:
         for old in run_dir.glob(EVENTS_GLOB):
             old.unlink()
-        writer = SummaryWriter(log_dir=str(run_dir))
-        # The session's hparams only: TensorBoard then builds the HParams table from every run's (the union of
-        # their keys, their scalars as metrics); a run's own experiment summary would be the table of them all.
-        writer.file_writer.add_summary(hparams_summary(hparams(cfg), dict.fromkeys(METRICS, 0.0))[1])
     except OSError:
         return Board()
-    board = Board(writer)
+    board = Board(run_dir / f"events.out.tfevents.{int(time.time()):010d}.mnist-drill", (Event, Summary, RecordWriter))
+    board.write(0, file_version="brain.Event:2")
+    # The session's hparams only: TensorBoard then builds the HParams table from every run's (the union of
+    # their keys, their scalars as metrics); a run's own experiment summary would be the table of them all.
+    board.write(0, hparams_summary(hparams(cfg), dict.fromkeys(METRICS, 0.0))[1])
     for row in rows:
         board.epoch(row)
     return board
