@@ -265,7 +265,7 @@ E2E_FILES = [
     "model.pt",
     "run.json",
     "train.log",
-    "events.out.tfevents",  # TensorBoard's; its name goes on with its time, host and process
+    "events.out.tfevents",  # TensorBoard's; its name goes on with the time it was started
 ]
 
 
