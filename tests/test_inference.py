@@ -16,13 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
+from mnist_drill.cli import COMMANDS, build_parser
+from mnist_drill.config.loader import load_config
 from mnist_drill.errors import UsageError
 from mnist_drill.inference import prepare_digit, read_image
 from mnist_drill.reporting import plots
+from mnist_drill.runs.run import run_step
 from mnist_drill.storage.files import read_metrics
 from mnist_drill.training.data import load_split
 
-from helpers import REPO_ROOT, error_line, run_cli
+from helpers import REPO_ROOT, error_line, run_cli, tiny_config, write_yaml
 
 REFERENCE = REPO_ROOT / "results" / "drill" / "step7_lr_scheduler" / "seed_1"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -324,3 +327,41 @@ def test_the_confusion_plot_is_written_with_or_without_mistakes(tmp_path, mistak
     plots.confusion_matrix(counts, tmp_path / "confusion.png", "step")
     assert (tmp_path / "confusion.png").read_bytes()[:8] == PNG
     assert [p.name for p in tmp_path.iterdir()] == ["confusion.png"]
+
+
+# ---------------------------------------------------------------- eval --full, in-process
+
+
+@pytest.fixture(scope="module")
+def subset_run(tmp_path_factory, data_dir) -> Path:
+    """A tiny run trained and tested on subsets (data.test_subset: 256)."""
+    tmp = tmp_path_factory.mktemp("subset_run")
+    cfg = load_config(write_yaml(tmp, "tiny.yaml", tiny_config()))
+    assert cfg.data.test_subset == 256
+    assert run_step(cfg, tmp / "run", str(data_dir), echo=lambda line: None).status == "completed"
+    return tmp / "run"
+
+
+@pytest.mark.parametrize(
+    "flags, images, test_set, which",
+    [
+        ([], 256, "subset", "256 test images (the first 256, data.test_subset as in training; --full scores them all)"),
+        (["--full"], 10_000, "full", "10,000 test images (the full test set)"),
+    ],
+)
+def test_eval_scores_the_test_subset_the_run_was_tested_on_or_with_full_all_of_it(
+    subset_run, data_dir, tmp_path, capsys, flags, images, test_set, which
+):
+    args = build_parser().parse_args(
+        [*map(str, ["eval", subset_run, "--data-dir", data_dir, "--out", tmp_path]), *flags]
+    )
+    assert COMMANDS["eval"](args) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert (report["test_set"], report["images"], sum(c["images"] for c in report["per_class"])) == (
+        test_set,
+        images,
+        images,
+    )
+    assert capsys.readouterr().out.splitlines()[0] == f"tiny: {which} on cpu"
+    if test_set == "subset":  # what the run's last epoch recorded
+        assert round(report["test_acc"], 2) == round(read_metrics(subset_run / "metrics.csv")[-1]["test_acc"], 2)

@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help=f"folder with the MNIST IDX files (default: {LOOKUP_ORDER})")
     p.add_argument("--device", choices=DEVICES, help="device (default: the run's train.device)")
     p.add_argument("--out", help="folder for eval.json and confusion.png (default: runs/eval/<run folder name>/)")
+    p.add_argument("--full", action="store_true", help="score all 10,000 test images, not the run's data.test_subset")
     p = sub.add_parser("predict", help="the digit in each image file (PNG, JPEG, ...), by a run's model.pt")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("images", nargs="+", help="image files, one digit each, any size, dark-on-light or light-on-dark")
@@ -352,7 +353,7 @@ def cmd_bench(args) -> int:
 def cmd_eval(args) -> int:
     from .inference import run_eval
 
-    return run_eval(Path(args.run_dir), args.data_dir, args.device, args.out)
+    return run_eval(Path(args.run_dir), args.data_dir, args.device, args.out, args.full)
 
 
 def cmd_predict(args) -> int:

@@ -61,11 +61,13 @@ def load_run(run_dir: Path, device: str | None = None) -> tuple[Config, torch.nn
 # ---------------------------------------------------------------- eval
 
 
-def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None = None) -> dict:
+def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None = None, full: bool = False) -> dict:
     """Test loss and accuracy, per-class accuracy and the confusion matrix of the run's model on the
-    test set it was tested on while training (data.test_subset; all 10,000 images unless set)."""
+    test set it was tested on while training (data.test_subset; all 10,000 images unless set), or with
+    `full` on all of them; `test_set` says which: "full" or "subset" (the first data.test_subset)."""
     cfg, model, device = load_run(run_dir, device)
-    test = to_device(_test_split(resolve_dir(data_dir, cfg.data.dir), cfg.data.test_subset), device)
+    subset = None if full else cfg.data.test_subset
+    test = to_device(_test_split(resolve_dir(data_dir, cfg.data.dir), subset), device)
     result = evaluate(model, test, cfg, device)
     n = cfg.model.num_classes
     confusion = torch.bincount(test.labels * n + result.predictions, minlength=n * n).reshape(n, n).cpu()
@@ -73,6 +75,7 @@ def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None 
         "run": str(run_dir),
         "config": cfg.name,
         "device": str(device),
+        "test_set": "full" if subset is None else "subset",
         "images": len(test),
         "test_loss": result.loss,
         "test_acc": result.acc,
@@ -98,8 +101,13 @@ def _test_split(root: Path, subset: int | None) -> Split:
 
 def eval_text(report: dict) -> str:
     """What `eval` prints: the totals, one row per digit, and the most frequent mistakes."""
+    which = (
+        "the full test set"
+        if report["test_set"] == "full"
+        else f"the first {report['images']:,}, data.test_subset as in training; --full scores them all"
+    )
     lines = [
-        f"{report['config']}: {report['images']:,} test images on {report['device']}",
+        f"{report['config']}: {report['images']:,} test images ({which}) on {report['device']}",
         f"test_acc {report['test_acc']:.2f} %  test_loss {report['test_loss']:.4f}",
         "digit  images  correct   acc %",
     ]
@@ -118,16 +126,18 @@ def eval_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run_eval(run_dir: Path, data_dir: str | None, device: str | None, out: str | None) -> int:
-    """`mnist-drill eval`: print the report; write eval.json and confusion.png under `out`."""
-    report = evaluate_run(run_dir, data_dir, device)
+def run_eval(run_dir: Path, data_dir: str | None, device: str | None, out: str | None, full: bool = False) -> int:
+    """`mnist-drill eval`: print the report; write eval.json and confusion.png under `out`. `full`: score all
+    the test images, also for a run tested on data.test_subset (`eval --full`)."""
+    report = evaluate_run(run_dir, data_dir, device, full)
     run = run_dir.resolve()
     name = f"{run.parent.name}_{run.name}" if run.name.startswith("seed_") else run.name  # step7_..._seed_1
     folder = Path(out) if out else Path(DEFAULT_OUT) / "eval" / name
     print(eval_text(report))
     try:
         write_json(folder / "eval.json", report)
-        plots.confusion_matrix(report["confusion"], folder / "confusion.png", f"{report['config']}: test set")
+        title = f"{report['config']}: {report['images']:,} test images"
+        plots.confusion_matrix(report["confusion"], folder / "confusion.png", title)
     except OSError as err:
         raise StorageError(f"{folder}: cannot write the eval outputs ({err.strerror or err}); pass --out DIR") from None
     print(f"wrote {folder / 'eval.json'} and {folder / 'confusion.png'}")

@@ -42,6 +42,7 @@ from ..training.data import resolve_dir
 from ..training.loop import METRIC_COLUMNS, NonFiniteLoss, Training, evaluate, run_epoch, setup
 from ..training.runtime import device_name, torch_threads
 from .folder import differing_keys, outcome, prepare_run_dir, run_again, run_analysis
+from .tensorboard import open_board
 
 
 @dataclass(frozen=True)
@@ -168,10 +169,11 @@ def run_step(
     t0 = time.perf_counter()
     info = dict(provenance())  # now: the code that trains, not what the checkout holds when it ends
     rows, threads = _start(cfg, run_dir, t, resume, log)
+    board = open_board(run_dir, cfg, rows)  # TensorBoard's copy of metrics.csv, with the extra installed
     start_epoch = len(rows) + 1
     threads = threads or torch.get_num_threads()  # recorded in run.json, for a --resume to continue with
     with torch_threads(threads):
-        status, exit_code, note, last_eval, fault = _train(cfg, run_dir, t, rows, log)
+        status, exit_code, note, last_eval, fault = _train(cfg, run_dir, t, rows, log, board.epoch)
 
     def attempt(write: Callable, *args):
         """A write after a fault is best effort: the full disk (or memory) that stopped training may
@@ -184,6 +186,7 @@ def run_step(
     if note:
         attempt(log, f"{cfg.name}: {note}")
     result = outcome(cfg, rows) if rows else None
+    board.close(result)
     wrong = None
     if rows:
         attempt(plots.curves, rows, run_dir / "curves.png", cfg.name, cfg.target.test_acc)
@@ -258,8 +261,9 @@ def _threads_to_resume_with(run_dir: Path, device, log: Echo) -> int | None:
     return None
 
 
-def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo):
-    """Train the remaining epochs, appending each finished one to `rows` (its row and checkpoint on disk first).
+def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo, finished: Callable[[dict], None]):
+    """Train the remaining epochs, appending each finished one to `rows` (its row and checkpoint on disk first)
+    and handing its row to `finished`.
     Returns (status, exit code, note, the last epoch's evaluation, the storage or memory fault that stopped it)."""
     status, exit_code, note, last_eval, fault = "completed", 0, "", None, None
     try:
@@ -269,6 +273,7 @@ def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo)
             save_checkpoint(run_dir, epoch, t.model, t.optimizer, t.scheduler, t.device)
             rows.append(row)  # finished: its row and its checkpoint are on disk
             log(epoch_line(row, cfg.train.epochs))
+            finished(row)
     except (KeyboardInterrupt, Terminated) as err:
         exit_code = EXIT_SIGINT if isinstance(err, KeyboardInterrupt) else EXIT_SIGTERM
         status = "interrupted"

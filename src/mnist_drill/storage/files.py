@@ -122,12 +122,21 @@ def append_line(path: Path, line: str) -> None:
         raise storage_error(path, err) from None
 
 
+def _metric_text(value):
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def as_written(value: float | int) -> float | int:
+    """A metric as metrics.csv holds it (6 significant digits), as read back: what every copy of it shows."""
+    return float(_metric_text(value)) if isinstance(value, float) else value
+
+
 def write_metrics(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: _metric_text(v) for k, v in row.items()})
     write_text(path, buf.getvalue())
 
 
