@@ -50,6 +50,11 @@ FRONTIER_SWEEPS = {
         ["train.label_smoothing=0.05,0.1"],
         ["model.blocks[1].out=32", "model.blocks[2].out=8"],
     ),
+    "frontier_translate": (
+        "configs/frontier_sepconv_early.yaml",
+        ["augment.translate=0.05,0.1"],
+        ["model.blocks[1].out=32", "model.blocks[2].out=8"],
+    ),
 }
 SWEEPS = RESULTS / "frontier_sweep"
 
