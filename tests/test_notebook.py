@@ -49,6 +49,9 @@ def test_drill_notebook_runs_the_loop_on_a_small_subset(tmp_path, monkeypatch, d
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # curves, misclassified, compare, own plot
     runs = sorted(p.parent for p in (tmp_path / "runs").rglob("config.yaml"))
-    assert [p.name for p in runs] == ["step3_dropout", "step3_dropout_changed"]
+    assert [p.relative_to(tmp_path / "runs").as_posix() for p in runs] == [
+        "step3_dropout/attempt_1",
+        "step3_dropout/attempt_2",
+    ]
     assert all(len(read_metrics(p / "metrics.csv")) == 2 for p in runs)  # its small setting: 2 epochs
     assert subprocess.run(git, capture_output=True, text=True, check=True).stdout == before
