@@ -415,7 +415,7 @@ def _fewer_rows(path: Path) -> None:
 
 
 # name -> (the run to damage: resumable | finished, the file, how, fragments of the error line). More kinds of
-# damage to run.json, metrics.csv and config.yaml are read in-process: test_outputs.py, test_config.py.
+# damage to run.json, metrics.csv and config.yaml are read in-process: test_files.py, test_config.py.
 DAMAGE = {
     "truncated checkpoint": ("resumable", "checkpoint.pt", _truncate, ["checkpoint.pt: damaged or not a PyTorch file"]),
     "foreign checkpoint": (
