@@ -988,3 +988,24 @@ def test_a_run_with_set_and_epochs_writes_what_ran_into_its_analysis(tmp_path, d
     text = (tmp_path / "out" / "tiny" / "analysis.md").read_text()
     assert "it sets `model.dropout: 0.0 → 0.1`, `train.epochs: 3 → 1` over its step's file" in text
     assert "- Epochs run: 1 of 3" in text and "Verdict after 1 of 3 epochs, provisional" in text
+
+
+@pytest.mark.parametrize(
+    "change, dropout, flagged",
+    [
+        ("dropout 0.02 after every conv", 0.02, False),
+        ("dropout 0.02 after every conv", 0.13, True),  # the file was edited, its text was not
+        ("more dropout", 0.13, False),  # no value named: nothing to check
+        ("dropout 0.02 on 24x24 maps", 0.02, False),
+    ],
+)
+def test_a_change_text_naming_a_value_that_did_not_run_is_flagged(change, dropout, flagged):
+    from mnist_drill.reporting.markdown import change_lines
+
+    before = Config(name="step2_bn")
+    after = dataclasses.replace(
+        before, name="step3", change=change, model=dataclasses.replace(before.model, dropout=dropout)
+    )
+    lines = change_lines(after, (before, {}))
+    assert any("may not describe this run" in line for line in lines) == flagged
+    assert f"`model.dropout: 0.0 → {dropout}`" in lines[0]

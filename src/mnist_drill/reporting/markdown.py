@@ -8,6 +8,9 @@ metrics rows as {seed: rows} where the curves should be read.
 
 from __future__ import annotations
 
+import contextlib
+import re
+
 from ..config.schema import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, config_changes, flatten, to_dict
 from ..reporting.analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
 from ..reporting.comparison import Comparison, compare_steps, first_target_text
@@ -39,6 +42,20 @@ def _key(line: str) -> str:
     return line.split(": ", 1)[0]
 
 
+_DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")  # 0.02 in "dropout 0.02 after every conv"; not 24x24
+
+
+def _values_not_run(text: str, ran: list[str]) -> str:
+    """The decimal values `change:` names that none of the changed settings took (an edited file whose text
+    was not), e.g. '0.02' when model.dropout ran at 0.13; '' when they agree or there is nothing to check."""
+    named = {float(n) for n in _DECIMAL.findall(text)}
+    took = set()
+    for line in ran:
+        with contextlib.suppress(ValueError):
+            took.add(float(line.rsplit("→", 1)[-1]))
+    return ", ".join(f"{n:g}" for n in sorted(named - took)) if named and took and not named & took else ""
+
+
 def _code(lines: list[str]) -> str:
     return ", ".join(f"`{line}`" for line in lines)
 
@@ -55,6 +72,8 @@ def change_lines(cfg: Config, previous: Previous, written: Config | None = None)
         what = _code(ran) if ran else "none (the two configs train alike)"
         lines = [f"Change from the step before ({previous[0].name}), as run: {what}; {said}."]
         touched = {_key(line) for line in ran}
+        if unsaid := _values_not_run(cfg.change, ran):
+            lines.append(f"**`change:` may not describe this run**: it names {unsaid}, which no changed setting has.")
     overridden = _changes(written, cfg) if written is not None else []
     if overridden:
         if touched is None or touched & {_key(line) for line in overridden}:
