@@ -123,3 +123,18 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 def tiny_config() -> dict:
     """A fresh copy of the tiny test config (a mapping), to modify and write."""
     return copy.deepcopy(TINY)
+
+
+def ctrl_c_at_epoch(epoch: int):
+    """runs.run's epoch function, but a Ctrl-C as epoch `epoch` starts (the epochs before it finish and are saved):
+    `monkeypatch.setattr(run, "run_epoch", ctrl_c_at_epoch(2))`, and `monkeypatch.undo()` to train on."""
+    from mnist_drill.runs import run
+
+    real = run.run_epoch
+
+    def interrupted(*args):
+        if args[6] == epoch:  # run_epoch(model, train, test, optimizer, scheduler, cfg, epoch, device)
+            raise KeyboardInterrupt
+        return real(*args)
+
+    return interrupted

@@ -19,7 +19,7 @@ from mnist_drill.inference import evaluate_run
 from mnist_drill.runs import run as runner
 from mnist_drill.runs.run import run_step
 
-from helpers import run_cli
+from helpers import ctrl_c_at_epoch, run_cli
 
 pytestmark = [
     pytest.mark.gpu,
@@ -68,16 +68,9 @@ def test_an_interrupted_cuda_run_resumes_to_the_numbers_of_an_uninterrupted_one(
 ):
     cfg = cuda_cfg()
     run_step(cfg, tmp_path / "whole", str(data_dir), echo=quiet)
-    real_epoch = runner.run_epoch
-
-    def stop_at_epoch_2(*args):
-        if args[6] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args)
-
-    monkeypatch.setattr(runner, "run_epoch", stop_at_epoch_2)
+    monkeypatch.setattr(runner, "run_epoch", ctrl_c_at_epoch(2))
     assert run_step(cfg, tmp_path / "cut", str(data_dir), echo=quiet).status == "interrupted"
-    monkeypatch.setattr(runner, "run_epoch", real_epoch)
+    monkeypatch.undo()
     assert run_step(cfg, tmp_path / "cut", str(data_dir), resume=True, echo=quiet).status == "completed"
     assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
     assert same_weights(tmp_path / "cut", tmp_path / "whole")

@@ -16,7 +16,7 @@ from mnist_drill.runs import run as runner
 from mnist_drill.runs.run import run_step
 from mnist_drill.storage.files import read_metrics
 
-from helpers import tiny_config, write_yaml
+from helpers import ctrl_c_at_epoch, tiny_config, write_yaml
 
 SCALARS = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]
 
@@ -92,17 +92,10 @@ def test_the_hparams_are_the_config_keys_that_train_with_best_and_final_test_acc
 
 def test_a_resumed_run_continues_its_events_with_each_epoch_once(monkeypatch, tmp_path, data_dir):
     cfg = tiny(tmp_path, epochs=3)
-    real_epoch = runner.run_epoch
-
-    def stop_at_epoch_3(*args):
-        if args[6] == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args)
-
-    monkeypatch.setattr(runner, "run_epoch", stop_at_epoch_3)
+    monkeypatch.setattr(runner, "run_epoch", ctrl_c_at_epoch(3))
     assert run_step(cfg, tmp_path / "run", str(data_dir), echo=quiet).status == "interrupted"
     assert [step for step, _ in scalars(read_events(tmp_path / "run"), "test_acc")] == [1, 2]
-    monkeypatch.setattr(runner, "run_epoch", real_epoch)
+    monkeypatch.undo()
     assert run_step(cfg, tmp_path / "run", str(data_dir), resume=True, echo=quiet).status == "completed"
     events, rows = read_events(tmp_path / "run"), read_metrics(tmp_path / "run" / "metrics.csv")
     for tag in SCALARS:
