@@ -88,7 +88,7 @@ def results(tmp_path_factory, data_dir):
         # a missing file would be downloaded: send any download to a closed local port
         offline = {k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
         calls[f"data: {name}"] = (
-            ["run", tiny, "--data-dir", folder, "--out", tmp / f"out_{name.replace(' ', '--exact', '_')}"],
+            ["run", tiny, "--data-dir", folder, "--out", tmp / f"out_{name.replace(' ', '_')}", "--exact"],
             offline,
         )
     calls["set: unknown key"] = ["show", tiny, "--set", "model.dropotu=0.1"]
