@@ -32,7 +32,7 @@ FRONTIER_TRIALS = {
 }
 
 # The frontier sweeps (results/frontier_sweep/): folder -> (config, --vary arguments, --set arguments); every one
-# ran with --seeds 1,2,3 --device cpu.
+# ran with --seeds 1,2,3 --device cpu, but those in OTHER_SEEDS.
 FRONTIER_SWEEPS = {
     "frontier_pareto": (
         "configs/frontier_6k.yaml",
@@ -55,7 +55,13 @@ FRONTIER_SWEEPS = {
         ["augment.translate=0.05,0.1"],
         ["model.blocks[1].out=32", "model.blocks[2].out=8"],
     ),
+    "frontier_translate_seeds_4_5": (
+        "configs/frontier_sepconv_early.yaml",
+        ["augment.translate=0.05,0.1"],
+        ["model.blocks[1].out=32", "model.blocks[2].out=8"],
+    ),
 }
+OTHER_SEEDS = {"frontier_translate_seeds_4_5": "4,5"}  # the translate points on seeds they were not chosen on
 SWEEPS = RESULTS / "frontier_sweep"
 
 
@@ -80,9 +86,10 @@ def test_every_frontier_trial_is_a_committed_config_and_its_sets(folder):
 def test_every_committed_sweep_is_listed_with_its_command():
     assert {p.name for p in SWEEPS.iterdir() if p.is_dir()} == set(FRONTIER_SWEEPS)
     readme = (SWEEPS / "README.md").read_text()
-    for config, varies, sets in FRONTIER_SWEEPS.values():
+    for sweep, (config, varies, sets) in FRONTIER_SWEEPS.items():
         arguments = [f"--vary '{v}'" for v in varies] + [f"--set '{s}'" for s in sets]
-        assert f"mnist-drill sweep {config} {' '.join(arguments)} --seeds 1,2,3" in readme
+        seeds = OTHER_SEEDS.get(sweep, "1,2,3")
+        assert f"mnist-drill sweep {config} {' '.join(arguments)} --seeds {seeds}" in readme, sweep
 
 
 @pytest.mark.parametrize("sweep", sorted(FRONTIER_SWEEPS))
@@ -92,7 +99,7 @@ def test_every_trial_of_a_committed_sweep_is_its_point_of_the_grid(sweep):
     assert sorted(p.name for p in (SWEEPS / sweep).iterdir() if p.is_dir()) == sorted(p.name for p in points)
     for point in points:
         runs = sorted((SWEEPS / sweep / point.name).glob("seed_*"))
-        assert [r.name for r in runs] == ["seed_1", "seed_2", "seed_3"]
+        assert [r.name for r in runs] == [f"seed_{n}" for n in OTHER_SEEDS.get(sweep, "1,2,3").split(",")]
         for run in runs:
             cfg = with_seed(point.cfg, int(run.name.removeprefix("seed_")))
             assert trains_alike(read_saved_config(run / "config.yaml"), cfg), f"{run} is not point {point.name}"
