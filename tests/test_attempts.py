@@ -77,6 +77,7 @@ def test_runs_lists_every_attempt_newest_first_with_what_differs(tmp_path, steps
         "attempt_2"
     ]
     assert list_runs(out, tmp_path / "configs", step="step0") == []
+    assert list_runs(tmp_path / "no_runs_yet") == []
 
 
 def test_compare_takes_a_step_name_for_all_its_attempts(tmp_path, steps, data_dir):

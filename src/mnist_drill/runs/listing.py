@@ -110,7 +110,7 @@ def list_runs(root: Path, configs: Path = Path("configs"), step: str | None = No
     """Every run under `root`, newest first; `step` keeps the runs of steps whose name starts with it, each
     `where` ('key=value', a dotted config key) the runs whose resolved config has that value."""
     if not root.is_dir():
-        raise UsageError(f"{root}: no such folder")
+        return []  # no run yet (runs/ appears with the first), said as such
     wanted = [_split(w) for w in where]
     units = {d.parent.parent if d.parent.name.startswith("seed_") else d.parent for d in root.rglob("config.yaml")}
     lines = [line for unit in units if (line := read_line(unit, configs)) is not None]
