@@ -16,9 +16,10 @@ from pathlib import Path
 from ..config.loader import find_config, load_config
 from ..config.schema import Config, config_changes, flatten, to_dict, yaml_value
 from ..errors import DrillError, UsageError
-from ..storage.files import read_metrics, read_run_json
+from ..storage.files import read_run_json
 from ..storage.lock import LOCK_NAME, lock_holder
-from .folder import ATTEMPT, outcome
+from .folder import ATTEMPT
+from .steps import read_step
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,12 @@ def read_line(unit: Path, configs: Path) -> RunLine | None:
         step, attempt = unit.name, f"{unit.parent.parent.name}/{unit.parent.name}"
     else:  # an --exact folder
         step, attempt = unit.name, ""
-    cfg = load_config(run_dirs[0] / "config.yaml")
-    outcomes, seeds = [], []
-    for d in run_dirs:
-        seeds.append(load_config(d / "config.yaml").train.seed if d is not run_dirs[0] else cfg.train.seed)
-        try:
-            rows = read_metrics(d / "metrics.csv")
-        except (OSError, DrillError):
-            rows = []
-        if rows:
-            outcomes.append(outcome(cfg, rows))
+    try:  # the finished epochs, read as `compare` reads them
+        found = read_step(unit)
+        cfg, outcomes = found.cfg, list(found.outcomes.values())
+    except DrillError:  # no epoch finished yet
+        cfg, outcomes = load_config(run_dirs[0] / "config.yaml"), []
+    seeds = [load_config(d / "config.yaml").train.seed for d in run_dirs]
     info = read_run_json(run_dirs[0] / "run.json") or {}
 
     def mean(values):
