@@ -294,21 +294,57 @@ def sweep_markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_tables(
-    sweep_dir: Path, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]
-) -> None:
-    """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
-    figure = [
-        plots.SweepPoint(
-            point.values, done[0].params, [o.final_test_acc for o in done], sum(o.consistent for o in done)
-        )
-        for p, point in enumerate(points)
-        if (done := list(_completed(ends, p, seeds).values()))
-    ]
-    if figure:
-        plots.sweep(figure, sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
-    write_text(sweep_dir / "sweep.csv", sweep_csv(points, ends, seeds))
-    write_text(sweep_dir / "sweep.md", sweep_markdown(sweep_dir.name, config, points, ends, seeds, bool(figure)))
+@dataclass
+class SweepPlan:
+    """A sweep's grid and, per (point, seed) index, the trial to train or how it ended (reused trials as
+    completed). `run_sweep` returns it once its trials ended."""
+
+    config: Path
+    sweep_dir: Path
+    points: list[Point]
+    seeds: list[int]
+    to_train: dict[tuple[int, int], Trial]
+    done: dict[tuple[int, int], TrialEnd]  # filled as trials end
+
+    def record(self, end: TrialEnd) -> None:
+        self.done[next(slot for slot, t in self.to_train.items() if t is end.trial)] = end
+        self.write_tables()
+
+    def write_tables(self) -> None:
+        """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
+        points, ends, seeds = self.points, self.done, self.seeds
+        figure = [
+            plots.SweepPoint(
+                point.values, done[0].params, [o.final_test_acc for o in done], sum(o.consistent for o in done)
+            )
+            for p, point in enumerate(points)
+            if (done := list(_completed(ends, p, seeds).values()))
+        ]
+        if figure:
+            plots.sweep(figure, self.sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
+        write_text(self.sweep_dir / "sweep.csv", sweep_csv(points, ends, seeds))
+        md = sweep_markdown(self.sweep_dir.name, self.config, points, ends, seeds, bool(figure))
+        write_text(self.sweep_dir / "sweep.md", md)
+
+    @property
+    def ends(self) -> list[TrialEnd]:  # in grid order
+        return [self.done[slot] for slot in sorted(self.done)]
+
+    @property
+    def trials(self) -> int:  # how many the grid has
+        return len(self.points) * len(self.seeds)
+
+    @property
+    def failed(self) -> list[TrialEnd]:
+        return [e for e in self.ends if e.status in ("failed", "diverged")]
+
+    @property
+    def stopped(self) -> int:
+        """EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0."""
+        for e in self.ends:
+            if e.status == "interrupted" and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
+                return e.exit_code
+        return 0
 
 
 def _trial(sweep_dir: Path, point: Point, seed: int) -> Trial:
@@ -334,43 +370,6 @@ def sweep_markdown_from_files(
 # ---------------------------------------------------------------- the sweep
 
 
-@dataclass
-class SweepPlan:
-    """A sweep's grid and, per (point, seed) index, the trial to train or how it ended (reused trials as
-    completed). `run_sweep` returns it once its trials ended."""
-
-    config: Path
-    sweep_dir: Path
-    points: list[Point]
-    seeds: list[int]
-    to_train: dict[tuple[int, int], Trial]
-    done: dict[tuple[int, int], TrialEnd]  # filled as trials end
-
-    def record(self, end: TrialEnd) -> None:
-        self.done[next(slot for slot, t in self.to_train.items() if t is end.trial)] = end
-        write_tables(self.sweep_dir, self.config, self.points, self.done, self.seeds)
-
-    @property
-    def ends(self) -> list[TrialEnd]:  # in grid order
-        return [self.done[slot] for slot in sorted(self.done)]
-
-    @property
-    def trials(self) -> int:  # how many the grid has
-        return len(self.points) * len(self.seeds)
-
-    @property
-    def failed(self) -> list[TrialEnd]:
-        return [e for e in self.ends if e.status in ("failed", "diverged")]
-
-    @property
-    def stopped(self) -> int:
-        """EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0."""
-        for e in self.ends:
-            if e.status == "interrupted" and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
-                return e.exit_code
-        return 0
-
-
 def _unfinished_without_epochs(run_dir: Path) -> bool:
     """A trial folder that was started but finished no epoch (stopped or killed early): nothing in it to keep."""
     return (
@@ -385,11 +384,10 @@ def plan_sweep(
     config: Path,
     vary_args: list[str],
     sweep_dir: Path,
-    *,
-    overrides: list[str] = (),
-    seeds: list[int] | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
+    overrides: list[str],
+    seeds: list[int] | None,
+    overwrite,
+    resume,
 ) -> SweepPlan:
     """Check every trial's config and decide per trial folder: train, resume, reuse or refuse (folder.plan_run;
     with --resume a trial stopped before its first epoch trains afresh). Writes nothing."""
@@ -465,14 +463,11 @@ def run_sweep(
     SIGTERM keeps what finished (and is raised again)."""
     name = name or f"sweep_{Path(config).stem}"
     _check_options(name, workers, threads, executor, address)
-    plan = plan_sweep(
-        config, vary_args, out / name, overrides=overrides, seeds=seeds, overwrite=overwrite, resume=resume
-    )
+    plan = plan_sweep(config, vary_args, out / name, overrides, seeds, overwrite, resume)
     trials = list(plan.to_train.values())
     workers, threads, how = _placement(executor, data_dir, trials, workers, threads)
-    with contextlib.ExitStack() as stack:
-        if executor == "ray":  # connected before anything is written: a cluster that is not there is one line
-            stack.enter_context(ray_session(address))
+    # Ray is connected before anything is written: a cluster that is not there is one line
+    with ray_session(address) if executor == "ray" else contextlib.nullcontext():
         if resume:
             plan.sweep_dir.mkdir(parents=True, exist_ok=True)
         else:
@@ -482,7 +477,7 @@ def run_sweep(
             + (f", {len(plan.done)} already complete" if plan.done else "")
             + f"; {len(trials)} to train {how}"
         )
-        write_tables(plan.sweep_dir, config, plan.points, plan.done, plan.seeds)  # the reused trials, if any
+        plan.write_tables()  # the reused trials, if any
         try:
             run_trials(
                 trials,
@@ -503,8 +498,6 @@ def run_sweep(
             raise
     if plan.stopped:
         echo("the sweep was stopped; run the same command with --resume to finish it")
-    echo(
-        f"wrote {plan.sweep_dir / 'sweep.csv'}, sweep.md"
-        + (", sweep.png" if (plan.sweep_dir / "sweep.png").exists() else "")
-    )
+    png = ", sweep.png" if (plan.sweep_dir / "sweep.png").exists() else ""
+    echo(f"wrote {plan.sweep_dir / 'sweep.csv'}, sweep.md{png}")
     return plan
