@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import multiprocessing
 import os
 import signal
@@ -30,7 +31,6 @@ from .folder import outcome, prepare_run_dir
 from .run import Trial, TrialEnd, run_step
 
 Executor = Literal["local", "ray"]
-RAY_INSTALL = "pip install 'mnist-drill[ray]'"
 RESEND_SECONDS = 1.0  # while stopping, a worker still alive gets the signal again this often
 STOP_DEADLINE_SECONDS = 30.0  # then a worker that has not exited is killed: saving takes a second or two
 
@@ -63,23 +63,19 @@ def run_trials(
     echo: Echo = print,
     on_end: Callable[[TrialEnd], None] = lambda end: None,
 ) -> list[TrialEnd]:
-    """Train `trials` and return how each ended, in their order (trials that never started are left out).
-
-    local, 1 worker: in this process (`threads` None leaves torch's count alone); local, N: N worker processes of
-    `threads` torch threads (default: default_threads); ray: a task per trial of `threads` CPUs (default 1) and a
-    GPU for a CUDA config, on the cluster at `address` (None: a local instance). `on_end` sees each end as it
-    comes; after an interrupted trial none starts. A signal is raised again once the workers saved their epochs.
-    With keep_going False a user error in a trial is raised once the running trials end; with True, recorded."""
+    """Train `trials` and return how each ended, in their order (those never started left out): in this process
+    (1 worker), in N worker processes of `threads` torch threads, or as Ray tasks of `threads` CPUs (`address`
+    None: a local Ray). `on_end` sees each end as it comes; after an interrupted trial none starts, and a signal
+    is raised again once the workers saved. Without keep_going a user error in a trial is raised at the end."""
     if executor == "ray":
         ends = _run_ray(trials, data_dir, threads or 1, address, echo, on_end)
     elif min(workers, len(trials)) <= 1:  # a process of its own would only add torch's start-up time
         ends = _run_here(trials, data_dir, threads, keep_going, echo, on_end)
     else:
         ends = _run_pool(trials, data_dir, workers, threads or default_threads(workers), echo, on_end)
-    if not keep_going:
-        first = next((e.error for e in ends if e.error is not None), None)
-        if first is not None:
-            raise first
+    errors = [e.error for e in ends if e.error is not None]
+    if errors and not keep_going:
+        raise errors[0]
     return ends
 
 
@@ -106,9 +102,8 @@ def _announce(end: TrialEnd, echo: Echo, on_end: Callable[[TrialEnd], None]) -> 
 
 def _train(trial: Trial, data_dir, echo):
     """One trial through run_step, wherever it runs (this process, a worker, a Ray task)."""
-    opts = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "echo": echo}
-    opts["written"] = trial.written
-    return run_step(trial.cfg, trial.run_dir, data_dir, **opts)
+    how = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "written": trial.written}
+    return run_step(trial.cfg, trial.run_dir, data_dir, echo=echo, **how)
 
 
 def _message(trial: Trial, data_dir: str | None, cancelled: str, setup: Callable[[], None] = lambda: None) -> tuple:
@@ -207,9 +202,8 @@ class _Running:
 
 @contextlib.contextmanager
 def _signals_ignored(*signums: int, blocked: bool = False):
-    """`signums` ignored for the block (signals are the main thread's alone); `blocked`: held back meanwhile too,
-    so one that comes in is delivered after the block instead of being lost."""
-    if threading.current_thread() is not threading.main_thread():
+    """`signums` ignored for the block; `blocked`: held back too, so one that comes in is delivered after it."""
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's alone
         yield
         return
     if blocked:
@@ -339,7 +333,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UsageError(f"--executor ray: Ray is not installed here; {RAY_INSTALL}") from None
+        raise UsageError("--executor ray: Ray is not installed here; pip install 'mnist-drill[ray]'") from None
     return ray
 
 
@@ -381,8 +375,6 @@ def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
 def ray_session(address: str | None):
     """Ray, connected to the cluster at `address` (None: a local instance, started here) for the block and shut
     down after it; within a session already open, that one. A cluster that does not answer is one error line."""
-    import logging
-
     ray = import_ray()
     if ray.is_initialized():
         yield ray
