@@ -412,10 +412,8 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
             data = mnist_refs[resolve_dir(data_dir, trial.cfg.data.dir)]
             ref = task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data, threads, files)
             refs[ref] = (i, time.perf_counter())
-            echo(
-                f"[{trial.label}] sent to Ray ({threads} CPU{'s' if threads > 1 else ''}"
-                + (", 1 GPU)" if num_gpus else ")")
-            )
+            gpu = ", 1 GPU" if num_gpus else ""
+            echo(f"[{trial.label}] sent to Ray ({threads} CPU{'s' if threads > 1 else ''}{gpu})")
         ends = {}
         try:
             while refs:
