@@ -248,8 +248,8 @@ def test_a_ray_task_that_crashes_returns_its_files(monkeypatch, tmp_path, tiny, 
 
     monkeypatch.setattr(executor, "_train", crash_after_an_epoch)
     trial = Trial("t", load_config(write_config("tiny.yaml", tiny)), tmp_path / "run")
-    status, code, note, error_class, files = executor._ray_trial(trial, {}, 1, {})
-    assert (status, code, error_class) == ("failed", 1, "")
+    status, code, note, error, files = executor._ray_trial(trial, {}, 1, {})
+    assert (status, code, error) == ("failed", 1, None)
     assert note == "RuntimeError: CUDA error: an illegal memory access"
     assert files == {"checkpoint.pt": b"epoch 1"}
 

@@ -1,21 +1,14 @@
 """Where trials train: in this process, in a pool of local worker processes, or as tasks on a Ray cluster.
 
-A trial is one ordinary run folder (a config and the folder it trains into). `run_trials` trains a list of them
-and reports each one's end as it comes; the run folder is the only channel: a worker trains with
-`run.run_step` and the parent reads the outcome back from metrics.csv and run.json, so nothing large
-crosses a process boundary. One trial that fails, diverges or whose worker is killed is recorded, and the
-others go on. Ctrl-C or SIGTERM reaches every worker, each saves its finished epochs (as `run_step` does),
-and the parent waits for them before it stops.
-
-Local workers are processes of the spawn context (forking a process that has started torch's threads is
-unsafe), at most N alive, each training one trial with T torch threads. `concurrent.futures` is not used:
-its process pool breaks as a whole when one worker dies.
+A trial is one run folder, and that folder is the only channel: a worker trains it with `run.run_step` and the
+parent reads the outcome back from metrics.csv and run.json, so nothing large crosses a process boundary.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import multiprocessing
 import os
 import signal
@@ -28,10 +21,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Literal
 
-from .. import errors
 from ..config.schema import Config
 from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Echo, Terminated, UsageError, first_line
-from ..reporting import analysis
 from ..storage.files import atomic_path, read_metrics, read_run_json
 from ..storage.lock import run_lock
 from ..training.data import FILES, load_cached, locate, resolve_dir
@@ -40,7 +31,6 @@ from .folder import outcome, prepare_run_dir
 from .run import Trial, TrialEnd, run_step
 
 Executor = Literal["local", "ray"]
-RAY_INSTALL = "pip install 'mnist-drill[ray]'"
 RESEND_SECONDS = 1.0  # while stopping, a worker still alive gets the signal again this often
 STOP_DEADLINE_SECONDS = 30.0  # then a worker that has not exited is killed: saving takes a second or two
 
@@ -73,66 +63,67 @@ def run_trials(
     echo: Echo = print,
     on_end: Callable[[TrialEnd], None] = lambda end: None,
 ) -> list[TrialEnd]:
-    """Train `trials` and return how each ended, in their order (trials that never started are left out).
-
-    local with 1 worker (or 1 trial): one after another in this process, as `run` always trained; `threads` None
-    leaves torch's thread count alone. local with N > 1: N worker processes of `threads` torch threads each
-    (default: default_threads). ray: one Ray task per trial of `threads` CPUs (default 1) and a GPU when the
-    config trains on CUDA, on the cluster at `address` (None: a local Ray instance, started and stopped here).
-
-    `on_end` is called in this process as each trial ends. After an interrupted trial no new one starts. A
-    Ctrl-C or SIGTERM here is passed to every running worker; once they have saved their finished epochs
-    (and on_end has seen them) it is raised again. With keep_going False a user error (config, data, folder)
-    in a trial is raised once the running trials end, as `run` reports it; with True it is recorded."""
+    """Train `trials` and return how each ended, in their order (those never started left out): in this process
+    (1 worker), in N worker processes of `threads` torch threads, or as Ray tasks of `threads` CPUs (`address`
+    None: a local Ray). `on_end` sees each end as it comes; after an interrupted trial none starts, and a signal
+    is raised again once the workers saved. Without keep_going a user error in a trial is raised at the end."""
     if executor == "ray":
         ends = _run_ray(trials, data_dir, threads or 1, address, echo, on_end)
     elif min(workers, len(trials)) <= 1:  # a process of its own would only add torch's start-up time
         ends = _run_here(trials, data_dir, threads, keep_going, echo, on_end)
     else:
         ends = _run_pool(trials, data_dir, workers, threads or default_threads(workers), echo, on_end)
-    if not keep_going:
-        first = next((e.error for e in ends if e.error is not None), None)
-        if first is not None:
-            raise first
+    errors = [e.error for e in ends if e.error is not None]
+    if errors and not keep_going:
+        raise errors[0]
     return ends
 
 
-def read_outcome(cfg: Config, run_dir: Path) -> analysis.Outcome | None:
-    """The outcome of whatever epochs `run_dir` finished, or None when it finished none."""
-    try:
-        rows = read_metrics(run_dir / "metrics.csv")
-    except (OSError, ValueError, KeyError, DrillError):  # none yet (no epoch finished), or not readable
-        return None
-    return outcome(cfg, rows) if rows else None
-
-
-def run_note(run_dir: Path) -> str:
-    return (read_run_json(run_dir / "run.json", strict=False) or {}).get("note", "")
-
-
 def _ended(
-    trial: Trial, status: str, exit_code: int, note: str, started: float, outcome=None, error: DrillError | None = None
+    trial: Trial, started: float, status: str, exit_code: int, note: str, error: DrillError | None = None, result=None
 ) -> TrialEnd:
-    if outcome is None and status != "failed":
-        outcome = read_outcome(trial.cfg, trial.run_dir)
-    note = note or (run_note(trial.run_dir) if status != "completed" else "")
-    return TrialEnd(trial, status, exit_code, note, round(time.perf_counter() - started, 2), outcome, error)
+    """How `trial` ended, with the outcome of whatever epochs its folder finished and, if not completed, why."""
+    if result is None and status != "failed":
+        try:
+            rows = read_metrics(trial.run_dir / "metrics.csv")
+        except (OSError, ValueError, KeyError, DrillError):  # none yet (no epoch finished), or not readable
+            rows = []
+        result = outcome(trial.cfg, rows) if rows else None
+    if not note and status != "completed":
+        note = (read_run_json(trial.run_dir / "run.json", strict=False) or {}).get("note", "")
+    return TrialEnd(trial, status, exit_code, note, round(time.perf_counter() - started, 2), result, error)
 
 
-def _user_error(class_name: str, message: str) -> DrillError | None:
-    """The DrillError a worker reported by its class name and message, rebuilt here (None for no such class)."""
-    cls = getattr(errors, class_name, None) if class_name else None
-    return cls(message) if isinstance(cls, type) and issubclass(cls, DrillError) else None
-
-
-# ---------------------------------------------------------------- in this process
+def _announce(end: TrialEnd, echo: Echo, on_end: Callable[[TrialEnd], None]) -> TrialEnd:
+    echo(f"[{end.trial.label}] {end.status}" + (f": {end.note}" if end.note else ""))
+    on_end(end)
+    return end
 
 
 def _train(trial: Trial, data_dir, echo):
     """One trial through run_step, wherever it runs (this process, a worker, a Ray task)."""
-    opts = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "echo": echo}
-    opts["written"] = trial.written
-    return run_step(trial.cfg, trial.run_dir, data_dir, **opts)
+    how = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "written": trial.written}
+    return run_step(trial.cfg, trial.run_dir, data_dir, echo=echo, **how)
+
+
+def _message(trial: Trial, data_dir: str | None, cancelled: str, setup: Callable[[], None] = lambda: None) -> tuple:
+    """How a trial in a worker or a Ray task ended, for the parent: (status, exit code, note, the user error or
+    None). `setup` prepares the process; `cancelled` is the note for a Ctrl-C."""
+    try:
+        setup()
+        result = _train(trial, data_dir, lambda line: print(f"[{trial.label}] {line}", flush=True))
+        return (result.status, result.exit_code, "", None)
+    except DrillError as err:
+        return ("failed", err.exit_code, str(err), err)
+    except KeyboardInterrupt:
+        return ("interrupted", EXIT_SIGINT, cancelled, None)
+    except Terminated:
+        return ("interrupted", EXIT_SIGTERM, "stopped by SIGTERM before its first epoch finished", None)
+    except Exception as err:  # a crash is this trial's failure; its finished epochs are kept
+        return ("failed", EXIT_FAILED, first_line(err, named=True), None)
+
+
+# ---------------------------------------------------------------- in this process
 
 
 def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[TrialEnd]:
@@ -145,15 +136,13 @@ def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[Trial
         started = time.perf_counter()
         try:
             result = _train(trial, data_dir, echo)
-            end = _ended(trial, result.status, result.exit_code, result.note, started, result.outcome)
-        except DrillError as err:
-            if not keep_going:
-                raise
-            end = _ended(trial, "failed", EXIT_FAILED, str(err), started, error=err)
+            end = _ended(trial, started, result.status, result.exit_code, result.note, result=result.outcome)
         except Exception as err:  # a crash in one trial of a sweep is that trial's failure, not the sweep's
             if not keep_going:
                 raise
-            end = _ended(trial, "failed", EXIT_FAILED, first_line(err, named=True), started)
+            user = err if isinstance(err, DrillError) else None
+            note = str(err) if user else first_line(err, named=True)
+            end = _ended(trial, started, "failed", EXIT_FAILED, note, user)
         ends.append(end)
         on_end(end)
         if end.status == "interrupted":
@@ -165,25 +154,22 @@ def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[Trial
 
 
 def _stop_once(signum, frame):
-    """The worker's handler: the first SIGINT or SIGTERM unwinds run_step (which saves what finished); later
-    ones (the terminal's Ctrl-C reaches the whole process group, and the parent passes it on too) are ignored,
-    so they cannot cut that saving short."""
+    """A worker's first SIGINT or SIGTERM unwinds run_step, which saves what finished; later ones (Ctrl-C reaches
+    the whole process group, and the parent passes it on) are ignored, so they cannot cut that saving short."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
 
 
 def _worker(trial: Trial, data_dir: str | None, threads: int, gpu: str, conn) -> None:
-    """A worker process: train one trial, send (status, exit code, note, error class) back, exit.
-
-    `gpu` is the one GPU this worker may see ('' for none: a CPU trial then cannot create a CUDA context
-    even by accident). CUDA reads CUDA_VISIBLE_DEVICES when it starts, which in a worker is later than here."""
+    """A worker process: train one trial, send _message's tuple back, exit. `gpu` is the one GPU it may see ('' for
+    none, so a CPU trial cannot create a CUDA context); CUDA reads CUDA_VISIBLE_DEVICES later, as it starts."""
     signal.signal(signal.SIGINT, _stop_once)
     signal.signal(signal.SIGTERM, _stop_once)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # for anything this worker starts; torch is told below
     os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    message = ("failed", EXIT_FAILED, "", "")
-    try:
+
+    def setup() -> None:
         # The parent blocks SIGINT while it starts a worker, and a child may inherit that mask: a signal that
         # came in meanwhile is delivered here, to the handler above.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -194,16 +180,10 @@ def _worker(trial: Trial, data_dir: str | None, threads: int, gpu: str, conn) ->
         # tqdm's default lock is a cross-process semaphore, which a worker killed outright leaves behind (and
         # Python warns about at exit); one worker's bars need only a lock of its own.
         tqdm.set_lock(threading.RLock())
-        result = _train(trial, data_dir, lambda line: print(f"[{trial.label}] {line}", flush=True))
-        message = (result.status, result.exit_code, "", "")
-    except DrillError as err:
-        message = ("failed", err.exit_code, str(err), type(err).__name__)
-    except KeyboardInterrupt:
-        message = ("interrupted", EXIT_SIGINT, "stopped by Ctrl-C before its first epoch finished", "")
-    except Terminated:
-        message = ("interrupted", EXIT_SIGTERM, "stopped by SIGTERM before its first epoch finished", "")
-    except Exception as err:
-        message = ("failed", EXIT_FAILED, first_line(err, named=True), "")
+
+    message = ("failed", EXIT_FAILED, "", None)
+    try:
+        message = _message(trial, data_dir, "stopped by Ctrl-C before its first epoch finished", setup)
     finally:
         with contextlib.suppress(OSError):
             conn.send(message)
@@ -221,26 +201,26 @@ class _Running:
 
 
 @contextlib.contextmanager
-def _sigint_ignored_in_children():
-    """Start a worker with SIGINT ignored (the child keeps that across exec until _worker sets its handler),
-    so a Ctrl-C while it imports torch cannot kill it with a traceback; the parent resends signals until its
-    workers exit. SIGINT is blocked here meanwhile, so the parent's own Ctrl-C waits instead of being lost."""
+def _signals_ignored(*signums: int, blocked: bool = False):
+    """`signums` ignored for the block; `blocked`: held back too, so one that comes in is delivered after it."""
     if threading.current_thread() is not threading.main_thread():  # signals are the main thread's alone
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
 
 
 def check_local(data_dir: str | None, cfgs: list[Config]) -> None:
-    """What every local trial needs, checked here before any worker starts, so a mistake is one error line and
-    not one failed trial each: the devices asked for, and MNIST (found, or downloaded once, and verified: N
-    workers never download into one folder at once)."""
+    """What every local trial needs, checked once before any worker starts (one error line, not one failed trial
+    each): the devices asked for, and MNIST (found or downloaded once, and verified)."""
     for device in dict.fromkeys(c.train.device for c in cfgs):
         choose_device(device)
     for root in dict.fromkeys(resolve_dir(data_dir, c.data.dir) for c in cfgs):
@@ -267,18 +247,13 @@ def gpu_for(cfg: Config, gpus: list[str], running) -> str:
 
 
 def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd]:
+    # At most `workers` processes of the spawn context (forking a process that has started torch's threads is
+    # unsafe) alive at once. Not concurrent.futures: its process pool breaks as a whole when one worker dies.
     gpus = visible_gpus() if any(t.cfg.train.device != "cpu" for t in trials) else []
     context = multiprocessing.get_context("spawn")
     pending = list(reversed(list(enumerate(trials))))
     running: dict[int, _Running] = {}  # by the process's sentinel
     ends: dict[int, TrialEnd] = {}  # by the trial's index in `trials`
-
-    def finish(run: _Running, stopping: bool) -> TrialEnd:
-        end = ends[run.index] = _collect(run, stopping)
-        echo(f"[{run.trial.label}] {end.status}" + (f": {end.note}" if end.note else ""))
-        on_end(end)
-        return end
-
     stop = False
     try:
         while running or (pending and not stop):
@@ -289,7 +264,9 @@ def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd
                 process = context.Process(
                     target=_worker, args=(trial, data_dir, threads, gpu, writer), name=f"mnist-drill {trial.label}"
                 )
-                with _sigint_ignored_in_children():
+                # The child keeps SIGINT ignored until _worker sets its handler, so a Ctrl-C while it imports torch
+                # cannot kill it with a traceback (the parent resends signals until its workers exit).
+                with _signals_ignored(signal.SIGINT, blocked=True):
                     process.start()
                 writer.close()  # the worker holds the writing end; the parent sees EOF if it dies
                 running[process.sentinel] = _Running(i, trial, process, reader, time.perf_counter(), gpu)
@@ -298,30 +275,19 @@ def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd
                     f"thread{'s' if threads > 1 else ''}" + (f", GPU {gpu}" if gpu else "")
                 )
             for sentinel in wait(list(running)):
-                stop = finish(running.pop(sentinel), stopping=False).status == "interrupted" or stop
+                run = running.pop(sentinel)
+                end = ends[run.index] = _announce(_collect(run, stopping=False), echo, on_end)
+                stop = stop or end.status == "interrupted"
     except (KeyboardInterrupt, Terminated) as err:
         sig = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
-        with _signals_ignored():  # a second Ctrl-C must not cut the waiting short
+        with _signals_ignored(signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the waiting short
             if running:
                 echo(f"stopping: waiting for {len(running)} running trial(s) to save their finished epochs")
             _stop_all(list(running.values()), sig)
             for run in running.values():
-                finish(run, stopping=True)
+                _announce(_collect(run, stopping=True), echo, on_end)
         raise
     return [ends[i] for i in sorted(ends)]
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _stop_all(runs: list[_Running], sig: int, deadline: float = STOP_DEADLINE_SECONDS) -> None:
@@ -346,18 +312,18 @@ def _collect(run: _Running, stopping: bool) -> TrialEnd:
             message = run.conn.recv()
     run.conn.close()
     code = run.process.exitcode
-    if message is not None:
-        status, exit_code, note, error_class = message
-        return _ended(run.trial, status, exit_code, note, run.started, error=_user_error(error_class, note))
-    if code is not None and code < 0:  # killed by a signal before it could say anything
-        if stopping and -code == signal.SIGKILL:
+    if message is None:  # killed by a signal (a negative code) or gone before it could say anything
+        if stopping and code == -signal.SIGKILL:
             note = f"killed: still running {STOP_DEADLINE_SECONDS:.0f} s after the signal; its saved epochs are kept"
-            return _ended(run.trial, "interrupted", EXIT_FAILED, note, run.started)
-        if stopping and -code in (signal.SIGINT, signal.SIGTERM):
-            exit_code = EXIT_SIGINT if -code == signal.SIGINT else EXIT_SIGTERM
-            return _ended(run.trial, "interrupted", exit_code, "stopped before its first epoch finished", run.started)
-        return _ended(run.trial, "failed", EXIT_FAILED, f"worker killed by signal {-code}", run.started)
-    return _ended(run.trial, "failed", EXIT_FAILED, f"worker exited with code {code} without a result", run.started)
+            message = ("interrupted", EXIT_FAILED, note)
+        elif stopping and code in (-signal.SIGINT, -signal.SIGTERM):
+            exit_code = EXIT_SIGINT if code == -signal.SIGINT else EXIT_SIGTERM
+            message = ("interrupted", exit_code, "stopped before its first epoch finished")
+        elif code is not None and code < 0:
+            message = ("failed", EXIT_FAILED, f"worker killed by signal {-code}")
+        else:
+            message = ("failed", EXIT_FAILED, f"worker exited with code {code} without a result")
+    return _ended(run.trial, run.started, *message)
 
 
 # ---------------------------------------------------------------- Ray
@@ -367,15 +333,14 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UsageError(f"--executor ray: Ray is not installed here; {RAY_INSTALL}") from None
+        raise UsageError("--executor ray: Ray is not installed here; pip install 'mnist-drill[ray]'") from None
     return ray
 
 
 def _ray_trial(trial: Trial, mnist: dict[str, bytes], threads: int, files: dict[str, bytes]):
-    """A Ray task: train the trial in a temporary folder on whichever node runs it and return (status, exit
-    code, note, error class, files). `mnist` is the driver's four MNIST files (from Ray's object store, so a
-    node needs neither the driver's folders nor the internet); `files` the run folder's, when it resumes.
-    Whatever ends the trial, the files it made go back to the driver (a checkpoint included)."""
+    """A Ray task: train the trial in a temporary folder on whichever node runs it and return _message's tuple and
+    the files it made, whatever ended it. `mnist`: the driver's four MNIST files (a node needs neither the driver's
+    folders nor the internet); `files`: the run folder's, when it resumes."""
     import torch
 
     torch.set_num_threads(threads)
@@ -386,17 +351,8 @@ def _ray_trial(trial: Trial, mnist: dict[str, bytes], threads: int, files: dict[
             folder.mkdir()
             for name, data in contents.items():
                 (folder / name).write_bytes(data)
-        try:
-            here = dataclasses.replace(trial, run_dir=run_dir, overwrite=True)  # the files came with it
-            result = _train(here, str(data_dir), lambda line: print(f"[{trial.label}] {line}", flush=True))
-            message = (result.status, result.exit_code, "", "")
-        except DrillError as err:
-            message = ("failed", err.exit_code, str(err), type(err).__name__)
-        except KeyboardInterrupt:  # ray.cancel
-            message = ("interrupted", EXIT_SIGINT, "cancelled", "")
-        except Exception as err:  # a crash is this trial's failure; its finished epochs still go back
-            message = ("failed", EXIT_FAILED, first_line(err, named=True), "")
-        return (*message, _read_files(run_dir))
+        here = dataclasses.replace(trial, run_dir=run_dir, overwrite=True)  # the files came with it
+        return (*_message(here, str(data_dir), cancelled="cancelled"), _read_files(run_dir))  # cancelled: ray.cancel
 
 
 def _read_files(run_dir: Path) -> dict[str, bytes]:
@@ -419,8 +375,6 @@ def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
 def ray_session(address: str | None):
     """Ray, connected to the cluster at `address` (None: a local instance, started here) for the block and shut
     down after it; within a session already open, that one. A cluster that does not answer is one error line."""
-    import logging
-
     ray = import_ray()
     if ray.is_initialized():
         yield ray
@@ -438,18 +392,11 @@ def ray_session(address: str | None):
         ray.shutdown()
 
 
-def mnist_files(data_dir: str | None, cfgs: list[Config]) -> dict[Path, dict[str, bytes]]:
-    """Each MNIST folder the trials read, found (or downloaded once, here) and verified, as its four files'
-    bytes: what the driver puts in Ray's object store for the tasks."""
-    found = {}
-    for root in dict.fromkeys(resolve_dir(data_dir, c.data.dir) for c in cfgs):
-        load_cached(root, 1, 1)
-        found[root] = {path.name: path.read_bytes() for path in (locate(root, name) for name in FILES)}
-    return found
-
-
 def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]:
-    mnist = mnist_files(data_dir, [t.cfg for t in trials])
+    mnist = {}  # each MNIST folder the trials read, verified (or downloaded once) here, as its four files' bytes
+    for root in dict.fromkeys(resolve_dir(data_dir, t.cfg.data.dir) for t in trials):
+        load_cached(root, 1, 1)
+        mnist[root] = {path.name: path.read_bytes() for path in (locate(root, name) for name in FILES)}
     with ray_session(address) as ray, contextlib.ExitStack() as locks:
         for trial in trials:  # the same folder rules as a local run, checked before anything is sent
             locks.enter_context(run_lock(trial.run_dir, echo))  # held until the task's files are back
@@ -457,35 +404,28 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
         mnist_refs = {root: ray.put(files) for root, files in mnist.items()}  # sent once, read by every task
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(_ray_trial)
-        refs = {}
+        refs = {}  # each task's ref -> (its trial's index, when it was sent)
         for i, trial in enumerate(trials):
             device = trial.cfg.train.device
             num_gpus = 1 if device == "cuda" or (device == "auto" and gpus) else 0
             files = _read_files(trial.run_dir) if trial.resume else {}
             data = mnist_refs[resolve_dir(data_dir, trial.cfg.data.dir)]
-            refs[task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data, threads, files)] = (
-                i,
-                time.perf_counter(),
-            )
-            echo(
-                f"[{trial.label}] sent to Ray ({threads} CPU{'s' if threads > 1 else ''}"
-                f"{', 1 GPU' if num_gpus else ''})"
-            )
+            ref = task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data, threads, files)
+            refs[ref] = (i, time.perf_counter())
+            gpu = ", 1 GPU" if num_gpus else ""
+            echo(f"[{trial.label}] sent to Ray ({threads} CPU{'s' if threads > 1 else ''}{gpu})")
         ends = {}
         try:
             while refs:
                 (ref,), _ = ray.wait(list(refs), num_returns=1)
                 i, started = refs.pop(ref)
-                trial = trials[i]
                 try:
-                    status, exit_code, note, error_class, files = ray.get(ref)
-                    _write_back(trial.run_dir, files)
-                    end = _ended(trial, status, exit_code, note, started, error=_user_error(error_class, note))
+                    *message, files = ray.get(ref)
+                    _write_back(trials[i].run_dir, files)
+                    end = _ended(trials[i], started, *message)
                 except ray.exceptions.RayError as err:  # the task crashed, or its node went away
-                    end = _ended(trial, "failed", EXIT_FAILED, first_line(err, named=True), started)
-                ends[i] = end
-                echo(f"[{trial.label}] {end.status}" + (f": {end.note}" if end.note else ""))
-                on_end(end)
+                    end = _ended(trials[i], started, "failed", EXIT_FAILED, first_line(err, named=True))
+                ends[i] = _announce(end, echo, on_end)
         except (KeyboardInterrupt, Terminated):
             echo(f"stopping: cancelling {len(refs)} Ray task(s); their epochs are lost, the finished trials are kept")
             for ref in refs:

@@ -1,13 +1,5 @@
-"""Sweeps: a grid of config variants x seeds in one command, each trial an ordinary run folder, and the tables
-that compare them.
-
-`--vary model.dropout=0,0.05 --vary data.batch_size=64,128` is the product of the values, first --vary
-slowest. Every trial's config is built and type-checked (as `--set` is) before anything runs. Trial
-`<point>/seed_<n>/` is a normal run folder, so --resume, the analysis and every output of a run work on it.
-`sweep.csv` (a row per trial), `sweep.md` (a row per point, mean ± sd over seeds, each point's final test accuracy
-against the best point's by the seed-noise rule of reporting/comparison.py) and `sweep.png` are rewritten after
-each trial ends, so an interrupted sweep's files show what finished. Each trial's torch thread count (run.json) is
-in both: a sweep's worker processes share the CPUs, so a trial may train on fewer threads than `run` does.
+"""Sweeps: a grid of config variants x seeds in one command, each trial an ordinary run folder
+(`<point>/seed_<n>/`), and the tables that compare them: sweep.csv, sweep.md, sweep.png (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -37,6 +29,10 @@ from .run import Trial, TrialEnd
 from .steps import with_seed
 
 NOT_VARIED = {"name": "names the run folder", "change": "describes a step", "train.seed": "use --seeds instead"}
+TRIAL_COLUMNS = (  # sweep.csv's columns after the point and its varied keys
+    "seed status params macs_per_image epochs best_test_acc final_test_acc min_last_test_acc final_train_acc gap "
+    "verdict targets_met all_targets_met threads seconds note"
+).split()
 
 
 @dataclass(frozen=True)
@@ -120,8 +116,7 @@ def _vary_error(err: ConfigError, items: list[str], args: list[str]) -> ConfigEr
 
 
 def expand(config: Path, varies: list[Vary], overrides: list[str] = ()) -> list[Point]:
-    """Every grid point's config, type-checked value by value and then as a combination: a bad value raises
-    one ConfigError naming its --vary."""
+    """Every grid point's config, type-checked value by value and then as a combination."""
     keys = [v.key for v in varies]
     repeated = [k for k, n in Counter(keys).items() if n > 1]
     if repeated:
@@ -161,8 +156,8 @@ def _acc(value: float | None) -> str:
 
 
 def trial_threads(info: dict) -> int | None:
-    """The torch threads a trial trained with: run.json's `threads`, or, in a run.json written before it was
-    recorded, the count its device_name ends with ('..., 1 thread'); None when neither says."""
+    """The torch threads a trial trained with: run.json's `threads`, else (an older run.json) the count its
+    device_name ends with ('..., 1 thread')."""
     if isinstance(info.get("threads"), int):
         return info["threads"]
     found = re.search(r", (\d+) threads?$", str(info.get("device_name", "")))
@@ -170,26 +165,7 @@ def trial_threads(info: dict) -> int | None:
 
 
 def csv_columns(keys: list[str]) -> list[str]:
-    return [
-        "point",
-        *keys,
-        "seed",
-        "status",
-        "params",
-        "macs_per_image",
-        "epochs",
-        "best_test_acc",
-        "final_test_acc",
-        "min_last_test_acc",
-        "final_train_acc",
-        "gap",
-        "verdict",
-        "targets_met",
-        "all_targets_met",
-        "threads",
-        "seconds",
-        "note",
-    ]
+    return ["point", *keys, *TRIAL_COLUMNS]
 
 
 def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]) -> str:
@@ -199,45 +175,40 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(csv_columns(keys))
-    for p, point in enumerate(points):
-        for s, seed in enumerate(seeds):
-            end = ends.get((p, s))
-            if end is None:
-                continue
-            o, info = end.outcome, read_run_json(end.trial.run_dir / "run.json", strict=False) or {}
-            writer.writerow(
-                [
-                    point.name,
-                    *(yaml_value(point.values[k]) for k in keys),
-                    seed,
-                    end.status,
-                    o.params if o else info.get("params", ""),
-                    info.get("macs_per_image", ""),
-                    o.epochs if o else "",
-                    _acc(o and o.best_test_acc),
-                    _acc(o and o.final_test_acc),
-                    _acc(o and min(o.last_test_accs)),
-                    _acc(o and o.final_train_acc),
-                    f"{o.gap:.4g}" if o else "",
-                    o.verdict if o else "",
-                    f"{sum(o.targets.values())}/{len(o.targets)}" if o else "",
-                    str(o.all_met).lower() if o else "",
-                    trial_threads(info) or "",
-                    info.get("seconds_total", end.seconds),
-                    end.note,
-                ]
-            )
+    for (p, s), end in sorted(ends.items()):
+        o, info = end.outcome, read_run_json(end.run_dir / "run.json", strict=False) or {}
+        writer.writerow(
+            [
+                points[p].name,
+                *(yaml_value(points[p].values[k]) for k in keys),
+                seeds[s],
+                end.status,
+                o.params if o else info.get("params", ""),
+                info.get("macs_per_image", ""),
+                o.epochs if o else "",
+                _acc(o and o.best_test_acc),
+                _acc(o and o.final_test_acc),
+                _acc(o and min(o.last_test_accs)),
+                _acc(o and o.final_train_acc),
+                f"{o.gap:.4g}" if o else "",
+                o.verdict if o else "",
+                f"{sum(o.targets.values())}/{len(o.targets)}" if o else "",
+                str(o.all_met).lower() if o else "",
+                trial_threads(info) or "",
+                info.get("seconds_total", end.seconds),
+                end.note,
+            ]
+        )
     return buf.getvalue()
 
 
-def _completed(point_ends: dict[int, TrialEnd]) -> dict[int, Outcome]:
-    """The outcomes of a point's completed trials, by seed."""
-    return {seed: e.outcome for seed, e in point_ends.items() if e.status == "completed" and e.outcome is not None}
-
-
-def _point_ends(ends: dict[tuple[int, int], TrialEnd], p: int, seeds: list[int]) -> dict[int, TrialEnd]:
-    """Point p's trials that ended, by seed."""
-    return {seed: ends[(p, s)] for s, seed in enumerate(seeds) if (p, s) in ends}
+def _completed(ends: dict[tuple[int, int], TrialEnd], p: int, seeds: list[int]) -> dict[int, Outcome]:
+    """The outcomes of point p's completed trials, by seed."""
+    return {
+        seed: e.outcome
+        for s, seed in enumerate(seeds)
+        if (e := ends.get((p, s))) is not None and e.status == "completed" and e.outcome is not None
+    }
 
 
 def _against_best(stats: StepStats, best: StepStats, is_best: bool) -> str:
@@ -264,39 +235,16 @@ def _threads_line(ends: dict[tuple[int, int], TrialEnd]) -> list[str]:
     ]
 
 
-def _point_rows(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]) -> list[str]:
-    """A table row per point: final train and test accuracy (a value alone from one seed, mean ± sd from several),
-    best test accuracy, gap, verdict, the seeds that hold the target, and its test accuracy against the best
-    point's."""
-    keys = list(points[0].values)
-    stats = {}
-    for p, point in enumerate(points):
-        if done := _completed(_point_ends(ends, p, seeds)):
-            stats[p] = aggregate(point.cfg, done)
-    top = max(stats, key=lambda p: stats[p].final_test_acc.mean, default=None)
-    rows = []
-    for p, point in enumerate(points):
-        values = " | ".join(yaml_value(point.values[k]) for k in keys)
-        if p not in stats:
-            rows.append(f"| {point.name} | {values} | | 0/{len(seeds)} |" + " |" * 9)
-            continue
-        s = stats[p]
-        rows.append(
-            f"| {point.name} | {values} | {s.params:,} | {s.n}/{len(seeds)} | {s.final_train_acc.text()} | "
-            f"{s.final_test_acc.text()} | {s.best_test_acc.text()} | {s.gap.text(sign=True)} | {s.verdict} | "
-            f"{s.held}/{s.n} | {s.all_met}/{s.n} | {_against_best(s, stats[top], p == top)} |"
-        )
-    return rows
-
-
 def sweep_markdown(
     title: str, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int], figure: bool
 ) -> str:
-    """A row per grid point (_point_rows); the point with the fewest parameters that holds the target on every seed;
-    the torch threads the trials trained with; then the trials that did not complete."""
+    """A row per grid point (mean ± sd over its completed seeds, against the best point); the point with the
+    fewest parameters that holds the target on every seed; the trials' torch threads; the trials not completed."""
     keys = list(points[0].values)
     target = points[0].cfg.target
     holds = f"holding {target.test_acc}% in each of the last {target.consistent_epochs} epochs"
+    stats = {p: aggregate(point.cfg, done) for p, point in enumerate(points) if (done := _completed(ends, p, seeds))}
+    top = max(stats, key=lambda p: stats[p].final_test_acc.mean, default=None)
     lines = [
         f"# {title}",
         "",
@@ -311,21 +259,26 @@ def sweep_markdown(
         f"final gap | verdict | holds {target.test_acc}% over the last {target.consistent_epochs} epochs | "
         "all targets | vs best |",
         "|---|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
-        *_point_rows(points, ends, seeds),
     ]
-    unfinished, holding = [], []  # holding: (params, point) of the points that hold the target on every seed
     for p, point in enumerate(points):
-        point_ends = _point_ends(ends, p, seeds)
-        unfinished += [e for e in point_ends.values() if e.status != "completed"]
-        done = list(_completed(point_ends).values())
-        if len(done) == len(seeds) and all(o.consistent for o in done):
-            holding.append((done[0].params, point.name))
+        values = " | ".join(yaml_value(point.values[k]) for k in keys)
+        if p not in stats:
+            lines.append(f"| {point.name} | {values} | | 0/{len(seeds)} |" + " |" * 9)
+            continue
+        s = stats[p]
+        lines.append(
+            f"| {point.name} | {values} | {s.params:,} | {s.n}/{len(seeds)} | {s.final_train_acc.text()} | "
+            f"{s.final_test_acc.text()} | {s.best_test_acc.text()} | {s.gap.text(sign=True)} | {s.verdict} | "
+            f"{s.held}/{s.n} | {s.all_met}/{s.n} | {_against_best(s, stats[top], p == top)} |"
+        )
+    holding = [(s.params, points[p].name) for p, s in stats.items() if s.n == len(seeds) and s.held == s.n]
     if holding:
         params, name = min(holding)
         lines += ["", f"Fewest parameters {holds} on every seed: {name} ({params:,} params)."]
     elif len(ends) == len(points) * len(seeds):
         lines += ["", f"No point {holds} on every seed."]
     lines += _threads_line(ends)
+    unfinished = [ends[k] for k in sorted(ends) if ends[k].status != "completed"]
     missing = len(points) * len(seeds) - len(ends)
     if unfinished or missing:
         lines += [
@@ -341,71 +294,45 @@ def sweep_markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_tables(
-    sweep_dir: Path, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]
-) -> None:
-    """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
-    figure = []
-    for p, point in enumerate(points):
-        done = list(_completed(_point_ends(ends, p, seeds)).values())
-        if done:
-            figure.append(
-                plots.SweepPoint(
-                    point.values, done[0].params, [o.final_test_acc for o in done], sum(o.consistent for o in done)
-                )
-            )
-    if figure:
-        plots.sweep(figure, sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
-    write_text(sweep_dir / "sweep.csv", sweep_csv(points, ends, seeds))
-    write_text(sweep_dir / "sweep.md", sweep_markdown(sweep_dir.name, config, points, ends, seeds, bool(figure)))
-
-
-def sweep_markdown_from_files(
-    sweep_dir: Path, config: Path, vary_args: list[str], overrides: list[str], seeds: list[int]
-) -> str:
-    """The sweep.md that `sweep --resume` writes for the sweep in `sweep_dir`, from its trial folders' files alone
-    (config.yaml, metrics.csv, run.json: no weights); the arguments are the sweep command's."""
-    points, ends = expand(config, [parse_vary(a) for a in vary_args], overrides), {}
-    for p, point in enumerate(points):
-        for s, seed in enumerate(seeds):
-            run_dir = sweep_dir / point.name / f"seed_{seed}"
-            info = read_run_json(run_dir / "run.json", strict=False)
-            if info is None:
-                continue
-            rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)
-            trial = Trial(f"{point.name}/seed_{seed}", with_seed(point.cfg, seed), run_dir)
-            result = outcome(trial.cfg, rows) if rows else None
-            ends[(p, s)] = TrialEnd(trial, info.get("status", "failed"), 0, info.get("note", ""), 0.0, result)
-    figure = (sweep_dir / "sweep.png").is_file()
-    return sweep_markdown(sweep_dir.name, config, points, ends, seeds, figure)
-
-
-# ---------------------------------------------------------------- the sweep
-
-
 @dataclass
 class SweepPlan:
-    """What a sweep will do, decided before anything is written: its grid, and for each (point, seed) either a
-    trial to train or, with --resume, the end of one that already completed."""
+    """A sweep's grid and, per (point, seed) index, the trial to train or how it ended (reused trials as
+    completed). `run_sweep` returns it once its trials ended."""
 
     config: Path
     sweep_dir: Path
     points: list[Point]
     seeds: list[int]
-    trials: list[Trial]  # to train
-    slots: list[tuple[int, int]]  # (point, seed) index of each trial
-    ends: dict[tuple[int, int], TrialEnd]  # (point, seed) index -> how it ended, filled as trials end
+    to_train: dict[tuple[int, int], Trial]
+    done: dict[tuple[int, int], TrialEnd]  # filled as trials end
 
     def record(self, end: TrialEnd) -> None:
-        self.ends[self.slots[next(i for i, t in enumerate(self.trials) if t is end.trial)]] = end
-        write_tables(self.sweep_dir, self.config, self.points, self.ends, self.seeds)
+        self.done[next(slot for slot, t in self.to_train.items() if t is end.trial)] = end
+        self.write_tables()
 
+    def write_tables(self) -> None:
+        """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
+        points, ends, seeds = self.points, self.done, self.seeds
+        figure = [
+            plots.SweepPoint(
+                point.values, done[0].params, [o.final_test_acc for o in done], sum(o.consistent for o in done)
+            )
+            for p, point in enumerate(points)
+            if (done := list(_completed(ends, p, seeds).values()))
+        ]
+        if figure:
+            plots.sweep(figure, self.sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
+        write_text(self.sweep_dir / "sweep.csv", sweep_csv(points, ends, seeds))
+        md = sweep_markdown(self.sweep_dir.name, self.config, points, ends, seeds, bool(figure))
+        write_text(self.sweep_dir / "sweep.md", md)
 
-@dataclass
-class SweepResult:
-    sweep_dir: Path
-    ends: list[TrialEnd]  # in grid order, the trials that ended (reused ones as completed)
-    trials: int  # how many the grid has
+    @property
+    def ends(self) -> list[TrialEnd]:  # in grid order
+        return [self.done[slot] for slot in sorted(self.done)]
+
+    @property
+    def trials(self) -> int:  # how many the grid has
+        return len(self.points) * len(self.seeds)
 
     @property
     def failed(self) -> list[TrialEnd]:
@@ -414,14 +341,33 @@ class SweepResult:
     @property
     def stopped(self) -> int:
         """EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0."""
-        return next(
-            (
-                e.exit_code
-                for e in self.ends
-                if e.status == "interrupted" and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM)
-            ),
-            0,
-        )
+        for e in self.ends:
+            if e.status == "interrupted" and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
+                return e.exit_code
+        return 0
+
+
+def _trial(sweep_dir: Path, point: Point, seed: int) -> Trial:
+    return Trial(f"{point.name}/seed_{seed}", with_seed(point.cfg, seed), sweep_dir / point.name / f"seed_{seed}")
+
+
+def sweep_markdown_from_files(
+    sweep_dir: Path, config: Path, vary_args: list[str], overrides: list[str], seeds: list[int]
+) -> str:
+    """The sweep.md that `sweep --resume` writes for the sweep in `sweep_dir`, from its trial folders' files alone
+    (config.yaml, metrics.csv, run.json: no weights); the arguments are the sweep command's."""
+    points, ends = expand(config, [parse_vary(a) for a in vary_args], overrides), {}
+    for (p, point), (s, seed) in itertools.product(enumerate(points), enumerate(seeds)):
+        trial = _trial(sweep_dir, point, seed)
+        info = read_run_json(trial.run_dir / "run.json", strict=False)
+        if info is not None:
+            rows = read_metrics(trial.run_dir / "metrics.csv", METRIC_COLUMNS)
+            result = outcome(trial.cfg, rows) if rows else None
+            ends[(p, s)] = TrialEnd(trial, info.get("status", "failed"), 0, info.get("note", ""), 0.0, result)
+    return sweep_markdown(sweep_dir.name, config, points, ends, seeds, (sweep_dir / "sweep.png").is_file())
+
+
+# ---------------------------------------------------------------- the sweep
 
 
 def _unfinished_without_epochs(run_dir: Path) -> bool:
@@ -438,15 +384,13 @@ def plan_sweep(
     config: Path,
     vary_args: list[str],
     sweep_dir: Path,
-    *,
-    overrides: list[str] = (),
-    seeds: list[int] | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
+    overrides: list[str],
+    seeds: list[int] | None,
+    overwrite,
+    resume,
 ) -> SweepPlan:
-    """Build and check every trial's config and decide, per trial folder, train / resume / reuse / refuse
-    (folder.plan_run's rule; with --resume a trial stopped before its first epoch trains afresh). Raises the
-    user's mistakes; writes nothing."""
+    """Check every trial's config and decide per trial folder: train, resume, reuse or refuse (folder.plan_run;
+    with --resume a trial stopped before its first epoch trains afresh). Writes nothing."""
     refuse_contradiction(overwrite, resume)
     varies = [parse_vary(a) for a in vary_args]
     base = load_config(config, overrides)
@@ -457,21 +401,17 @@ def plan_sweep(
             f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
             "it, or --name/--out to write elsewhere"
         )
-    plan = SweepPlan(config, sweep_dir, points, seeds, [], [], {})
-    for p, point in enumerate(points):
-        for s, seed in enumerate(seeds):
-            cfg, run_dir = with_seed(point.cfg, seed), sweep_dir / point.name / f"seed_{seed}"
-            trial = Trial(f"{point.name}/seed_{seed}", cfg, run_dir)
-            if resume and _unfinished_without_epochs(run_dir):
-                plan.trials.append(dataclasses.replace(trial, overwrite=True))
-                plan.slots.append((p, s))
-                continue
-            how, done = plan_run(cfg, run_dir, overwrite=False, resume=resume)
-            if how == "reuse":
-                plan.ends[(p, s)] = TrialEnd(trial, "completed", 0, "", 0.0, done)
-                continue
-            plan.trials.append(dataclasses.replace(trial, resume=how == "resume"))
-            plan.slots.append((p, s))
+    plan = SweepPlan(config, sweep_dir, points, seeds, {}, {})
+    for (p, point), (s, seed) in itertools.product(enumerate(points), enumerate(seeds)):
+        trial = _trial(sweep_dir, point, seed)
+        if resume and _unfinished_without_epochs(trial.run_dir):
+            plan.to_train[(p, s)] = dataclasses.replace(trial, overwrite=True)
+            continue
+        how, done = plan_run(trial.cfg, trial.run_dir, overwrite=False, resume=resume)
+        if how == "reuse":
+            plan.done[(p, s)] = TrialEnd(trial, "completed", 0, "", 0.0, done)
+        else:
+            plan.to_train[(p, s)] = dataclasses.replace(trial, resume=how == "resume")
     return plan
 
 
@@ -517,28 +457,30 @@ def run_sweep(
     overwrite: bool = False,
     resume: bool = False,
     echo: Echo = print,
-) -> SweepResult:
-    """Train every (grid point, seed) of `config` varied by `vary_args` into `out/<name>/<point>/seed_<n>/` and
-    write the sweep's tables. Everything a user can get wrong raises before anything is written. A trial that
-    fails is recorded and the others go on; Ctrl-C or SIGTERM keeps what finished (and is raised again)."""
+) -> SweepPlan:
+    """Train every (grid point, seed) into `out/<name>/<point>/seed_<n>/` and write the sweep's tables. A user's
+    mistake raises before anything is written; a failed trial is recorded and the others go on; Ctrl-C or
+    SIGTERM keeps what finished (and is raised again)."""
     name = name or f"sweep_{Path(config).stem}"
     _check_options(name, workers, threads, executor, address)
-    plan = plan_sweep(
-        config, vary_args, out / name, overrides=overrides, seeds=seeds, overwrite=overwrite, resume=resume
-    )
-    workers, threads, how = _placement(executor, data_dir, plan.trials, workers, threads)
-    with contextlib.ExitStack() as stack:
-        if executor == "ray":  # connected before anything is written: a cluster that is not there is one line
-            stack.enter_context(ray_session(address))
+    plan = plan_sweep(config, vary_args, out / name, overrides, seeds, overwrite, resume)
+    trials = list(plan.to_train.values())
+    workers, threads, how = _placement(executor, data_dir, trials, workers, threads)
+    # Ray is connected before anything is written: a cluster that is not there is one line
+    with ray_session(address) if executor == "ray" else contextlib.nullcontext():
         if resume:
             plan.sweep_dir.mkdir(parents=True, exist_ok=True)
         else:
             prepare_run_dir(plan.sweep_dir, overwrite, resume=False)  # --overwrite: the earlier sweep goes now
-        echo(_first_line(name, plan, how))
-        write_tables(plan.sweep_dir, config, plan.points, plan.ends, plan.seeds)  # the reused trials, if any
+        echo(
+            f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = {plan.trials} trials"
+            + (f", {len(plan.done)} already complete" if plan.done else "")
+            + f"; {len(trials)} to train {how}"
+        )
+        plan.write_tables()  # the reused trials, if any
         try:
             run_trials(
-                plan.trials,
+                trials,
                 data_dir,
                 workers=workers or 1,
                 threads=threads,
@@ -554,28 +496,8 @@ def run_sweep(
                 "command with --resume to finish it"
             )
             raise
-    return _result(plan, echo)
-
-
-def _first_line(name: str, plan: SweepPlan, how: str) -> str:
-    """What the sweep is about to do: its trials, those already complete, and where the rest train."""
-    return (
-        f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = "
-        f"{len(plan.points) * len(plan.seeds)} trials"
-        + (f", {len(plan.ends)} already complete" if plan.ends else "")
-        + f"; {len(plan.trials)} to train {how}"
-    )
-
-
-def _result(plan: SweepPlan, echo: Echo) -> SweepResult:
-    """How the sweep ended, said in its last lines."""
-    result = SweepResult(
-        plan.sweep_dir, [plan.ends[key] for key in sorted(plan.ends)], len(plan.points) * len(plan.seeds)
-    )
-    if result.stopped:
+    if plan.stopped:
         echo("the sweep was stopped; run the same command with --resume to finish it")
-    echo(
-        f"wrote {plan.sweep_dir / 'sweep.csv'}, sweep.md"
-        + (", sweep.png" if (plan.sweep_dir / "sweep.png").exists() else "")
-    )
-    return result
+    png = ", sweep.png" if (plan.sweep_dir / "sweep.png").exists() else ""
+    echo(f"wrote {plan.sweep_dir / 'sweep.csv'}, sweep.md{png}")
+    return plan
