@@ -52,10 +52,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Batch augmentation on the training device, applied before normalisation, black fill.
-
-    Each knob means what the torchvision transform of the same name means.
-    """
+    """Batch augmentation on the training device, applied before normalisation, black fill."""
 
     rotation: float = 0.0  # degrees: angle ~ U(-rotation, rotation), as RandomRotation
     translate: float = 0.0  # fraction of width/height, as RandomAffine(translate=(t, t))
@@ -75,14 +72,7 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return (self.rotation, self.translate, self.scale, self.shear, self.brightness, self.contrast) != (
-            0.0,
-            0.0,
-            (1.0, 1.0),
-            0.0,
-            0.0,
-            0.0,
-        )
+        return self != AugmentConfig(interpolation=self.interpolation)  # the interpolation alone changes nothing
 
 
 @dataclass(frozen=True)
@@ -199,11 +189,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        _check(
-            bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
-            "name",
-            "must be a plain folder name",
-        )
+        _check(self.name not in ("", ".", "..") and "/" not in self.name, "name", "must be a plain folder name")
         for item in self.expect:
             _check(item in EXPECTATIONS, "expect", f"unknown item {item!r} (valid: {', '.join(EXPECTATIONS)})")
         _check(len(set(self.expect)) == len(self.expect), "expect", "lists an item twice")
@@ -235,32 +221,24 @@ def yaml_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
 
 
-def _block_text(block: BlockSpec) -> str:
-    """A block as a YAML flow mapping, keeping only fields that differ from the defaults."""
-    shown = {"type": block.TYPE}
-    for f in dataclasses.fields(block):
-        value = getattr(block, f.name)
-        if f.default is dataclasses.MISSING or f.default != value:
-            shown[f.name] = to_dict(value)
-    return yaml_value(shown)
+def _settings(cfg: Config) -> dict[str, Any]:
+    """Dotted key -> value of what trains; each block one value, the keys that differ from its defaults."""
+    flat = flatten(to_dict(cfg))
+    out = {k: v for k, v in flat.items() if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS))}
+    for i, block in enumerate(cfg.model.blocks):
+        defaults = {f.name: f.default for f in dataclasses.fields(block)}
+        out[f"model.blocks[{i}]"] = {k: v for k, v in to_dict(block).items() if k not in defaults or defaults[k] != v}
+    return out
 
 
 def config_changes(old: Config, new: Config, arrow: str = "->") -> list[str]:
     """One line per changed setting, values in YAML; blocks are compared position by position."""
-    flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(new))
-    lines = [
-        f"{k}: {yaml_value(flat_old.get(k, '<absent>'))} {arrow} {yaml_value(flat_new.get(k, '<absent>'))}"
-        for k in dict.fromkeys([*flat_old, *flat_new])
-        if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS))
-        and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")
+    a, b = _settings(old), _settings(new)
+    return [
+        f"{k}: {yaml_value(a.get(k, '<absent>'))} {arrow} {yaml_value(b.get(k, '<absent>'))}"
+        for k in dict.fromkeys([*a, *b])
+        if a.get(k, "<absent>") != b.get(k, "<absent>")
     ]
-    a, b = old.model.blocks, new.model.blocks
-    for i in range(max(len(a), len(b))):
-        before = _block_text(a[i]) if i < len(a) else "<absent>"
-        after = _block_text(b[i]) if i < len(b) else "<absent>"
-        if before != after:
-            lines.append(f"model.blocks[{i}]: {before} {arrow} {after}")
-    return lines
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
