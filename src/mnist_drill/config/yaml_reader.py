@@ -38,16 +38,8 @@ class _Refused(Exception):
 
 
 class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading what a config author means, and refusing what is ambiguous.
-
-    Scalars resolve as in YAML 1.2's core schema (booleans are only true/false; 1e-3 is a number; no
-    dates), and the YAML 1.1 readings that surprise refuse with the dotted key and the line: the words
-    yes/no/on/off/y/n (1.1 booleans, also as keys: `on:` would become the key True), base-60 numbers
-    (1:30 is 90), leading-zero numbers (010 is octal 8). Also refused: a key that appears twice
-    (PyYAML keeps the last silently), keys that are not strings (`1: x`), merge keys (`<<:`),
-    anchors and aliases, explicit tags (!!float), non-finite numbers (.inf, .nan, 1e999),
-    invisible characters in keys and values, nesting deeper than MAX_DEPTH.
-    """
+    """PyYAML's safe loader with YAML 1.2 core scalars (true/false only, 1e-3 a number, no dates), refusing with
+    the dotted key and the line what a config author would not mean: the list in docs/config.md, "Strict errors"."""
 
     yaml_implicit_resolvers: dict = {}
 
@@ -122,8 +114,8 @@ class StrictLoader(yaml.SafeLoader):
                 why = f'{value} is YAML 1.1 for {meaning}: write true or false, or quote it ("{value}") for the word'
             elif _TRAP_BASE60.match(value):
                 why = (
-                    f"{value} is a base-60 number in YAML 1.1 (= {_base60(value):g}): write the number, or "
-                    "quote it for text"
+                    f"{value} is a base-60 number in YAML 1.1 (= {self.construct_yaml_float(node):g}): write the "
+                    "number, or quote it for text"
                 )
             else:
                 why = (
@@ -131,7 +123,7 @@ class StrictLoader(yaml.SafeLoader):
                     "or quote it for text"
                 )
             raise _Refused(path, node.start_mark, why)
-        if node.tag == _FLOAT and not math.isfinite(_construct_float(self, node)):
+        if node.tag == _FLOAT and not math.isfinite(self.construct_yaml_float(node)):
             raise _Refused(path, node.start_mark, f"{value} is not a finite number")
         self._check_text(node, path)
 
@@ -161,23 +153,8 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _base60(text: str) -> float:
-    sign = -1 if text.startswith("-") else 1
-    total = 0.0
-    for part in text.lstrip("+-").replace("_", "").split(":"):
-        total = total * 60 + float(part)
-    return sign * total
-
-
 def _construct_int(loader, node) -> int:
     return int(node.value, 0)  # 12, 0x1f, 0o17: YAML 1.2 spellings
-
-
-def _construct_float(loader, node) -> float:
-    text = node.value.lower()
-    if text.lstrip("+-") == ".inf":
-        return -math.inf if text.startswith("-") else math.inf
-    return math.nan if text == ".nan" else float(text)
 
 
 for _tag, _pattern, _first in (
@@ -195,7 +172,6 @@ for _tag, _pattern, _first in (
 ):
     StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 StrictLoader.add_constructor(_INT, _construct_int)
-StrictLoader.add_constructor(_FLOAT, _construct_float)
 
 
 def load_yaml_text(text: str, source: str) -> Any:
