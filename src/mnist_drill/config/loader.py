@@ -41,12 +41,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in typing.get_args(tp):
             try:
                 return _convert(value, arg, path)
             except ConfigError:
@@ -58,20 +53,17 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         return value
     if origin is tuple:
         args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
             raise bad
-        if args[-1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise bad
-        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        kinds = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        return tuple(_convert(v, kind, f"{path}[{i}]") for i, (v, kind) in enumerate(zip(value, kinds)))
     if tp is BlockSpec:
         return _block(value, path)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad
         return _dataclass(tp, value, path)
-    # a scalar: bool, int, float (an int will do) or str; True is an int in Python, but not here
+    # a scalar: bool, int, float (an int will do), str or None; True is an int in Python, but not here
     if not isinstance(value, (int, float) if tp is float else tp) or (isinstance(value, bool) and tp is not bool):
         raise bad
     return float(value) if tp is float else value
@@ -118,13 +110,9 @@ def read_saved_config(path: Path) -> dict:
 
 
 def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return base | {
+        k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v for k, v in over.items()
+    }
 
 
 def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -185,12 +173,9 @@ def _set_in(raw: dict, parts: list, value: Any, item: str) -> dict:
         if not isinstance(raw, list) or not 0 <= head < len(raw):
             size = len(raw) if isinstance(raw, list) else 0
             raise ConfigError(f"--set {item}: index [{head}] is out of range (the list has {size} items)")
-        out = list(raw)
-        out[head] = _set_in(out[head] if isinstance(out[head], dict) else {}, rest, value, item)
-        return out
-    out = dict(raw) if isinstance(raw, dict) else {}
-    out[head] = _set_in(out.get(head, {}), rest, value, item) if rest else value
-    return out
+        return [*raw[:head], _set_in(raw[head], rest, value, item), *raw[head + 1 :]]
+    raw = raw if isinstance(raw, dict) else {}
+    return raw | {head: _set_in(raw.get(head, {}), rest, value, item)}
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
