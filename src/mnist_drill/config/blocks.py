@@ -183,10 +183,8 @@ class LinearSpec(BlockSpec):
     relu: bool = True
     dropout: float | None = None
 
-    def shape(self, cin: int, size: int) -> Shape:
-        fin = cin * size * size
-        params = fin * self.out + (self.out if self.bias else 0)
-        return Shape(self.out, [Op(size)] if size > 1 else [], fin * self.out, params, flat=True)
+    def shape(self, cin: int, size: int) -> Shape:  # a conv whose kernel is the whole map, its output flat
+        return conv_shape(cin, self.out, size, Op(size), self.bias, False)._replace(flat=True)
 
 
 BLOCK_SPECS: dict[str, type] = {s.TYPE: s for s in (ConvSpec, PointwiseSpec, SepConvSpec, MaxPoolSpec, TransitionSpec)}
@@ -237,8 +235,6 @@ def layout(cfg) -> list[LayerInfo]:
             rf += (op.kernel - 1) * op.dilation * jump
             jump *= op.stride
         channels, flat = shape.out_channels, shape.flat
-        if flat:
-            size = 1
         out_shape = (channels,) if flat else (channels, size, size)
         layers.append(LayerInfo(i, spec.TYPE, out_shape, shape.params, rf, jump, shape.macs, spec, in_shape))
     if channels != cfg.num_classes or size != 1:

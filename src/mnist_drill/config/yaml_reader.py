@@ -131,9 +131,7 @@ class StrictLoader(yaml.SafeLoader):
     def _check_text(node, path: str) -> None:
         bad = _INVISIBLE.search(node.value) or re.search(r"[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]", node.value)
         if bad:
-            char = bad.group()
-            name = unicodedata.name(char, "a control character")
-            raise _Refused(path, node.start_mark, f"holds an invisible character U+{ord(char):04X} ({name}): retype it")
+            raise _Refused(path, node.start_mark, f"holds {_invisible(bad.group())}: retype it")
 
     @staticmethod
     def _check_unique(node, path: str) -> None:
@@ -153,8 +151,8 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _construct_int(loader, node) -> int:
-    return int(node.value, 0)  # 12, 0x1f, 0o17: YAML 1.2 spellings
+def _invisible(char: str) -> str:
+    return f"an invisible character U+{ord(char):04X} ({unicodedata.name(char, 'a control character')})"
 
 
 for _tag, _pattern, _first in (
@@ -171,7 +169,7 @@ for _tag, _pattern, _first in (
     ),
 ):
     StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
-StrictLoader.add_constructor(_INT, _construct_int)
+StrictLoader.add_constructor(_INT, lambda loader, node: int(node.value, 0))  # 12, 0x1f, 0o17: YAML 1.2 spellings
 
 
 def load_yaml_text(text: str, source: str) -> Any:
@@ -238,12 +236,8 @@ def config_text(path: Path) -> str:
             "Latin-1 or Windows-1252?); save it as UTF-8"
         ) from None
     for number, line in enumerate(text.split("\n"), start=1):
-        if (bad := _INVISIBLE.search(line.rstrip("\r"))) is not None:
-            char = bad.group()
-            raise ConfigError(
-                f"{path}: holds an invisible character U+{ord(char):04X} "
-                f"({unicodedata.name(char, 'a control character')}) at line {number}: retype that line"
-            )
+        if bad := _INVISIBLE.search(line):  # not \r: a Windows line end is no invisible character
+            raise ConfigError(f"{path}: holds {_invisible(bad.group())} at line {number}: retype that line")
         if line[: len(line) - len(line.lstrip(" \t"))].count("\t"):
             raise ConfigError(f"{path}: a tab in the indentation of line {number}: YAML indents with spaces")
     return text
@@ -254,11 +248,6 @@ def read_yaml(path: Path) -> dict:
     if raw is None:
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {_yaml_kind(raw)}")
+        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}[type(raw)]
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {kind}")
     return raw
-
-
-def _yaml_kind(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
-        type(value), type(value).__name__
-    )
