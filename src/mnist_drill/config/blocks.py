@@ -40,10 +40,17 @@ def conv_shape(cin: int, cout: int, size: int, op: Op, bias: bool, bn: bool) -> 
     return Shape(cout, [op], out_size(size, op) ** 2 * weights, params)
 
 
+BLOCK_SPECS: dict[str, type] = {}  # YAML name -> spec, in the order the specs are defined
+
+
 class BlockSpec:
-    """Base of every block spec; TYPE is the name used in YAML. Its check runs after every spec's __init__."""
+    """Base of every block spec; `kind` is the name used in YAML (TYPE). Its check runs after every spec's __init__."""
 
     TYPE: ClassVar[str] = ""
+
+    def __init_subclass__(cls, kind: str):
+        cls.TYPE = kind
+        BLOCK_SPECS[kind] = cls
 
     def __post_init__(self):
         for name, low in (("out", 1), ("kernel", 1), ("stride", 1), ("dilation", 1), ("padding", 0), ("pool", 1)):
@@ -57,10 +64,9 @@ class BlockSpec:
 
 
 @dataclass(frozen=True)
-class ConvSpec(BlockSpec):
+class ConvSpec(BlockSpec, kind="conv"):
     """k x k convolution with optional BN, ReLU and dropout."""
 
-    TYPE: ClassVar[str] = "conv"
     out: int
     kernel: int = 3
     padding: int = 0
@@ -83,10 +89,9 @@ class ConvSpec(BlockSpec):
 
 
 @dataclass(frozen=True)
-class PointwiseSpec(BlockSpec):
+class PointwiseSpec(BlockSpec, kind="pointwise"):
     """1x1 convolution: mixes channels, leaves the map and the receptive field alone."""
 
-    TYPE: ClassVar[str] = "pointwise"
     out: int
     bias: bool = False
     bn: bool | None = None
@@ -98,10 +103,8 @@ class PointwiseSpec(BlockSpec):
 
 
 @dataclass(frozen=True)
-class SepConvSpec(ConvSpec):
+class SepConvSpec(ConvSpec, kind="sepconv"):
     """Depthwise-separable convolution: the same keys as `conv`, ~k*k times fewer weights."""
-
-    TYPE: ClassVar[str] = "sepconv"
 
     def shape(self, cin: int, size: int) -> Shape:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
@@ -111,8 +114,7 @@ class SepConvSpec(ConvSpec):
 
 
 @dataclass(frozen=True)
-class MaxPoolSpec(BlockSpec):
-    TYPE: ClassVar[str] = "maxpool"
+class MaxPoolSpec(BlockSpec, kind="maxpool"):
     kernel: int = 2
     stride: int | None = None  # null: same as kernel
 
@@ -121,10 +123,9 @@ class MaxPoolSpec(BlockSpec):
 
 
 @dataclass(frozen=True)
-class TransitionSpec(PointwiseSpec):
+class TransitionSpec(PointwiseSpec, kind="transition"):
     """Max-pool then 1x1 squeeze (the keys of `pointwise`, and `pool`): the end of a convolution block."""
 
-    TYPE: ClassVar[str] = "transition"
     pool: int = 2
 
     def shape(self, cin: int, size: int) -> Shape:
@@ -133,23 +134,20 @@ class TransitionSpec(PointwiseSpec):
 
 
 @dataclass(frozen=True)
-class GapSpec(BlockSpec):
+class GapSpec(BlockSpec, kind="gap"):
     """Global average pooling: each channel's map becomes one number; no parameters."""
-
-    TYPE: ClassVar[str] = "gap"
 
     def shape(self, cin: int, size: int) -> Shape:
         return Shape(cin, [Op(size)], 0, 0)
 
 
 @dataclass(frozen=True)
-class LargeConvSpec(BlockSpec):
+class LargeConvSpec(BlockSpec, kind="large_conv"):
     """A large-kernel conv that collapses the map (the skeleton's 7x7 at the end).
 
     kernel null means "the whole incoming map". No BN/ReLU by default: it is usually the output layer.
     """
 
-    TYPE: ClassVar[str] = "large_conv"
     out: int
     kernel: int | None = None
     bias: bool = False
@@ -162,10 +160,9 @@ class LargeConvSpec(BlockSpec):
 
 
 @dataclass(frozen=True)
-class HeadSpec(BlockSpec):
+class HeadSpec(BlockSpec, kind="head"):
     """1x1 conv to the class scores: no BN, no ReLU, no dropout before the softmax."""
 
-    TYPE: ClassVar[str] = "head"
     out: int = 10
     bias: bool = False
 
@@ -174,10 +171,9 @@ class HeadSpec(BlockSpec):
 
 
 @dataclass(frozen=True)
-class LinearSpec(BlockSpec):
+class LinearSpec(BlockSpec, kind="linear"):
     """Fully connected layer (flattens its input). The drill's target forbids it."""
 
-    TYPE: ClassVar[str] = "linear"
     out: int
     bias: bool = True
     relu: bool = True
@@ -185,10 +181,6 @@ class LinearSpec(BlockSpec):
 
     def shape(self, cin: int, size: int) -> Shape:  # a conv whose kernel is the whole map, its output flat
         return conv_shape(cin, self.out, size, Op(size), self.bias, False)._replace(flat=True)
-
-
-BLOCK_SPECS: dict[str, type] = {s.TYPE: s for s in (ConvSpec, PointwiseSpec, SepConvSpec, MaxPoolSpec, TransitionSpec)}
-BLOCK_SPECS |= {s.TYPE: s for s in (GapSpec, LargeConvSpec, HeadSpec, LinearSpec)}
 
 
 # ---------------------------------------------------------------- a block list's geometry

@@ -46,8 +46,7 @@ class DataConfig:
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.test_batch_size >= 1, "test_batch_size", "must be >= 1")
         for name in ("train_subset", "test_subset"):
-            value = getattr(self, name)
-            _check(value is None or value >= 1, name, "must be >= 1 (or null for all)")
+            _check(getattr(self, name) is None or getattr(self, name) >= 1, name, "must be >= 1 (or null for all)")
 
 
 @dataclass(frozen=True)
@@ -203,10 +202,8 @@ DESCRIPTIVE_KEYS = ("name", "change", "reason", "expect")  # what a step is call
 def to_dict(cfg: Any) -> Any:
     """The config as plain YAML-able data; blocks carry their `type` first."""
     if dataclasses.is_dataclass(cfg):
-        out = {"type": cfg.TYPE} if isinstance(cfg, BlockSpec) else {}
-        for f in dataclasses.fields(cfg):
-            out[f.name] = to_dict(getattr(cfg, f.name))
-        return out
+        kind = {"type": cfg.TYPE} if isinstance(cfg, BlockSpec) else {}
+        return kind | {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, tuple):
         return [to_dict(v) for v in cfg]
     return cfg
