@@ -22,14 +22,8 @@ _SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 def _comments(cls: type) -> dict[str, str]:
     """Each field's end-of-line comment in the source of `cls` and of the dataclasses it extends."""
-    found: dict[str, str] = {}
-    for base in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(base):
-            for line in inspect.getsource(base).splitlines():
-                match = _COMMENT.match(line)
-                if match:
-                    found[match.group(1)] = match.group(2)
-    return found
+    sources = [inspect.getsource(base) for base in reversed(cls.__mro__) if dataclasses.is_dataclass(base)]
+    return dict(match.groups() for match in map(_COMMENT.match, "\n".join(sources).splitlines()) if match)
 
 
 def _doc(cls: type) -> str | None:

@@ -30,11 +30,10 @@ _INVISIBLE = re.compile(
 
 
 class _Refused(Exception):
-    """A scalar, key or construct the strict loader does not accept: where (dotted key, line) and why."""
+    """A scalar, key or construct the strict loader does not accept, as "dotted.key: why (line N)"."""
 
     def __init__(self, key: str, mark, why: str):
-        super().__init__(why)
-        self.key, self.line, self.why = key, mark.line + 1 if mark else None, why
+        super().__init__(f"{key}: {why} (line {mark.line + 1})" if key else f"{why} (line {mark.line + 1})")
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -180,27 +179,19 @@ def load_yaml_text(text: str, source: str) -> Any:
         node = loader.get_single_node()
         return None if node is None else loader.construct_document(node)
     except _Refused as err:
-        key = f" {err.key}:" if err.key else ""
-        line = f" (line {err.line})" if err.line else ""
-        raise ConfigError(f"{source}:{key} {err.why}{line}") from None
-    except yaml.composer.ComposerError as err:
-        if err.context == "expected a single document in the stream":
-            raise ConfigError(
-                f"{source}: holds several YAML documents (another starts at line "
-                f"{err.problem_mark.line + 1}): a step config is one document"
-            ) from None
-        raise _invalid(err, source) from None
+        raise ConfigError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
-        raise _invalid(err, source) from None
+        mark = getattr(err, "problem_mark", None)
+        if getattr(err, "context", None) == "expected a single document in the stream":
+            raise ConfigError(
+                f"{source}: holds several YAML documents (another starts at line {mark.line + 1}): "
+                "a step config is one document"
+            ) from None
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
     finally:
         loader.dispose()
-
-
-def _invalid(err: yaml.YAMLError, source: str) -> ConfigError:
-    mark = getattr(err, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return ConfigError(f"{source}: invalid YAML{where}: {problem}")
 
 
 def config_text(path: Path) -> str:
