@@ -1,6 +1,5 @@
-"""Loading a step config strictly: defaults < YAML (`extends:` chains) < `--set`, as docs/config.md says.
-
-Every file and every `--set` is checked on its own before merging, so an error names it and the dotted key."""
+"""Loading a step config strictly: defaults < YAML (`extends:` chains) < `--set` (docs/config.md). Each file and
+each `--set` is checked on its own before merging, so an error names it and the dotted key."""
 
 from __future__ import annotations
 
@@ -57,8 +56,13 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise bad
         kinds = [args[0]] * len(value) if args[-1] is Ellipsis else args
         return tuple(_convert(v, kind, f"{path}[{i}]") for i, (v, kind) in enumerate(zip(value, kinds)))
-    if tp is BlockSpec:
-        return _block(value, path)
+    if tp is BlockSpec:  # a mapping whose `type` names its spec
+        if not isinstance(value, dict) or "type" not in value:
+            raise ConfigError(f"{path}: a block is a mapping with a 'type' key, got {value!r}")
+        kind = value["type"]
+        if kind not in BLOCK_SPECS:
+            raise ConfigError(f"{path}.type: unknown block type {kind!r}{_suggest(str(kind), sorted(BLOCK_SPECS))}")
+        tp, value = BLOCK_SPECS[kind], {k: v for k, v in value.items() if k != "type"}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad
@@ -88,18 +92,8 @@ def _dataclass(cls: type, raw: dict, path: str) -> Any:
         raise ConfigError(f"{prefix}{err}") from None
 
 
-def _block(raw: Any, path: str) -> BlockSpec:
-    if not isinstance(raw, dict) or "type" not in raw:
-        raise ConfigError(f"{path}: a block is a mapping with a 'type' key, got {raw!r}")
-    kind = raw["type"]
-    if kind not in BLOCK_SPECS:
-        raise ConfigError(f"{path}.type: unknown block type {kind!r}{_suggest(str(kind), sorted(BLOCK_SPECS))}")
-    return _dataclass(BLOCK_SPECS[kind], {k: v for k, v in raw.items() if k != "type"}, path)
-
-
 def read_saved_config(path: Path) -> dict:
-    """A run folder's config.yaml, read as strictly as a step config; a damaged, foreign or missing
-    one is a UsageError that says what to do (the run cannot be resumed or reused without it)."""
+    """A run folder's config.yaml, read strictly; a damaged or missing one is a UsageError that says what to do."""
     try:
         return read_yaml(path)
     except ConfigError as err:
@@ -179,8 +173,7 @@ def _set_in(raw: dict, parts: list, value: Any, item: str) -> dict:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Load a step config: defaults < YAML chain < overrides ('section.key=value' strings;
-    'model.blocks[2].out=12' changes one block)."""
+    """Load a step config: defaults < YAML chain < `--set` overrides ('model.blocks[2].out=12' changes one block)."""
     path = Path(path)
     raw = _load_chain(path)
     raw.setdefault("name", path.stem)
@@ -242,8 +235,7 @@ def extends_path(path: Path) -> Path | None:
 
 
 def find_config(name: str, folder: Path = Path("configs")) -> Path:
-    """A config path as given, or a step's name: 'step3_dropout' or 'step3' -> configs/step3_dropout.yaml.
-    A name that matches nothing lists the steps there are."""
+    """A config path as given, or a step's name: 'step3_dropout' or 'step3' -> configs/step3_dropout.yaml."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name:
         return path

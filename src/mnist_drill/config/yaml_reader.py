@@ -172,8 +172,7 @@ StrictLoader.add_constructor(_INT, lambda loader, node: int(node.value, 0))  # 1
 
 
 def load_yaml_text(text: str, source: str) -> Any:
-    """YAML text read by StrictLoader; every refusal is a ConfigError naming `source`, the dotted key
-    and the line. `--set` values are read with it too."""
+    """YAML text (a file's or a `--set` value) read by StrictLoader; a refusal is a ConfigError naming `source`."""
     loader = StrictLoader(text)
     try:
         node = loader.get_single_node()
