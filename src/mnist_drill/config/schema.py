@@ -241,13 +241,9 @@ def config_changes(old: Config, new: Config, arrow: str = "->") -> list[str]:
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted keys to leaf values; list items are indexed (model.blocks[2].out)."""
     if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
-        out = {f"{prefix}.length": len(data)}
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}[{i}]"))
-        return out
-    return {prefix: data}
+        children = {f"{prefix}.{key}" if prefix else str(key): value for key, value in data.items()}
+    elif isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        children = {f"{prefix}.length": len(data)} | {f"{prefix}[{i}]": value for i, value in enumerate(data)}
+    else:
+        return {prefix: data}
+    return {k: v for key, value in children.items() for k, v in flatten(value, key).items()}
