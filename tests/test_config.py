@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, MaxPoolSpec
-from mnist_drill.config.loader import load_config, parse_set, read_saved_config, trains_alike
+from mnist_drill.config.loader import load_config, read_saved_config, set_path, trains_alike
 from mnist_drill.config.schema import (
     DESCRIPTIVE_KEYS,
     EXPECTATIONS,
@@ -384,10 +384,11 @@ def test_set_errors_name_the_set(write_config, item, fragments):
         assert fragment in message, message
 
 
-def test_parse_set_builds_a_nested_mapping():
-    assert parse_set("model.dropout=0.1") == {"model": {"dropout": 0.1}}
-    assert parse_set("augment.scale=[0.9, 1.1]") == {"augment": {"scale": [0.9, 1.1]}}
-    assert parse_set("change=") == {"change": ""}
+def test_set_path_splits_the_dotted_key_and_reads_the_value_as_yaml():
+    assert set_path("model.dropout=0.1") == (["model", "dropout"], 0.1)
+    assert set_path("augment.scale=[0.9, 1.1]") == (["augment", "scale"], [0.9, 1.1])
+    assert set_path("model.blocks[2].out=12") == (["model", "blocks", 2, "out"], 12)
+    assert set_path("change=") == (["change"], "")
 
 
 # ---------------------------------------------------------------- round trip, frozen, flatten

@@ -1,9 +1,5 @@
-"""Everything a user can cause, and the exit code each ends with: one base class, one table.
-
-A `DrillError` carries a one-line message that names the file, key or option at fault and says
-what to do; the CLI prints it as `mnist-drill: error: <message>` and exits with its code. Nothing
-else in the package prints an error or picks an exit code.
-"""
+"""Every error a user can cause, as one line that names the file, key or option and says what to do, and the exit
+code each ends with; only the CLI prints them (`mnist-drill: error: <message>`) and picks exit codes."""
 
 from __future__ import annotations
 
@@ -54,9 +50,7 @@ class StorageError(DrillError):
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived (the CLI turns the signal into this); unwinds like Ctrl-C but exits 143.
-
-    A BaseException, as KeyboardInterrupt is, so no `except Exception` swallows it."""
+    """SIGTERM, as the CLI raises it: unwinds like Ctrl-C (a BaseException, so no `except Exception` swallows it)."""
 
 
 def report(err: BaseException) -> int:

@@ -1,9 +1,5 @@
-"""The building blocks a model YAML can name, as plain data, and the one registry that maps names to them.
-
-Each block has a frozen spec (its YAML keys) that states its geometry (the kernel/stride/dilation/padding
-of each spatial op), its parameters and its multiply-accumulates, so shapes, receptive field and size are
-computed from the specs alone, without torch. The nn.Module each spec becomes is built in nn/layers.py.
-"""
+"""The blocks a model YAML can name: frozen specs (their YAML keys) that compute their own shape, parameters
+and MACs without torch (nn/layers.py builds their modules), and the one registry from YAML names to them."""
 
 from __future__ import annotations
 
@@ -27,50 +23,50 @@ class Shape(NamedTuple):
     """What a block makes of a `cin`-channel input map of `size` x `size`."""
 
     out_channels: int
-    ops: list[Op]  # spatial ops in order (empty for 1x1-only or flat blocks)
+    ops: list[Op]  # spatial ops in order (a 1x1 conv's Op(1) changes nothing)
     macs: int  # multiply-accumulates per image
     params: int  # learned parameters (BatchNorm's running statistics are buffers, not parameters)
     flat: bool = False  # the output is a feature vector, not a map
-
-
-class BlockSpec:
-    """Base of every block spec; TYPE is the name used in YAML. Its check runs after every spec's __init__."""
-
-    TYPE: ClassVar[str] = ""
-
-    def __post_init__(self):
-        _check_common(self)
 
 
 def out_size(size: int, op: Op) -> int:
     return (size + 2 * op.padding - op.dilation * (op.kernel - 1) - 1) // op.stride + 1
 
 
-def conv_params(cin: int, cout: int, kernel: int, bias: bool, bn: bool) -> int:
-    """A conv's weights, its bias and its BatchNorm's scale and shift."""
-    return cout * cin * kernel**2 + (cout if bias else 0) + (2 * cout if bn else 0)
+def conv_shape(cin: int, cout: int, size: int, op: Op, bias: bool, bn: bool) -> Shape:
+    """A convolution with kernel op.kernel; its parameters are the weights, the bias and BatchNorm's scale and shift."""
+    weights = cout * cin * op.kernel**2
+    params = weights + (cout if bias else 0) + (2 * cout if bn else 0)
+    return Shape(cout, [op], out_size(size, op) ** 2 * weights, params)
 
 
-def _check_common(spec) -> None:
-    if getattr(spec, "out", 1) < 1:
-        raise ValueError("out: must be >= 1")
-    if getattr(spec, "dropout", None) is not None and not 0 <= spec.dropout < 1:
-        raise ValueError("dropout: must be in [0, 1)")
-    for name in ("kernel", "stride", "dilation"):
-        if getattr(spec, name, 1) is not None and getattr(spec, name, 1) < 1:
-            raise ValueError(f"{name}: must be >= 1")
-    if getattr(spec, "padding", 0) < 0:
-        raise ValueError("padding: must be >= 0")
+BLOCK_SPECS: dict[str, type] = {}  # YAML name -> spec, in the order the specs are defined
+
+
+class BlockSpec:
+    """Base of every block spec; `kind` is the name used in YAML (TYPE). Its check runs after every spec's __init__."""
+
+    TYPE: ClassVar[str] = ""
+
+    def __init_subclass__(cls, kind: str):
+        cls.TYPE = kind
+        BLOCK_SPECS[kind] = cls
+
+    def __post_init__(self):
+        for name, low in (("out", 1), ("kernel", 1), ("stride", 1), ("dilation", 1), ("padding", 0), ("pool", 1)):
+            if getattr(self, name, None) is not None and getattr(self, name) < low:
+                raise ValueError(f"{name}: must be >= {low}")
+        if getattr(self, "dropout", None) is not None and not 0 <= self.dropout < 1:
+            raise ValueError("dropout: must be in [0, 1)")
 
 
 # ---------------------------------------------------------------- specs
 
 
 @dataclass(frozen=True)
-class ConvSpec(BlockSpec):
+class ConvSpec(BlockSpec, kind="conv"):
     """k x k convolution with optional BN, ReLU and dropout."""
 
-    TYPE: ClassVar[str] = "conv"
     out: int
     kernel: int = 3
     padding: int = 0
@@ -87,17 +83,15 @@ class ConvSpec(BlockSpec):
         return {k: getattr(self, k) for k in keys}
 
     def shape(self, cin: int, size: int) -> Shape:
-        op = Op(self.kernel, self.stride, self.dilation, self.padding)
-        hw = out_size(size, op) ** 2
-        params = conv_params(cin, self.out, self.kernel, self.bias, self.bn)
-        return Shape(self.out, [op], hw * self.out * cin * self.kernel**2, params)
+        return conv_shape(
+            cin, self.out, size, Op(self.kernel, self.stride, self.dilation, self.padding), self.bias, self.bn
+        )
 
 
 @dataclass(frozen=True)
-class PointwiseSpec(BlockSpec):
+class PointwiseSpec(BlockSpec, kind="pointwise"):
     """1x1 convolution: mixes channels, leaves the map and the receptive field alone."""
 
-    TYPE: ClassVar[str] = "pointwise"
     out: int
     bias: bool = False
     bn: bool | None = None
@@ -105,72 +99,55 @@ class PointwiseSpec(BlockSpec):
     relu: bool = True
 
     def shape(self, cin: int, size: int) -> Shape:
-        return Shape(self.out, [], size * size * self.out * cin, conv_params(cin, self.out, 1, self.bias, self.bn))
+        return conv_shape(cin, self.out, size, Op(1), self.bias, self.bn)
 
 
 @dataclass(frozen=True)
-class SepConvSpec(ConvSpec):
+class SepConvSpec(ConvSpec, kind="sepconv"):
     """Depthwise-separable convolution: the same keys as `conv`, ~k*k times fewer weights."""
-
-    TYPE: ClassVar[str] = "sepconv"
 
     def shape(self, cin: int, size: int) -> Shape:
         op = Op(self.kernel, self.stride, self.dilation, self.padding)
-        hw = out_size(size, op) ** 2
-        params = cin * self.kernel**2 + conv_params(cin, self.out, 1, self.bias, self.bn)
-        return Shape(self.out, [op], hw * cin * self.kernel**2 + hw * cin * self.out, params)
+        depthwise = conv_shape(1, 1, size, op, False, False)  # one k x k filter per input channel
+        pointwise = conv_shape(cin, self.out, out_size(size, op), Op(1), self.bias, self.bn)
+        return Shape(self.out, [op], cin * depthwise.macs + pointwise.macs, cin * depthwise.params + pointwise.params)
 
 
 @dataclass(frozen=True)
-class MaxPoolSpec(BlockSpec):
-    TYPE: ClassVar[str] = "maxpool"
+class MaxPoolSpec(BlockSpec, kind="maxpool"):
     kernel: int = 2
     stride: int | None = None  # null: same as kernel
-
-    def __post_init__(self):
-        if self.kernel < 1 or (self.stride is not None and self.stride < 1):
-            raise ValueError("kernel: must be >= 1")
 
     def shape(self, cin: int, size: int) -> Shape:
         return Shape(cin, [Op(self.kernel, self.stride or self.kernel)], 0, 0)
 
 
 @dataclass(frozen=True)
-class TransitionSpec(PointwiseSpec):
+class TransitionSpec(PointwiseSpec, kind="transition"):
     """Max-pool then 1x1 squeeze (the keys of `pointwise`, and `pool`): the end of a convolution block."""
 
-    TYPE: ClassVar[str] = "transition"
     pool: int = 2
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.pool < 1:
-            raise ValueError("pool: must be >= 1")
-
     def shape(self, cin: int, size: int) -> Shape:
-        op = Op(self.pool, self.pool)
-        params = conv_params(cin, self.out, 1, self.bias, self.bn)
-        return Shape(self.out, [op], out_size(size, op) ** 2 * cin * self.out, params)
+        pool = Op(self.pool, self.pool)
+        return conv_shape(cin, self.out, out_size(size, pool), Op(1), self.bias, self.bn)._replace(ops=[pool])
 
 
 @dataclass(frozen=True)
-class GapSpec(BlockSpec):
+class GapSpec(BlockSpec, kind="gap"):
     """Global average pooling: each channel's map becomes one number; no parameters."""
-
-    TYPE: ClassVar[str] = "gap"
 
     def shape(self, cin: int, size: int) -> Shape:
         return Shape(cin, [Op(size)], 0, 0)
 
 
 @dataclass(frozen=True)
-class LargeConvSpec(BlockSpec):
+class LargeConvSpec(BlockSpec, kind="large_conv"):
     """A large-kernel conv that collapses the map (the skeleton's 7x7 at the end).
 
     kernel null means "the whole incoming map". No BN/ReLU by default: it is usually the output layer.
     """
 
-    TYPE: ClassVar[str] = "large_conv"
     out: int
     kernel: int | None = None
     bias: bool = False
@@ -179,44 +156,31 @@ class LargeConvSpec(BlockSpec):
     dropout: float = 0.0
 
     def shape(self, cin: int, size: int) -> Shape:
-        kernel = self.kernel or size
-        op = Op(kernel)
-        hw = out_size(size, op) ** 2
-        return Shape(
-            self.out, [op], hw * self.out * cin * kernel**2, conv_params(cin, self.out, kernel, self.bias, self.bn)
-        )
+        return conv_shape(cin, self.out, size, Op(self.kernel or size), self.bias, self.bn)
 
 
 @dataclass(frozen=True)
-class HeadSpec(BlockSpec):
+class HeadSpec(BlockSpec, kind="head"):
     """1x1 conv to the class scores: no BN, no ReLU, no dropout before the softmax."""
 
-    TYPE: ClassVar[str] = "head"
     out: int = 10
     bias: bool = False
 
     def shape(self, cin: int, size: int) -> Shape:
-        return Shape(self.out, [], size * size * self.out * cin, conv_params(cin, self.out, 1, self.bias, False))
+        return conv_shape(cin, self.out, size, Op(1), self.bias, False)
 
 
 @dataclass(frozen=True)
-class LinearSpec(BlockSpec):
+class LinearSpec(BlockSpec, kind="linear"):
     """Fully connected layer (flattens its input). The drill's target forbids it."""
 
-    TYPE: ClassVar[str] = "linear"
     out: int
     bias: bool = True
     relu: bool = True
     dropout: float | None = None
 
-    def shape(self, cin: int, size: int) -> Shape:
-        fin = cin * size * size
-        params = fin * self.out + (self.out if self.bias else 0)
-        return Shape(self.out, [Op(size)] if size > 1 else [], fin * self.out, params, flat=True)
-
-
-BLOCK_SPECS: dict[str, type] = {s.TYPE: s for s in (ConvSpec, PointwiseSpec, SepConvSpec, MaxPoolSpec, TransitionSpec)}
-BLOCK_SPECS |= {s.TYPE: s for s in (GapSpec, LargeConvSpec, HeadSpec, LinearSpec)}
+    def shape(self, cin: int, size: int) -> Shape:  # a conv whose kernel is the whole map, its output flat
+        return conv_shape(cin, self.out, size, Op(size), self.bias, False)._replace(flat=True)
 
 
 # ---------------------------------------------------------------- a block list's geometry
@@ -236,8 +200,7 @@ class LayerInfo:
 
 
 def with_model_defaults(spec: BlockSpec, cfg) -> BlockSpec:
-    """The block with its unset (null) `bn` and `dropout` taken from the model's (a ModelConfig): the one
-    place where "BN everywhere" or "dropout everywhere" reaches the blocks."""
+    """The block with its unset (null) `bn` and `dropout` taken from the model's: how "BN everywhere" reaches it."""
     unset = {name: getattr(cfg, name) for name in ("bn", "dropout") if getattr(spec, name, False) is None}
     return dataclasses.replace(spec, **unset) if unset else spec
 
@@ -264,15 +227,12 @@ def layout(cfg) -> list[LayerInfo]:
             rf += (op.kernel - 1) * op.dilation * jump
             jump *= op.stride
         channels, flat = shape.out_channels, shape.flat
-        if flat:
-            size = 1
         out_shape = (channels,) if flat else (channels, size, size)
         layers.append(LayerInfo(i, spec.TYPE, out_shape, shape.params, rf, jump, shape.macs, spec, in_shape))
     if channels != cfg.num_classes or size != 1:
-        got = "x".join(map(str, layers[-1].out_shape))
         raise ConfigError(
             f"model.blocks: the last block must output {cfg.num_classes} channels at 1x1 "
-            f"(one score per class), got {got}"
+            f"(one score per class), got {'x'.join(map(str, out_shape))}"
         )
     return layers
 

@@ -1,10 +1,5 @@
-"""Loading a step config: dict -> dataclass strictly, `extends:` chains, `--set` overrides.
-
-Precedence: dataclass defaults < YAML (a file may `extends:` another, path relative to itself)
-< `--set section.key=value`. Mappings merge key by key; lists (the block list) are replaced whole.
-Every file and every `--set` is checked on its own before merging, so an error names the file
-(or the `--set`) it came from and the dotted key, in one line.
-"""
+"""Loading a step config strictly: defaults < YAML (`extends:` chains) < `--set` (docs/config.md). Each file and
+each `--set` is checked on its own before merging, so an error names it and the dotted key."""
 
 from __future__ import annotations
 
@@ -41,19 +36,11 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
 
 
-_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-
-
 def _convert(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in typing.get_args(tp):
             try:
                 return _convert(value, arg, path)
             except ConfigError:
@@ -65,38 +52,25 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         return value
     if origin is tuple:
         args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
             raise bad
-        if args[-1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise bad
-        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if tp is BlockSpec:
-        return _block(value, path)
+        kinds = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        return tuple(_convert(v, kind, f"{path}[{i}]") for i, (v, kind) in enumerate(zip(value, kinds)))
+    if tp is BlockSpec:  # a mapping whose `type` names its spec
+        if not isinstance(value, dict) or "type" not in value:
+            raise ConfigError(f"{path}: a block is a mapping with a 'type' key, got {value!r}")
+        kind = value["type"]
+        if kind not in BLOCK_SPECS:
+            raise ConfigError(f"{path}.type: unknown block type {kind!r}{_suggest(str(kind), sorted(BLOCK_SPECS))}")
+        tp, value = BLOCK_SPECS[kind], {k: v for k, v in value.items() if k != "type"}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise bad
         return _dataclass(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, str) and _SCIENTIFIC.match(value):
-            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean a number
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise TypeError(f"unsupported config type {tp!r} at {path}")
+    # a scalar: bool, int, float (an int will do), str or None; True is an int in Python, but not here
+    if not isinstance(value, (int, float) if tp is float else tp) or (isinstance(value, bool) and tp is not bool):
+        raise bad
+    return float(value) if tp is float else value
 
 
 def _dataclass(cls: type, raw: dict, path: str) -> Any:
@@ -118,18 +92,8 @@ def _dataclass(cls: type, raw: dict, path: str) -> Any:
         raise ConfigError(f"{prefix}{err}") from None
 
 
-def _block(raw: Any, path: str) -> BlockSpec:
-    if not isinstance(raw, dict) or "type" not in raw:
-        raise ConfigError(f"{path}: a block is a mapping with a 'type' key, got {raw!r}")
-    kind = raw["type"]
-    if kind not in BLOCK_SPECS:
-        raise ConfigError(f"{path}.type: unknown block type {kind!r}{_suggest(str(kind), sorted(BLOCK_SPECS))}")
-    return _dataclass(BLOCK_SPECS[kind], {k: v for k, v in raw.items() if k != "type"}, path)
-
-
 def read_saved_config(path: Path) -> dict:
-    """A run folder's config.yaml, read as strictly as a step config; a damaged, foreign or missing
-    one is a UsageError that says what to do (the run cannot be resumed or reused without it)."""
+    """A run folder's config.yaml, read strictly; a damaged or missing one is a UsageError that says what to do."""
     try:
         return read_yaml(path)
     except ConfigError as err:
@@ -140,13 +104,9 @@ def read_saved_config(path: Path) -> dict:
 
 
 def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+    return base | {
+        k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v for k, v in over.items()
+    }
 
 
 def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -198,15 +158,6 @@ def set_path(item: str) -> tuple[list, Any]:
     return parts, value
 
 
-def parse_set(item: str) -> dict:
-    """'model.dropout=0.1' -> {'model': {'dropout': 0.1}}, for a key without a list index."""
-    parts, value = set_path(item)
-    tree: Any = value
-    for part in reversed(parts):
-        tree = {part: tree}
-    return tree
-
-
 def _set_in(raw: dict, parts: list, value: Any, item: str) -> dict:
     """A copy of `raw` with the value at `parts` replaced; list items (blocks) are addressed by index."""
     if not parts:
@@ -216,65 +167,52 @@ def _set_in(raw: dict, parts: list, value: Any, item: str) -> dict:
         if not isinstance(raw, list) or not 0 <= head < len(raw):
             size = len(raw) if isinstance(raw, list) else 0
             raise ConfigError(f"--set {item}: index [{head}] is out of range (the list has {size} items)")
-        out = list(raw)
-        out[head] = _set_in(out[head] if isinstance(out[head], dict) else {}, rest, value, item)
-        return out
-    out = dict(raw) if isinstance(raw, dict) else {}
-    out[head] = _set_in(out.get(head, {}), rest, value, item) if rest else value
-    return out
+        return [*raw[:head], _set_in(raw[head], rest, value, item), *raw[head + 1 :]]
+    raw = raw if isinstance(raw, dict) else {}
+    return raw | {head: _set_in(raw.get(head, {}), rest, value, item)}
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Load a step config: defaults < YAML chain < overrides ('section.key=value' strings;
-    'model.blocks[2].out=12' changes one block)."""
+    """Load a step config: defaults < YAML chain < `--set` overrides ('model.blocks[2].out=12' changes one block)."""
     path = Path(path)
     raw = _load_chain(path)
     raw.setdefault("name", path.stem)
     for item in overrides:
         parts, value = set_path(item)
         if not any(isinstance(p, int) for p in parts):
-            _validate(parse_set(item), f"--set {item}")  # on its own first, so the error names the --set
+            _validate(_set_in({}, parts, value, item), f"--set {item}")  # on its own first, so the error names it
         raw = _set_in(raw, parts, value, item)
         _validate(raw, f"--set {item}")
     cfg = _validate(raw, str(path))
+    unused = dict(line.split(": ", 1) for line in unused_settings(cfg))
     for item in overrides:
-        key = item.partition("=")[0].strip()
-        for why in unused_settings(cfg):
-            if why.startswith(f"{key}:"):
-                raise ConfigError(f"--set {item}: {why.split(': ', 1)[1]}")
+        if (key := item.partition("=")[0].strip()) in unused:
+            raise ConfigError(f"--set {item}: {unused[key]}")
     return cfg
 
 
-# What each setting needs to have any effect: (dotted key, the condition, why it has none otherwise).
-_WHEN_USED = (
-    (
-        "optim.lr",
-        lambda c: c.scheduler.name != "onecycle",
-        lambda c: (
-            f"one-cycle starts at scheduler.max_lr / scheduler.div_factor = "
-            f"{c.scheduler.max_lr / c.scheduler.div_factor:g} "
-            "and ignores optim.lr; set scheduler.max_lr instead"
-        ),
-    ),
-    ("optim.momentum", lambda c: c.optim.name == "sgd", lambda c: "adam has no momentum setting"),
-    ("optim.nesterov", lambda c: c.optim.name == "sgd", lambda c: "adam has no nesterov setting"),
-    *(
-        (f"scheduler.{k}", lambda c, n=n: c.scheduler.name == n, lambda c, n=n: f"used only by scheduler.name {n}")
-        for n, keys in (
-            ("step", ("step_size", "gamma")),
-            ("onecycle", ("max_lr", "pct_start", "div_factor", "final_div_factor")),
-            ("plateau", ("factor", "patience")),
-        )
-        for k in keys
-    ),
-)
+_SCHEDULER_KEYS = {
+    "step": ("step_size", "gamma"),
+    "onecycle": ("max_lr", "pct_start", "div_factor", "final_div_factor"),
+    "plateau": ("factor", "patience"),
+}
 
 
 def unused_settings(cfg: Config) -> list[str]:
     """'key: why' for each setting that differs from its default but has no effect under the options
     chosen. `--set` of such a key is refused; one that comes from a file is noted in the run's log."""
+    start = cfg.scheduler.max_lr / cfg.scheduler.div_factor
+    why = {  # each setting's reason it has no effect, or False where it has one
+        "optim.lr": cfg.scheduler.name == "onecycle"
+        and f"one-cycle starts at scheduler.max_lr / scheduler.div_factor = {start:g} and ignores optim.lr; "
+        "set scheduler.max_lr instead",
+        "optim.momentum": cfg.optim.name != "sgd" and "adam has no momentum setting",
+        "optim.nesterov": cfg.optim.name != "sgd" and "adam has no nesterov setting",
+    }
+    for name, keys in _SCHEDULER_KEYS.items():
+        why |= {f"scheduler.{k}": cfg.scheduler.name != name and f"used only by scheduler.name {name}" for k in keys}
     flat, default = flatten(to_dict(cfg)), flatten(to_dict(Config()))
-    return [f"{key}: {why(cfg)}" for key, used, why in _WHEN_USED if not used(cfg) and flat[key] != default[key]]
+    return [f"{key}: {text}" for key, text in why.items() if text and flat[key] != default[key]]
 
 
 def trains_alike(saved: Any, cfg: Config) -> bool:
@@ -284,13 +222,10 @@ def trains_alike(saved: Any, cfg: Config) -> bool:
     if not isinstance(saved, dict):
         return False
     try:
-        saved = to_dict(_validate({k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS}, "config.yaml"))
+        saved = _validate({k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS}, "config.yaml")
     except ConfigError:
         return False
-    ours = to_dict(cfg)
-    return {k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS} == {
-        k: v for k, v in ours.items() if k not in DESCRIPTIVE_KEYS
-    }
+    return to_dict(saved) == to_dict(dataclasses.replace(cfg, **{k: getattr(saved, k) for k in DESCRIPTIVE_KEYS}))
 
 
 def extends_path(path: Path) -> Path | None:
@@ -300,8 +235,7 @@ def extends_path(path: Path) -> Path | None:
 
 
 def find_config(name: str, folder: Path = Path("configs")) -> Path:
-    """A config path as given, or a step's name: 'step3_dropout' or 'step3' -> configs/step3_dropout.yaml.
-    A name that matches nothing lists the steps there are."""
+    """A config path as given, or a step's name: 'step3_dropout' or 'step3' -> configs/step3_dropout.yaml."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name:
         return path

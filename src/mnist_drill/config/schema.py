@@ -46,16 +46,12 @@ class DataConfig:
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.test_batch_size >= 1, "test_batch_size", "must be >= 1")
         for name in ("train_subset", "test_subset"):
-            value = getattr(self, name)
-            _check(value is None or value >= 1, name, "must be >= 1 (or null for all)")
+            _check(getattr(self, name) is None or getattr(self, name) >= 1, name, "must be >= 1 (or null for all)")
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Batch augmentation on the training device, applied before normalisation, black fill.
-
-    Each knob means what the torchvision transform of the same name means.
-    """
+    """Batch augmentation on the training device, applied before normalisation, black fill."""
 
     rotation: float = 0.0  # degrees: angle ~ U(-rotation, rotation), as RandomRotation
     translate: float = 0.0  # fraction of width/height, as RandomAffine(translate=(t, t))
@@ -75,14 +71,7 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return (self.rotation, self.translate, self.scale, self.shear, self.brightness, self.contrast) != (
-            0.0,
-            0.0,
-            (1.0, 1.0),
-            0.0,
-            0.0,
-            0.0,
-        )
+        return self != AugmentConfig(interpolation=self.interpolation)  # the interpolation alone changes nothing
 
 
 @dataclass(frozen=True)
@@ -199,11 +188,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        _check(
-            bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
-            "name",
-            "must be a plain folder name",
-        )
+        _check(self.name not in ("", ".", "..") and "/" not in self.name, "name", "must be a plain folder name")
         for item in self.expect:
             _check(item in EXPECTATIONS, "expect", f"unknown item {item!r} (valid: {', '.join(EXPECTATIONS)})")
         _check(len(set(self.expect)) == len(self.expect), "expect", "lists an item twice")
@@ -217,10 +202,8 @@ DESCRIPTIVE_KEYS = ("name", "change", "reason", "expect")  # what a step is call
 def to_dict(cfg: Any) -> Any:
     """The config as plain YAML-able data; blocks carry their `type` first."""
     if dataclasses.is_dataclass(cfg):
-        out = {"type": cfg.TYPE} if isinstance(cfg, BlockSpec) else {}
-        for f in dataclasses.fields(cfg):
-            out[f.name] = to_dict(getattr(cfg, f.name))
-        return out
+        kind = {"type": cfg.TYPE} if isinstance(cfg, BlockSpec) else {}
+        return kind | {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, tuple):
         return [to_dict(v) for v in cfg]
     return cfg
@@ -235,44 +218,32 @@ def yaml_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
 
 
-def _block_text(block: BlockSpec) -> str:
-    """A block as a YAML flow mapping, keeping only fields that differ from the defaults."""
-    shown = {"type": block.TYPE}
-    for f in dataclasses.fields(block):
-        value = getattr(block, f.name)
-        if f.default is dataclasses.MISSING or f.default != value:
-            shown[f.name] = to_dict(value)
-    return yaml_value(shown)
+def _settings(cfg: Config) -> dict[str, Any]:
+    """Dotted key -> value of what trains; each block one value, the keys that differ from its defaults."""
+    flat = flatten(to_dict(cfg))
+    out = {k: v for k, v in flat.items() if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS))}
+    for i, block in enumerate(cfg.model.blocks):
+        defaults = {f.name: f.default for f in dataclasses.fields(block)}
+        out[f"model.blocks[{i}]"] = {k: v for k, v in to_dict(block).items() if k not in defaults or defaults[k] != v}
+    return out
 
 
 def config_changes(old: Config, new: Config, arrow: str = "->") -> list[str]:
     """One line per changed setting, values in YAML; blocks are compared position by position."""
-    flat_old, flat_new = flatten(to_dict(old)), flatten(to_dict(new))
-    lines = [
-        f"{k}: {yaml_value(flat_old.get(k, '<absent>'))} {arrow} {yaml_value(flat_new.get(k, '<absent>'))}"
-        for k in dict.fromkeys([*flat_old, *flat_new])
-        if not k.startswith(("model.blocks", *DESCRIPTIVE_KEYS))
-        and flat_old.get(k, "<absent>") != flat_new.get(k, "<absent>")
+    a, b = _settings(old), _settings(new)
+    return [
+        f"{k}: {yaml_value(a.get(k, '<absent>'))} {arrow} {yaml_value(b.get(k, '<absent>'))}"
+        for k in dict.fromkeys([*a, *b])
+        if a.get(k, "<absent>") != b.get(k, "<absent>")
     ]
-    a, b = old.model.blocks, new.model.blocks
-    for i in range(max(len(a), len(b))):
-        before = _block_text(a[i]) if i < len(a) else "<absent>"
-        after = _block_text(b[i]) if i < len(b) else "<absent>"
-        if before != after:
-            lines.append(f"model.blocks[{i}]: {before} {arrow} {after}")
-    return lines
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted keys to leaf values; list items are indexed (model.blocks[2].out)."""
     if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
-        out = {f"{prefix}.length": len(data)}
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}[{i}]"))
-        return out
-    return {prefix: data}
+        children = {f"{prefix}.{key}" if prefix else str(key): value for key, value in data.items()}
+    elif isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        children = {f"{prefix}.length": len(data)} | {f"{prefix}[{i}]": value for i, value in enumerate(data)}
+    else:
+        return {prefix: data}
+    return {k: v for key, value in children.items() for k, v in flatten(value, key).items()}

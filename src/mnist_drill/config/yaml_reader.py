@@ -30,24 +30,15 @@ _INVISIBLE = re.compile(
 
 
 class _Refused(Exception):
-    """A scalar, key or construct the strict loader does not accept: where (dotted key, line) and why."""
+    """A scalar, key or construct the strict loader does not accept, as "dotted.key: why (line N)"."""
 
     def __init__(self, key: str, mark, why: str):
-        super().__init__(why)
-        self.key, self.line, self.why = key, mark.line + 1 if mark else None, why
+        super().__init__(f"{key}: {why} (line {mark.line + 1})" if key else f"{why} (line {mark.line + 1})")
 
 
 class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading what a config author means, and refusing what is ambiguous.
-
-    Scalars resolve as in YAML 1.2's core schema (booleans are only true/false; 1e-3 is a number; no
-    dates), and the YAML 1.1 readings that surprise refuse with the dotted key and the line: the words
-    yes/no/on/off/y/n (1.1 booleans, also as keys: `on:` would become the key True), base-60 numbers
-    (1:30 is 90), leading-zero numbers (010 is octal 8). Also refused: a key that appears twice
-    (PyYAML keeps the last silently), keys that are not strings (`1: x`), merge keys (`<<:`),
-    anchors and aliases, explicit tags (!!float), non-finite numbers (.inf, .nan, 1e999),
-    invisible characters in keys and values, nesting deeper than MAX_DEPTH.
-    """
+    """PyYAML's safe loader with YAML 1.2 core scalars (true/false only, 1e-3 a number, no dates), refusing with
+    the dotted key and the line what a config author would not mean: the list in docs/config.md, "Strict errors"."""
 
     yaml_implicit_resolvers: dict = {}
 
@@ -122,8 +113,8 @@ class StrictLoader(yaml.SafeLoader):
                 why = f'{value} is YAML 1.1 for {meaning}: write true or false, or quote it ("{value}") for the word'
             elif _TRAP_BASE60.match(value):
                 why = (
-                    f"{value} is a base-60 number in YAML 1.1 (= {_base60(value):g}): write the number, or "
-                    "quote it for text"
+                    f"{value} is a base-60 number in YAML 1.1 (= {self.construct_yaml_float(node):g}): write the "
+                    "number, or quote it for text"
                 )
             else:
                 why = (
@@ -131,7 +122,7 @@ class StrictLoader(yaml.SafeLoader):
                     "or quote it for text"
                 )
             raise _Refused(path, node.start_mark, why)
-        if node.tag == _FLOAT and not math.isfinite(_construct_float(self, node)):
+        if node.tag == _FLOAT and not math.isfinite(self.construct_yaml_float(node)):
             raise _Refused(path, node.start_mark, f"{value} is not a finite number")
         self._check_text(node, path)
 
@@ -139,9 +130,7 @@ class StrictLoader(yaml.SafeLoader):
     def _check_text(node, path: str) -> None:
         bad = _INVISIBLE.search(node.value) or re.search(r"[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]", node.value)
         if bad:
-            char = bad.group()
-            name = unicodedata.name(char, "a control character")
-            raise _Refused(path, node.start_mark, f"holds an invisible character U+{ord(char):04X} ({name}): retype it")
+            raise _Refused(path, node.start_mark, f"holds {_invisible(bad.group())}: retype it")
 
     @staticmethod
     def _check_unique(node, path: str) -> None:
@@ -161,23 +150,8 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _base60(text: str) -> float:
-    sign = -1 if text.startswith("-") else 1
-    total = 0.0
-    for part in text.lstrip("+-").replace("_", "").split(":"):
-        total = total * 60 + float(part)
-    return sign * total
-
-
-def _construct_int(loader, node) -> int:
-    return int(node.value, 0)  # 12, 0x1f, 0o17: YAML 1.2 spellings
-
-
-def _construct_float(loader, node) -> float:
-    text = node.value.lower()
-    if text.lstrip("+-") == ".inf":
-        return -math.inf if text.startswith("-") else math.inf
-    return math.nan if text == ".nan" else float(text)
+def _invisible(char: str) -> str:
+    return f"an invisible character U+{ord(char):04X} ({unicodedata.name(char, 'a control character')})"
 
 
 for _tag, _pattern, _first in (
@@ -194,39 +168,29 @@ for _tag, _pattern, _first in (
     ),
 ):
     StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
-StrictLoader.add_constructor(_INT, _construct_int)
-StrictLoader.add_constructor(_FLOAT, _construct_float)
+StrictLoader.add_constructor(_INT, lambda loader, node: int(node.value, 0))  # 12, 0x1f, 0o17: YAML 1.2 spellings
 
 
 def load_yaml_text(text: str, source: str) -> Any:
-    """YAML text read by StrictLoader; every refusal is a ConfigError naming `source`, the dotted key
-    and the line. `--set` values are read with it too."""
+    """YAML text (a file's or a `--set` value) read by StrictLoader; a refusal is a ConfigError naming `source`."""
     loader = StrictLoader(text)
     try:
         node = loader.get_single_node()
         return None if node is None else loader.construct_document(node)
     except _Refused as err:
-        key = f" {err.key}:" if err.key else ""
-        line = f" (line {err.line})" if err.line else ""
-        raise ConfigError(f"{source}:{key} {err.why}{line}") from None
-    except yaml.composer.ComposerError as err:
-        if err.context == "expected a single document in the stream":
-            raise ConfigError(
-                f"{source}: holds several YAML documents (another starts at line "
-                f"{err.problem_mark.line + 1}): a step config is one document"
-            ) from None
-        raise _invalid(err, source) from None
+        raise ConfigError(f"{source}: {err}") from None
     except yaml.YAMLError as err:
-        raise _invalid(err, source) from None
+        mark = getattr(err, "problem_mark", None)
+        if getattr(err, "context", None) == "expected a single document in the stream":
+            raise ConfigError(
+                f"{source}: holds several YAML documents (another starts at line {mark.line + 1}): "
+                "a step config is one document"
+            ) from None
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
     finally:
         loader.dispose()
-
-
-def _invalid(err: yaml.YAMLError, source: str) -> ConfigError:
-    mark = getattr(err, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return ConfigError(f"{source}: invalid YAML{where}: {problem}")
 
 
 def config_text(path: Path) -> str:
@@ -262,12 +226,8 @@ def config_text(path: Path) -> str:
             "Latin-1 or Windows-1252?); save it as UTF-8"
         ) from None
     for number, line in enumerate(text.split("\n"), start=1):
-        if (bad := _INVISIBLE.search(line.rstrip("\r"))) is not None:
-            char = bad.group()
-            raise ConfigError(
-                f"{path}: holds an invisible character U+{ord(char):04X} "
-                f"({unicodedata.name(char, 'a control character')}) at line {number}: retype that line"
-            )
+        if bad := _INVISIBLE.search(line):  # not \r: a Windows line end is no invisible character
+            raise ConfigError(f"{path}: holds {_invisible(bad.group())} at line {number}: retype that line")
         if line[: len(line) - len(line.lstrip(" \t"))].count("\t"):
             raise ConfigError(f"{path}: a tab in the indentation of line {number}: YAML indents with spaces")
     return text
@@ -278,11 +238,6 @@ def read_yaml(path: Path) -> dict:
     if raw is None:
         raise ConfigError(f"{path}: the file is empty")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {_yaml_kind(raw)}")
+        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}[type(raw)]
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {kind}")
     return raw
-
-
-def _yaml_kind(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(
-        type(value), type(value).__name__
-    )
