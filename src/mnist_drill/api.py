@@ -202,11 +202,8 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
 ) -> Run:
-    """Train one step, as `mnist-drill run` does, and return its Run.
-
-    `config`: a config file or a step's name ('step3'); `overrides`: {'model.dropout': 0.05} (as --set);
-    `device`: 'auto' (CUDA when there is one), 'cuda' or 'cpu'; `seeds`: train once per seed (a seeds run);
-    `out`: the folder for run folders (default runs/). Raises a DrillError (one line) for what cannot be done."""
+    """Train one step, as `mnist-drill run` does, and return its Run (docs/python.md has the arguments). Raises a
+    DrillError (one line) for what cannot be done."""
     if seed is not None and seeds is not None:
         raise UsageError("pass seed or seeds, not both")
     items = override_items(overrides, epochs=epochs, seed=seed, device=device)
@@ -289,8 +286,7 @@ def sweep(
 
 @dataclass(frozen=True)
 class Comparison:
-    """What `compare` wrote: `text`, the markdown table of the runs' differing config keys and results, in
-    `dir`/compare.md, and their curves overlaid in `dir`/compare.png."""
+    """What `compare` wrote: `text`, the markdown of `dir`/compare.md, and their curves in `dir`/compare.png."""
 
     dir: Path
     text: str
@@ -309,5 +305,4 @@ def compare(*runs: Run | str | Path, out: str | Path | None = None) -> Compariso
     paths = [r.dir if isinstance(r, Run) else Path(r) for r in runs]
     labels = [f"{p.parent.name}/{p.name}" if p.name.startswith(ATTEMPT) else p.name for p in paths]
     labels = [str(p) if labels.count(label) > 1 else label for p, label in zip(paths, labels)]
-    text = compare_runs(dict(zip(labels, paths)), folder)
-    return Comparison(folder, text)
+    return Comparison(folder, compare_runs(dict(zip(labels, paths)), folder))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -85,10 +86,7 @@ def out_of_memory(err: BaseException) -> bool:
 
 def _memory_line(cfg: Config, err: BaseException, run_dir: Path, resumable: bool) -> str:
     """What ran out of memory (read from the traceback) and what to lower."""
-    frames, tb = set(), err.__traceback__
-    while tb is not None:
-        frames.add(tb.tb_frame.f_code.co_name)
-        tb = tb.tb_next
+    frames = {frame.f_code.co_name for frame, _ in traceback.walk_tb(err.__traceback__)}
     if "evaluate" in frames:
         doing, lower = "testing", f"data.test_batch_size ({cfg.data.test_batch_size})"
     elif "train_epoch" in frames:
@@ -228,9 +226,8 @@ def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> 
 
 
 def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo, finished: Callable[[dict], None]):
-    """Train the remaining epochs, appending each finished one to `rows` (its row and checkpoint on disk first)
-    and handing its row to `finished`.
-    Returns (status, exit code, note, the last epoch's evaluation, the storage or memory fault that stopped it)."""
+    """Train the remaining epochs, appending each to `rows` once its row and checkpoint are on disk. Returns (status,
+    exit code, note, the last epoch's evaluation, the storage or memory fault that stopped it)."""
     status, exit_code, note, last_eval, fault = "completed", 0, "", None, None
     try:
         for epoch in range(len(rows) + 1, cfg.train.epochs + 1):

@@ -37,9 +37,7 @@ class StepReport:
 
     @property
     def exit_code(self) -> int:
-        if self.error:
-            return EXIT_FAILED
-        return max((r.exit_code for r in self.results), default=0)
+        return EXIT_FAILED if self.error else max((r.exit_code for r in self.results), default=0)
 
 
 def with_seed(cfg: Config, seed: int) -> Config:
@@ -80,9 +78,8 @@ def run_steps(
             report_.written = load_config(source) if overrides else report_.cfg
             if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
                 previous = parent_results(source, out, overrides, exact)
-            report_.dir = root / report_.cfg.name
-            if not (exact or progression):
-                report_.dir = attempt_dir(report_.dir, resume)
+            step_dir = root / report_.cfg.name
+            report_.dir = step_dir if exact or progression else attempt_dir(step_dir, resume)
             _run_one_step(report_, data_dir, seeds, overwrite, resume, previous, echo, workers)
         except StorageError:
             raise  # a full disk fails the next step too: stop here, the finished ones are kept

@@ -36,8 +36,7 @@ class Board:
         self._event, self._summary, self._record = tensorboard  # TensorBoard's Event, Summary and RecordWriter
 
     def write(self, step: int, summary=None, **event) -> None:
-        """One event (a summary at `step`, or the `event` fields), appended as a TFRecord and flushed, so a
-        TensorBoard watching the run shows it now."""
+        """One event, appended and flushed, so a TensorBoard watching the run shows it now."""
         if self._path is None:
             return
         data = self._event(wall_time=time.time(), step=step, summary=summary, **event).SerializeToString()
@@ -63,9 +62,8 @@ class Board:
 
 
 def open_board(run_dir: Path, cfg: Config, rows: list[dict]) -> Board:
-    """The run's Board, its hparams written and the epochs in `rows` (those finished before a --resume) replayed
-    into a new event file in place of the old ones, so no epoch appears twice; one that writes nothing without
-    the package."""
+    """The run's Board (one that writes nothing without the package), its hparams written and the epochs in `rows`
+    (finished before a --resume) replayed into a new event file in place of the old ones: each epoch once."""
     try:
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
