@@ -9,7 +9,7 @@ import torch
 
 from mnist_drill.config.loader import load_config
 from mnist_drill.errors import ConfigError, UsageError
-from mnist_drill.runs.folder import finished_run
+from mnist_drill.runs.folder import plan_run
 from mnist_drill.runs.run import epoch_line, run_step
 from mnist_drill.storage.files import read_metrics
 
@@ -55,15 +55,16 @@ def test_resume_needs_the_same_config(tiny_cfg, tmp_path, data_dir):
 
 def test_a_finished_run_is_reused_only_for_the_same_config(tiny_cfg, tmp_path, data_dir):
     run = tmp_path / "run"
-    assert finished_run(tiny_cfg, run) is None  # nothing there yet
+    assert plan_run(tiny_cfg, run, overwrite=False, resume=True) == ("run", None)  # nothing there yet
     result = run_step(tiny_cfg, run, str(data_dir), echo=quiet)
-    reused = finished_run(tiny_cfg, run)
+    plan, reused = plan_run(tiny_cfg, run, overwrite=False, resume=True)
+    assert plan == "reuse"
     # Read back from metrics.csv (6 significant digits), not retrained.
     assert (reused.params, reused.verdict, reused.epochs) == (result.outcome.params, result.outcome.verdict, 1)
     assert reused.best_test_acc == pytest.approx(result.outcome.best_test_acc, abs=1e-3)
     other = dataclasses.replace(tiny_cfg, optim=dataclasses.replace(tiny_cfg.optim, lr=0.5))
     with pytest.raises(UsageError, match="finished run of a different config"):
-        finished_run(other, run)
+        plan_run(other, run, overwrite=False, resume=True)
 
 
 def test_an_interrupted_run_is_not_reused(tiny_cfg, tmp_path, data_dir):
@@ -71,7 +72,8 @@ def test_an_interrupted_run_is_not_reused(tiny_cfg, tmp_path, data_dir):
     run_step(tiny_cfg, run, str(data_dir), echo=quiet)
     info = (run / "run.json").read_text()
     (run / "run.json").write_text(info.replace('"status": "completed"', '"status": "interrupted"'))
-    assert finished_run(tiny_cfg, run) is None
+    with pytest.raises(UsageError, match="no finished epoch to resume from"):  # not reused
+        plan_run(tiny_cfg, run, overwrite=False, resume=True)
 
 
 def test_a_config_that_does_not_build_writes_nothing(tmp_path, data_dir, write_config, tiny):

@@ -1,10 +1,5 @@
-"""The Python API, for notebooks: `run`, `load_run`, `sweep` and the `Run` they return.
-
-No second implementation: `run` is `mnist-drill run` (runs.steps.run_steps), `sweep` is `mnist-drill sweep`
-(runs.sweep.run_sweep), and a `Run` is read back from its run folder's files (config.yaml, metrics.csv,
-run.json) by the same readers `compare` uses, so `load_run(r.dir)` equals `r`. The folder a run trained into is
-taken from what the runner reports, never rebuilt here. Errors are the CLI's one-line DrillErrors, raised.
-"""
+"""The Python API, for notebooks: `run`, `load_run`, `sweep`, `compare` and the `Run` they return: the CLI's code
+(runs.steps, runs.sweep), a `Run` read back from its run folder's files, so `load_run(r.dir)` equals `r`."""
 
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ from .config.loader import find_config, load_config
 from .config.schema import Config, yaml_value
 from .errors import ConfigError, UsageError
 from .reporting import analysis
-from .runs.folder import ATTEMPT
+from .runs.folder import ATTEMPT, run_folders
 from .runs.folder import outcome as assess
 from .runs.steps import compare_runs, run_steps
 from .storage.files import DEFAULT_OUT, read_metrics, read_run_json
@@ -31,10 +26,8 @@ FIGURES = ("curves.png", "misclassified.png")
 @dataclass(frozen=True)
 class Run:
     """A run folder read back: one run, or a step run once per seed (`seeds` then holds one Run per seed_<n>/).
-
-    `metrics` is metrics.csv as a list of per-epoch dicts (epoch an int, the rest floats); for a seeds run, every
-    seed's rows with a `seed` key added. The outcome (best_test_acc, final_test_acc, gap, verdict, targets,
-    all_met) is the analysis's: over the seeds, the means and the step's verdict; None before a finished epoch."""
+    Over the seeds, `metrics` has every seed's rows with a `seed` key, and the outcome is the means and the step's
+    verdict (analysis.aggregate); None before a finished epoch."""
 
     dir: Path
     config: Config
@@ -53,9 +46,7 @@ class Run:
         return self.seeds or (self,)
 
     def _value(self, name: str):
-        if not self.seeds:
-            return getattr(self.outcome, name) if self.outcome else None
-        value = getattr(self.stats, name, None)
+        value = getattr(self.stats if self.seeds else self.outcome, name, None)
         return getattr(value, "mean", value)  # a Stat's mean over the seeds; params and verdict as they are
 
     params = property(lambda self: self._value("params"), doc="Parameters of the model (int).")
@@ -136,18 +127,15 @@ def _display(files: list[Path], none: str) -> None:
 
 
 def load_run(path: str | Path) -> Run:
-    """The run in a run folder (config.yaml, metrics.csv, run.json), or a step's seeds run (its seed_<n>/ folders),
-    read back as `run` returns it."""
+    """The run in a run folder, or a step's seeds run (its seed_<n>/ folders), read back as `run` returns it."""
     path = Path(path)
     if not path.is_dir():
         raise UsageError(f"{path}: no such run folder")
-    if (path / "config.yaml").is_file():
-        return _single(path)
-    folders = sorted(
-        (p for p in path.glob("seed_*/") if (p / "config.yaml").is_file()), key=lambda p: int(p.name[5:] or 0)
-    )
+    folders = run_folders(path)
     if not folders:
         raise UsageError(f"{path}: no config.yaml and no seed_<n>/ run folders here: not a run folder")
+    if folders == [path]:
+        return _single(path)
     seeds = tuple(_single(p) for p in folders)
     metrics = [{**row, "seed": r.config.train.seed} for r in seeds for row in r.metrics]
     status = next((r.status for r in seeds if r.status != "completed"), "completed")
@@ -214,11 +202,8 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
 ) -> Run:
-    """Train one step, as `mnist-drill run` does, and return its Run.
-
-    `config`: a config file or a step's name ('step3'); `overrides`: {'model.dropout': 0.05} (as --set);
-    `device`: 'auto' (CUDA when there is one), 'cuda' or 'cpu'; `seeds`: train once per seed (a seeds run);
-    `out`: the folder for run folders (default runs/). Raises a DrillError (one line) for what cannot be done."""
+    """Train one step, as `mnist-drill run` does, and return its Run (docs/python.md has the arguments). Raises a
+    DrillError (one line) for what cannot be done."""
     if seed is not None and seeds is not None:
         raise UsageError("pass seed or seeds, not both")
     items = override_items(overrides, epochs=epochs, seed=seed, device=device)
@@ -235,10 +220,7 @@ def run(
     step = reports[0]
     if not step.results:
         raise UsageError(step.error or f"{step.source}: nothing ran")
-    folder = getattr(step, "dir", None)  # where the runner put the step, once it says so
-    if folder is None:
-        folder = step.results[0].run_dir.parent if seeds is not None else step.results[0].run_dir
-    return load_run(folder)
+    return load_run(step.dir)  # where the runner put the step, never rebuilt here
 
 
 @dataclass(frozen=True)
@@ -255,13 +237,6 @@ class Sweep:
 
     def __repr__(self) -> str:
         return f"Sweep({self.dir.name}, {len(self.runs)} trials, dir={_shown(self.dir)!r})"
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def sweep(
@@ -304,14 +279,14 @@ def sweep(
         resume=resume,
         overwrite=overwrite,
     )
-    runs = [load_run(end.run_dir) for end in result.ends if end.run_dir.is_dir()]
-    return Sweep(result.sweep_dir, _read_rows(result.sweep_dir / "sweep.csv"), runs)
+    runs = [load_run(end.trial.run_dir) for end in result.ends if end.trial.run_dir.is_dir()]
+    with open(result.sweep_dir / "sweep.csv", newline="", encoding="utf-8") as f:  # written by run_sweep
+        return Sweep(result.sweep_dir, list(csv.DictReader(f)), runs)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """What `compare` wrote: `text`, the markdown table of the runs' differing config keys and results, in
-    `dir`/compare.md, and their curves overlaid in `dir`/compare.png."""
+    """What `compare` wrote: `text`, the markdown of `dir`/compare.md, and their curves in `dir`/compare.png."""
 
     dir: Path
     text: str
@@ -330,5 +305,4 @@ def compare(*runs: Run | str | Path, out: str | Path | None = None) -> Compariso
     paths = [r.dir if isinstance(r, Run) else Path(r) for r in runs]
     labels = [f"{p.parent.name}/{p.name}" if p.name.startswith(ATTEMPT) else p.name for p in paths]
     labels = [str(p) if labels.count(label) > 1 else label for p, label in zip(paths, labels)]
-    text = compare_runs(dict(zip(labels, paths)), folder)
-    return Comparison(folder, text)
+    return Comparison(folder, compare_runs(dict(zip(labels, paths)), folder))

@@ -1,9 +1,5 @@
-"""One run folder: what it holds, and the one rule for training, resuming or reusing it.
-
-A run folder is never overwritten silently: `plan_run` decides (train afresh, resume its checkpoint,
-reuse its finished run, or refuse), `prepare_run_dir` creates or empties it, and `outcome` reads how
-its finished epochs fare against the target (parameters counted from the config's block specs).
-"""
+"""One run folder: what it holds, and the one rule (`plan_run`) for training, resuming or reusing it, so a
+run folder is never overwritten silently."""
 
 from __future__ import annotations
 
@@ -35,6 +31,14 @@ def attempts(parent: Path) -> list[Path]:
     return [p for _, p in sorted(numbered)]
 
 
+def run_folders(path: Path) -> list[Path]:
+    """The runs in `path`: itself when it holds one (config.yaml), else its seed_<n>/ runs, by seed."""
+    if (path / "config.yaml").is_file():
+        return [path]
+    seeds = [p for p in path.glob("seed_*/") if (p / "config.yaml").is_file()]
+    return sorted(seeds, key=lambda p: (len(p.name), p.name))  # seed_2 before seed_10
+
+
 def unfinished(folder: Path) -> bool:
     """Whether a run in `folder` (or in a seed or step folder inside it) still has epochs to train."""
     statuses = [(read_run_json(p) or {}).get("status") for p in folder.rglob("run.json")]
@@ -42,9 +46,8 @@ def unfinished(folder: Path) -> bool:
 
 
 def attempt_dir(parent: Path, resume: bool) -> Path:
-    """Where a run of the step whose attempts live in `parent` goes: a new attempt, numbered one past the last,
-    so no run refuses because the step ran before and none changes an earlier run; with --resume the newest
-    unfinished attempt (else the newest: reused when it is the same config, refused when not)."""
+    """Where a run of the step whose attempts live in `parent` goes: a new attempt, so none changes an earlier run;
+    with --resume the newest unfinished attempt (else the newest: reused when it is the same config)."""
     found = attempts(parent)
     if resume and found:
         return next((p for p in reversed(found) if unfinished(p)), found[-1])
@@ -90,7 +93,14 @@ def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
             )
         for lock in path.rglob(LOCK_NAME):  # a seed folder of a --seeds run, say
             refuse_if_in_use(lock.parent)
-        _empty(path)
+        try:  # all but its lock file, which this process holds
+            for entry in path.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                elif entry.name != LOCK_NAME:
+                    entry.unlink()
+        except OSError as err:
+            raise UsageError(f"{path}: cannot remove the run it holds ({err.strerror}: {err.filename})") from None
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -102,52 +112,27 @@ def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
         raise UsageError(f"{path}: cannot write here ({err.strerror})") from None
 
 
-def _empty(path: Path) -> None:
-    """Remove everything in `path` but its lock file, which the process that empties it holds."""
-    try:
-        for entry in path.iterdir():
-            if entry.name == LOCK_NAME:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    except OSError as err:
-        raise UsageError(f"{path}: cannot remove the run it holds ({err.strerror}: {err.filename})") from None
-
-
 def outcome(cfg: Config, rows: list[dict]) -> analysis.Outcome:
     """How a run's metrics rows fare against `cfg`'s target; its parameters counted from the block specs."""
     params = sum(layer.params for layer in layout(cfg.model))
     return analysis.assess(rows, cfg, params, has_fc(cfg.model))
 
 
-def run_analysis(
-    cfg: Config, rows: list[dict], info: dict, previous: markdown.Previous = None, written: Config | None = None
-) -> str:
-    """A run's analysis.md from its config, metrics rows and run.json fields (status, note, misclassified), against
-    `previous`, the step before, and `written`, its step's config file as written (what --set and --epochs changed,
-    the epochs planned): what `run_step` writes as a run ends, what --resume writes again for a run it reuses, and
-    what `read_analysis` derives from a run folder's files."""
-    result = outcome(cfg, rows) if rows else None
-    misclassified = info.get("misclassified") is not None
-    status, note = info["status"], info.get("note", "")
-    return markdown.run_markdown(cfg, result, rows, status, note, misclassified, previous, written)
-
-
 def read_analysis(
     run_dir: Path, previous: markdown.Previous = None, step: Config | None = None, written: Config | None = None
 ) -> str:
-    """The analysis.md today's code writes for the run in `run_dir`, from its config.yaml, metrics.csv and
-    run.json alone (no weights, no training). `step`: the step config whose name, change, reason and expect
-    it shows, as `run` and `run-all` show them; without one, its config.yaml's, named after its step's folder.
-    `written`: the step's config file as written (before --set, --epochs), when known."""
+    """The analysis.md today's code writes for the run in `run_dir`, from its files alone (no weights, no training).
+    `step`: the step config whose descriptive keys it shows (see `described`); `written`: as in `run.run_step`."""
     info = read_run_json(run_dir / "run.json")
     if info is None:
         raise UsageError(f"{run_dir}: no run.json, so how the run ended is unknown")
     rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)
     cfg = described(load_config(run_dir / "config.yaml"), run_dir, step)
-    return run_analysis(cfg, rows, info, previous, written)
+    result = outcome(cfg, rows) if rows else None
+    misclassified = info.get("misclassified") is not None
+    return markdown.run_markdown(
+        cfg, result, rows, info["status"], info.get("note", ""), misclassified, previous, written
+    )
 
 
 def described(cfg: Config, run_dir: Path, step: Config | None = None) -> Config:
@@ -163,38 +148,26 @@ def refuse_contradiction(overwrite: bool, resume: bool) -> None:
         raise UsageError("--resume and --overwrite contradict each other: pass one")
 
 
-def finished_run(cfg: Config, run_dir: Path) -> analysis.Outcome | None:
-    """The outcome of a run of exactly `cfg` that already completed in `run_dir` (what --resume skips
-    instead of retraining), or None when there is none. A completed run of another config is an error,
-    and so is a folder another process is training into, or a damaged run.json, config.yaml or metrics.csv."""
-    refuse_if_in_use(run_dir)
-    status = (read_run_json(run_dir / "run.json") or {}).get("status")
-    if status != "completed":
-        return None
-    if not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
-        raise UsageError(
-            f"{run_dir}: holds a finished run of a different config ({differing_keys(run_dir, cfg)}); "
-            "leave out --resume to train a new attempt beside it"
-        )
-    if not (run_dir / WEIGHTS).is_file():
-        raise UsageError(
-            f"{run_dir}: its run.json says completed, but {WEIGHTS} is missing; pass --overwrite to train it again"
-        )
-    return outcome(cfg, read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS))
-
-
 def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tuple[Plan, analysis.Outcome | None]:
-    """The one rule for a run folder: train afresh, resume its checkpoint, or reuse its finished run.
-
-    --resume: a finished run of the same config is reused, a checkpoint is continued, an empty or
-    missing folder is trained afresh; --overwrite: anything there is replaced; neither: a folder
-    that holds a run is refused (runs never overwrite each other silently)."""
+    """--resume: a finished run of the same config is reused, a checkpoint is continued, an empty or missing folder
+    is trained afresh; a completed run of another config, a folder another process trains into, or a damaged
+    run.json, config.yaml or metrics.csv is refused. Without --resume the run trains (prepare_run_dir refuses a
+    folder that holds a run, unless --overwrite)."""
     refuse_contradiction(overwrite, resume)
     if not resume:
         return "run", None
-    done = finished_run(cfg, run_dir)
-    if done is not None:
-        return "reuse", done
+    refuse_if_in_use(run_dir)
+    if (read_run_json(run_dir / "run.json") or {}).get("status") == "completed":
+        if not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
+            raise UsageError(
+                f"{run_dir}: holds a finished run of a different config ({differing_keys(run_dir, cfg)}); "
+                "leave out --resume to train a new attempt beside it"
+            )
+        if not (run_dir / WEIGHTS).is_file():
+            raise UsageError(
+                f"{run_dir}: its run.json says completed, but {WEIGHTS} is missing; pass --overwrite to train it again"
+            )
+        return "reuse", outcome(cfg, read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS))
     if (run_dir / CHECKPOINT).is_file():
         return "resume", None
     if holds_run(run_dir):  # a lock file left by a killed run is not a run

@@ -1,10 +1,5 @@
-"""`mnist-drill runs`: every run under a folder, newest first, one line each, read from its files alone.
-
-A run here is what one command trained for one step: a run folder, or a step folder of `seed_<n>/` runs
-(`runs/<step>/attempt_<n>/`, `runs/run-all/attempt_<n>/<step>/`, or an `--exact` folder such as
-`results/drill/<step>/`). Its line says how it ended and how it did, and which settings differ from the
-step's config file, so attempts of one step can be told apart at a glance.
-"""
+"""`mnist-drill runs`: every run under a folder (a run folder, or a step folder of `seed_<n>/` runs), newest first,
+one line each, read from its files alone; and `compare`'s step names expanded to those runs."""
 
 from __future__ import annotations
 
@@ -18,7 +13,7 @@ from ..config.schema import Config, config_changes, flatten, to_dict, yaml_value
 from ..errors import DrillError, UsageError
 from ..storage.files import read_run_json
 from ..storage.lock import LOCK_NAME, lock_holder
-from .folder import ATTEMPT
+from .folder import ATTEMPT, run_folders
 from .steps import read_step
 
 
@@ -63,8 +58,7 @@ def _changes(step: str, cfg: Config, configs: Path) -> tuple[str, ...]:
 
 def read_line(unit: Path, configs: Path) -> RunLine | None:
     """The line for the run (or seed runs) in `unit`, or None when it holds no run."""
-    run_dirs = sorted(unit.glob("seed_*/")) if not (unit / "config.yaml").is_file() else [unit]
-    run_dirs = [d for d in run_dirs if (d / "config.yaml").is_file()]
+    run_dirs = run_folders(unit)
     if not run_dirs:
         return None
     if unit.name.startswith(ATTEMPT):  # <step>/attempt_<n>/

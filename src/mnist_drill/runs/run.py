@@ -1,17 +1,13 @@
-"""One run: train a config into its run folder and write every output of it.
-
-`run_step` trains one run folder. User errors (config, data, device, folder) raise before anything is
-written. Every epoch is saved as it finishes (metrics.csv and a checkpoint, both atomically), so Ctrl-C,
-SIGTERM or a diverging loss lose at most the epoch in progress, and `--resume` continues exactly.
-A `Trial` is a run folder to train and a `TrialEnd` how it ended, wherever it trained (runs/executor.py).
+"""One run: train a config into its run folder and write every output of it. Every epoch is saved as it finishes
+(metrics.csv and a checkpoint, atomically), so Ctrl-C, SIGTERM or a diverging loss lose at most the epoch in progress.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,13 +37,13 @@ from ..training.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, 
 from ..training.data import resolve_dir
 from ..training.loop import METRIC_COLUMNS, NonFiniteLoss, Training, evaluate, run_epoch, setup
 from ..training.runtime import device_name, torch_threads
-from .folder import differing_keys, outcome, prepare_run_dir, run_again, run_analysis
+from .folder import differing_keys, outcome, prepare_run_dir, run_again
 from .tensorboard import open_board
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One run folder to train: `label` names it in the log (e.g. 'dropout_0.02/seed_1')."""
+    """One run folder to train, wherever (executor.py); `label` names it in the log (e.g. 'dropout_0.02/seed_1')."""
 
     label: str
     cfg: Config
@@ -60,8 +56,8 @@ class Trial:
 
 @dataclass(frozen=True)
 class TrialEnd:
-    """How a run ended: status completed | reused | interrupted | diverged | failed, the exit code that goes with
-    it, one line saying why it did not complete, its wall time (s), and its outcome when an epoch finished."""
+    """How a run ended: status completed | reused | interrupted | diverged | failed, its exit code, why it did not
+    complete, its wall time (s), and its outcome when an epoch finished."""
 
     trial: Trial
     status: str
@@ -70,14 +66,6 @@ class TrialEnd:
     seconds: float = 0.0
     outcome: analysis.Outcome | None = None
     error: DrillError | None = None  # the user error that stopped it before training, if that is what did
-
-    @property
-    def cfg(self) -> Config:
-        return self.trial.cfg
-
-    @property
-    def run_dir(self) -> Path:
-        return self.trial.run_dir
 
 
 def epoch_line(row: dict, epochs: int) -> str:
@@ -98,10 +86,7 @@ def out_of_memory(err: BaseException) -> bool:
 
 def _memory_line(cfg: Config, err: BaseException, run_dir: Path, resumable: bool) -> str:
     """What ran out of memory (read from the traceback) and what to lower."""
-    frames, tb = set(), err.__traceback__
-    while tb is not None:
-        frames.add(tb.tb_frame.f_code.co_name)
-        tb = tb.tb_next
+    frames = {frame.f_code.co_name for frame, _ in traceback.walk_tb(err.__traceback__)}
     if "evaluate" in frames:
         doing, lower = "testing", f"data.test_batch_size ({cfg.data.test_batch_size})"
     elif "train_epoch" in frames:
@@ -113,30 +98,6 @@ def _memory_line(cfg: Config, err: BaseException, run_dir: Path, resumable: bool
     return f"out of memory while {doing} {cfg.name}: lower {lower} and {run_again(run_dir)}{again}"
 
 
-def _faults_named(step):
-    """run_step holding the run folder's lock (storage/lock.py: a second process refuses, a killed one's lock
-    is taken over), with a storage fault completed by what to do next and out of memory in one line."""
-
-    @functools.wraps(step)
-    def guarded(cfg: Config, run_dir: Path, *args, echo: Echo = print, **kwargs) -> TrialEnd:
-        with run_lock(run_dir, echo):
-            try:
-                return step(cfg, run_dir, *args, echo=echo, **kwargs)
-            except StorageError as err:
-                if (run_dir / CHECKPOINT).is_file():
-                    then = "continue with --resume (the finished epochs are kept)"
-                else:
-                    then = run_again(run_dir)
-                raise StorageError(f"{err}, then {then}") from None
-            except (MemoryError, RuntimeError) as err:
-                if not out_of_memory(err):
-                    raise
-                raise UsageError(_memory_line(cfg, err, run_dir, (run_dir / CHECKPOINT).is_file())) from None
-
-    return guarded
-
-
-@_faults_named
 def run_step(
     cfg: Config,
     run_dir: Path,
@@ -148,12 +109,26 @@ def run_step(
     written: Config | None = None,
     echo: Echo = print,
 ) -> TrialEnd:
-    """Train one run into `run_dir`. User errors (config, data, device, folder) raise before anything
-    is written; interruptions and divergence are reported in the result, with outputs written. A full
-    disk or a lost permission (StorageError) or running out of memory stops the run like Ctrl-C, its
-    finished epochs kept, and raises one line. `previous` is the step before, (Config, {seed: Outcome}),
-    for analysis.md to compare against, `written` its step's config file as written, for analysis.md to say what
-    the run sets over it."""
+    """Train one run into `run_dir`, holding its lock (storage/lock.py). User errors (config, data, device, folder)
+    raise before anything is written; interruptions and divergence are reported in the result, outputs written.
+    A full disk, a lost permission (StorageError) or running out of memory stops the run like Ctrl-C, its finished
+    epochs kept, and raises one line saying what to do next. `previous`, `written`: for analysis.md, as in Trial."""
+    with run_lock(run_dir, echo):
+        try:
+            return _run_step(cfg, run_dir, data_dir, overwrite, resume, previous, written, echo)
+        except StorageError as err:
+            if (run_dir / CHECKPOINT).is_file():
+                then = "continue with --resume (the finished epochs are kept)"
+            else:
+                then = run_again(run_dir)
+            raise StorageError(f"{err}, then {then}") from None
+        except (MemoryError, RuntimeError) as err:
+            if not out_of_memory(err):
+                raise
+            raise UsageError(_memory_line(cfg, err, run_dir, (run_dir / CHECKPOINT).is_file())) from None
+
+
+def _run_step(cfg, run_dir, data_dir, overwrite, resume, previous, written, echo) -> TrialEnd:
     t = setup(cfg, resolve_dir(data_dir, cfg.data.dir))
     prepare_run_dir(run_dir, overwrite, resume)
     if resume and not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
@@ -171,16 +146,13 @@ def run_step(
     rows, threads = _start(cfg, run_dir, t, resume, log)
     board = open_board(run_dir, cfg, rows)  # TensorBoard's copy of metrics.csv, with the extra installed
     start_epoch = len(rows) + 1
-    threads = threads or torch.get_num_threads()  # recorded in run.json, for a --resume to continue with
     with torch_threads(threads):
         status, exit_code, note, last_eval, fault = _train(cfg, run_dir, t, rows, log, board.epoch)
 
     def attempt(write: Callable, *args):
-        """A write after a fault is best effort: the full disk (or memory) that stopped training may
-        fail it too, and the fault that stopped the run is the one to report."""
-        if fault is None:
-            return write(*args)
-        with contextlib.suppress(StorageError, MemoryError):
+        # After a fault, writes are best effort: the full disk (or memory) that stopped training may fail them
+        # too, and the fault that stopped the run is the one to report.
+        with contextlib.suppress(*((StorageError, MemoryError) if fault else ())):
             return write(*args)
 
     if note:
@@ -205,7 +177,8 @@ def run_step(
     info |= {"epochs_finished": len(rows), "misclassified": wrong, "started": started.isoformat(timespec="seconds")}
     info["seconds_total"] = round(time.perf_counter() - t0, 2)
     info["seconds_per_epoch"] = round(sum(seconds) / len(seconds), 2) if seconds else None
-    attempt(write_text, run_dir / "analysis.md", run_analysis(cfg, rows, info, previous, written))
+    text = markdown.run_markdown(cfg, result, rows, status, note, wrong is not None, previous, written)
+    attempt(write_text, run_dir / "analysis.md", text)
     attempt(write_json, run_dir / "run.json", {**info, "argv": sys.argv})
     if fault is not None:
         raise fault
@@ -217,16 +190,15 @@ def run_step(
     if status == "completed":  # last: until run.json says completed, --resume needs the checkpoint
         with contextlib.suppress(OSError):
             (run_dir / CHECKPOINT).unlink(missing_ok=True)  # model.pt holds the finished weights
-    trial = Trial(cfg.name, cfg, run_dir, resume, overwrite, previous, written)
-    return TrialEnd(trial, status, exit_code, note, 0.0, result)
+    return TrialEnd(Trial(cfg.name, cfg, run_dir), status, exit_code, note, outcome=result)
 
 
-def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> tuple[list[dict], int | None]:
+def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> tuple[list[dict], int]:
     """Write the run's config.yaml and summary.txt and, resuming, load its checkpoint: the rows finished so far
-    and the torch thread count to continue with (None: this process's)."""
+    and the torch thread count to train with (recorded in run.json, for a --resume to continue with)."""
     write_text(run_dir / "config.yaml", to_yaml(cfg))
     write_text(run_dir / "summary.txt", summary_text(cfg, t.model, t.layers))
-    rows, threads = [], None
+    rows, threads = [], torch.get_num_threads()
     if resume:
         done = load_checkpoint(run_dir, t.model, t.optimizer, t.scheduler, t.device)
         rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)[:done]
@@ -236,7 +208,16 @@ def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> 
                 f"{run_dir / CHECKPOINT}; restore it, or pass --overwrite to train the run afresh"
             )
         log(f"resuming {cfg.name} after epoch {done}")
-        threads = _threads_to_resume_with(run_dir, t.device, log)
+        # CPU results depend on the thread count, and --resume promises the numbers of an uninterrupted run.
+        recorded = (read_run_json(run_dir / "run.json") or {}).get("threads")
+        if t.device.type == "cpu" and (type(recorded) is not int or recorded < 1):
+            log(
+                "run.json does not say how many CPU threads the run started with: the numbers may differ in the last "
+                "digits"
+            )
+        elif t.device.type == "cpu" and recorded != threads:
+            log(f"continuing with {recorded} torch thread(s), as the run started (not {threads})")
+            threads = recorded
     log(
         f"{cfg.name}: {sum(layer.params for layer in t.layers):,} params, {macs_per_image(t.layers):,} MACs/image, "
         f"device {t.device}, seed {cfg.train.seed}, {cfg.train.epochs} epochs"
@@ -244,27 +225,9 @@ def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> 
     return rows, threads
 
 
-def _threads_to_resume_with(run_dir: Path, device, log: Echo) -> int | None:
-    """The torch thread count the run started with (run.json), when it differs from this process's: CPU
-    results depend on it, and --resume promises the numbers of an uninterrupted run. None: keep this one."""
-    recorded = (read_run_json(run_dir / "run.json") or {}).get("threads")
-    if device.type != "cpu":
-        return None
-    if type(recorded) is not int or recorded < 1:
-        log(
-            "run.json does not say how many CPU threads the run started with: the numbers may differ in the last digits"
-        )
-        return None
-    if recorded != torch.get_num_threads():
-        log(f"continuing with {recorded} torch thread(s), as the run started (not {torch.get_num_threads()})")
-        return recorded
-    return None
-
-
 def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo, finished: Callable[[dict], None]):
-    """Train the remaining epochs, appending each finished one to `rows` (its row and checkpoint on disk first)
-    and handing its row to `finished`.
-    Returns (status, exit code, note, the last epoch's evaluation, the storage or memory fault that stopped it)."""
+    """Train the remaining epochs, appending each to `rows` once its row and checkpoint are on disk. Returns (status,
+    exit code, note, the last epoch's evaluation, the storage or memory fault that stopped it)."""
     status, exit_code, note, last_eval, fault = "completed", 0, "", None, None
     try:
         for epoch in range(len(rows) + 1, cfg.train.epochs + 1):

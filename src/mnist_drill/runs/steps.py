@@ -1,10 +1,5 @@
-"""Steps and seeds: `run`, `run --seeds`, `run-all` and `run-all --seeds`, and reading finished steps back.
-
-One function, `run_steps`, serves all four. For each (step, seed) it decides, in `folder.plan_run`, whether
-to train afresh, resume from a checkpoint, reuse a finished run of the same config, or refuse; the trials
-then train through `executor.run_trials` (one run folder each: `run.run_step`). It writes each step's seed
-table and the progression; `compare_runs` reads finished runs back for `compare`.
-"""
+"""Steps and seeds: `run_steps` serves `run`, `run --seeds`, `run-all` and `run-all --seeds`; `read_step` reads
+finished steps back (for `compare`, `runs` and the reports)."""
 
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ from ..errors import report as print_error
 from ..reporting import analysis, markdown, plots
 from ..storage.files import read_metrics, read_run_json, write_text
 from .executor import check_local, run_trials
-from .folder import attempt_dir, attempts, described, outcome, plan_run, prepare_run_dir, read_analysis
+from .folder import attempt_dir, attempts, described, outcome, plan_run, prepare_run_dir, read_analysis, run_folders
 from .run import Trial, TrialEnd
 
 # ---------------------------------------------------------------- steps x seeds
@@ -38,13 +33,11 @@ class StepReport:
     written: Config | None = None  # its config file as written, before --set, --epochs (for analysis.md)
 
     def outcomes(self) -> dict[int, analysis.Outcome]:
-        return {r.cfg.train.seed: r.outcome for r in self.results if r.outcome is not None}
+        return {r.trial.cfg.train.seed: r.outcome for r in self.results if r.outcome is not None}
 
     @property
     def exit_code(self) -> int:
-        if self.error:
-            return EXIT_FAILED
-        return max((r.exit_code for r in self.results), default=0)
+        return EXIT_FAILED if self.error else max((r.exit_code for r in self.results), default=0)
 
 
 def with_seed(cfg: Config, seed: int) -> Config:
@@ -65,15 +58,11 @@ def run_steps(
     exact: bool = False,
     echo: Echo = print,
 ) -> list[StepReport]:
-    """Run (or reuse, or resume) each step config, once per seed into `seed_<n>/` when seeds are given, and write
-    the step's seed table and, with `progression` (run-all), progression.md over the steps.
-
-    Where: each call is a new attempt, `out/<name>/attempt_<n>/` for one step and `out/run-all/attempt_<n>/<name>/`
-    for run-all, so nothing that ran before is refused or changed; --resume takes the newest unfinished attempt.
-    With `exact` (curated evidence) the step goes to `out/<name>/` itself, under folder.plan_run's rules.
-    With several steps a step that fails is reported and the next one runs; with one, its error is raised (the
-    CLI prints it). Ctrl-C or SIGTERM stops everything. `workers` > 1 trains a step's seeds in parallel worker
-    processes (executor.run_trials)."""
+    """Run (or reuse, or resume: folder.plan_run) each step config, once per seed into `seed_<n>/` when seeds are
+    given, and write the step's seed table and, with `progression` (run-all), progression.md over the steps.
+    Each call is a new attempt, `out/<name>/attempt_<n>/` (run-all: `out/run-all/attempt_<n>/<name>/`); with
+    `exact` the step goes to `out/<name>/` itself. With several steps a step that fails is reported and the next
+    one runs; with one, its error is raised. Ctrl-C or SIGTERM stops everything."""
     if overwrite and not exact:
         raise UsageError("--overwrite replaces a run in an --exact folder; without it every run is a new attempt")
     root = out if exact or not progression else attempt_dir(out / "run-all", resume)
@@ -89,10 +78,9 @@ def run_steps(
             report_.written = load_config(source) if overrides else report_.cfg
             if len(sources) == 1:  # a step run on its own compares with the step it extends, if that ran in `out`
                 previous = parent_results(source, out, overrides, exact)
-            report_.dir = root / report_.cfg.name
-            if not (exact or progression):
-                report_.dir = attempt_dir(report_.dir, resume)
-            _run_one_step(report_, report_.dir, data_dir, seeds, overwrite, resume, previous, echo, workers)
+            step_dir = root / report_.cfg.name
+            report_.dir = step_dir if exact or progression else attempt_dir(step_dir, resume)
+            _run_one_step(report_, data_dir, seeds, overwrite, resume, previous, echo, workers)
         except StorageError:
             raise  # a full disk fails the next step too: stop here, the finished ones are kept
         except DrillError as err:
@@ -112,22 +100,14 @@ def run_steps(
 
 
 def _run_one_step(
-    step: StepReport,
-    step_dir: Path,
-    data_dir,
-    seeds,
-    overwrite: bool,
-    resume: bool,
-    previous: markdown.Previous,
-    echo: Echo,
-    workers: int = 1,
+    step: StepReport, data_dir, seeds, overwrite: bool, resume: bool, previous: markdown.Previous, echo: Echo, workers
 ) -> None:
-    cfg = step.cfg
+    cfg, step_dir = step.cfg, step.dir
     if seeds and not resume:
         prepare_run_dir(step_dir, overwrite, resume=False)  # the step folder holds the seed folders
         overwrite = False
     jobs = [(with_seed(cfg, s), step_dir / f"seed_{s}") for s in seeds] if seeds else [(cfg, step_dir)]
-    results: list[TrialEnd | None] = []
+    ends: dict[Path, TrialEnd] = {}  # by run folder; step.results keeps the seeds' order
     trials = []
     for job_cfg, run_dir in jobs:
         plan, done = plan_run(job_cfg, run_dir, overwrite=overwrite, resume=resume)
@@ -137,23 +117,21 @@ def _run_one_step(
             write_text(run_dir / "analysis.md", read_analysis(run_dir, previous, job_cfg, step.written))
             rows = read_metrics(run_dir / "metrics.csv")
             plots.curves(rows, run_dir / "curves.png", job_cfg.name, job_cfg.target.test_acc)
-            results.append(TrialEnd(Trial(job_cfg.name, job_cfg, run_dir), "reused", 0, outcome=done))
+            ends[run_dir] = TrialEnd(Trial(job_cfg.name, job_cfg, run_dir), "reused", 0, outcome=done)
             continue
-        results.append(None)  # filled when its trial ends, so results keep the seeds' order
         label = f"{cfg.name}/{run_dir.name}" if seeds else cfg.name
         how = {"resume": plan == "resume", "overwrite": overwrite, "previous": previous, "written": step.written}
         trials.append(Trial(label, job_cfg, run_dir, **how))
-    slots = [i for i, r in enumerate(results) if r is None]
 
     def ended(end: TrialEnd) -> None:
-        results[slots[trials.index(end.trial)]] = end
+        ends[end.trial.run_dir] = end
 
     if min(workers, len(trials)) > 1:
         check_local(data_dir, [trial.cfg for trial in trials])  # once, before any worker starts
     try:  # seeds run in parallel with workers > 1; a signal there is raised again once the workers saved
         run_trials(trials, data_dir, workers=workers, echo=echo, on_end=ended)
     finally:
-        step.results += [r for r in results if r is not None]
+        step.results += [ends[run_dir] for _, run_dir in jobs if run_dir in ends]
         finished = step.outcomes()
         if seeds and finished:
             rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
@@ -207,14 +185,14 @@ class FinishedStep:
     rows: dict[int, list[dict]]
 
 
-def read_step(path: Path) -> FinishedStep:
-    """The finished runs in a run folder or a step folder of seed_<n>/ runs; names what is missing."""
-    folders = sorted(path.glob("seed_*/"), key=lambda p: p.name) if not (path / "config.yaml").is_file() else [path]
+def read_step(path: Path, configs: Path | None = None) -> FinishedStep:
+    """The finished runs in a run folder or a step folder of seed_<n>/ runs; names what is missing. With `configs`,
+    its config described by the step config there named after `path`, as the runner describes it."""
     if not path.is_dir():
         raise UsageError(f"{path}: no such run folder")
     outcomes, rows, cfg = {}, {}, None
-    for folder in folders:
-        if not (folder / "config.yaml").is_file() or not (folder / "metrics.csv").is_file():
+    for folder in run_folders(path):
+        if not (folder / "metrics.csv").is_file():
             continue
         run_cfg = load_config(folder / "config.yaml")
         run_rows = read_metrics(folder / "metrics.csv")
@@ -224,13 +202,17 @@ def read_step(path: Path) -> FinishedStep:
         rows[run_cfg.train.seed], cfg = run_rows, cfg or run_cfg
     if cfg is None:
         raise UsageError(f"{path}: holds no run with a finished epoch (config.yaml and metrics.csv)")
+    if configs is not None:
+        cfg = described(cfg, path, _step_config(path, configs))
     return FinishedStep(cfg, outcomes, rows)
 
 
-def parent_results(source: Path, out: Path, overrides: list[str], exact: bool = True) -> markdown.Previous:
+def parent_results(
+    source: Path, out: Path, overrides: list[str] = (), exact: bool = True, configs: Path | None = None
+) -> markdown.Previous:
     """The step that `source` extends, as (Config, {seed: Outcome}), if a run of it finished in `out`: in
-    `out/<name>/` itself when `exact`, else in its newest attempt that finished an epoch."""
-    parent = extends_path(source)
+    `out/<name>/` itself when `exact`, else in its newest attempt that finished an epoch (read_step, with `configs`)."""
+    parent = extends_path(source) if source.is_file() else None
     if parent is None:
         return None
     try:
@@ -239,7 +221,7 @@ def parent_results(source: Path, out: Path, overrides: list[str], exact: bool = 
         return None
     for folder in [step_dir] if exact else reversed(attempts(step_dir)):
         try:
-            found = read_step(folder)
+            found = read_step(folder, configs)
         except DrillError:
             continue
         return found.cfg, found.outcomes
@@ -252,37 +234,20 @@ def _step_config(step_dir: Path, configs: Path) -> Config | None:
     return load_config(source) if source.is_file() else None
 
 
-def _read_described(step_dir: Path, configs: Path) -> FinishedStep:
-    """`read_step`, its config described by the step config (`described`) as the runner describes it."""
-    found = read_step(step_dir)
-    return FinishedStep(described(found.cfg, step_dir, _step_config(step_dir, configs)), found.outcomes, found.rows)
-
-
-def step_before(step_dir: Path, configs: Path) -> markdown.Previous:
-    """The step that `run` and `run-all` compare the step in `step_dir` with: the one its config in `configs`
-    extends, when a run of it finished beside it."""
-    source, parent = configs / f"{step_dir.name}.yaml", None
-    if source.is_file() and (extended := extends_path(source)) is not None:
-        parent = step_dir.parent / load_config(extended).name
-    if parent is None or not parent.is_dir():
-        return None
-    found = _read_described(parent, configs)
-    return found.cfg, found.outcomes
-
-
 def reports_from_files(out: Path, configs: Path) -> dict[Path, str]:
     """Every analysis.md and progression.md that today's code writes for the runs under `out`, from their files
     alone (config.yaml, metrics.csv, run.json: no weights, no training), described by the step configs in
-    `configs`: each run's and each step's analysis against `step_before`, and progression.md over the step folders
-    beside the one that is there. What `run`, `run --seeds` and `run-all` with --resume write again, weights or not."""
+    `configs`: each run's and each step's analysis against the step before beside it, and progression.md over the
+    step folders beside the one that is there. What `run`, `run --seeds` and `run-all` with --resume write again."""
     texts: dict[Path, str] = {}
     for config in sorted(out.rglob("config.yaml")):
         run_dir = config.parent
         step_dir = run_dir.parent if run_dir.name.startswith("seed_") else run_dir
-        previous, written = step_before(step_dir, configs), _step_config(step_dir, configs)
+        written = _step_config(step_dir, configs)
+        previous = parent_results(configs / f"{step_dir.name}.yaml", step_dir.parent, configs=configs)
         texts[run_dir / "analysis.md"] = read_analysis(run_dir, previous, written, written)
         if step_dir != run_dir and step_dir / "analysis.md" not in texts:
-            step = _read_described(step_dir, configs)
+            step = read_step(step_dir, configs)
             statuses = [(read_run_json(f / "run.json") or {}).get("status") for f in step_dir.glob("seed_*/")]
             status = next((s for s in statuses if s != "completed"), "completed")
             texts[step_dir / "analysis.md"] = markdown.step_markdown(
@@ -290,7 +255,7 @@ def reports_from_files(out: Path, configs: Path) -> dict[Path, str]:
             )
     for progression in sorted(out.rglob("progression.md")):
         folders = {int(m[1]): p for p in progression.parent.glob("step*/") if (m := re.match(r"step(\d+)", p.name))}
-        steps = [_read_described(folders[n], configs) for n in sorted(folders)]
+        steps = [read_step(folders[n], configs) for n in sorted(folders)]
         texts[progression] = markdown.progression_markdown([(s.cfg, s.outcomes, "completed") for s in steps])
     return texts
 

@@ -223,7 +223,7 @@ def _against_best(stats: StepStats, best: StepStats, is_best: bool) -> str:
 
 def _threads_line(ends: dict[tuple[int, int], TrialEnd]) -> list[str]:
     """Which torch thread counts the trials trained with (run.json), and why it may not be `run`'s."""
-    infos = [read_run_json(e.run_dir / "run.json", strict=False) or {} for e in ends.values()]
+    infos = [read_run_json(e.trial.run_dir / "run.json", strict=False) or {} for e in ends.values()]
     counts = sorted({n for info in infos if (n := trial_threads(info))})
     if not counts:
         return []

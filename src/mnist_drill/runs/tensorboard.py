@@ -1,13 +1,5 @@
-"""A run's TensorBoard events: its metrics.csv as scalars, its config as hparams, so `tensorboard --logdir runs`
-overlays every run (each run folder is one TensorBoard run, named by its path under the log dir).
-
-Needs the `tensorboard` extra; without the package a run writes no events and says nothing. The event file sits
-in the run folder itself, beside metrics.csv, whose rows it mirrors as written there (6 significant digits): per
-epoch (the step) the scalars train_loss, train_acc, test_loss, test_acc and lr, and as the run ends best_test_acc
-and final_test_acc, to compare its hparams by (the resolved config's flattened keys, but the descriptive change,
-reason and expect). A --resume writes the stream afresh from the rows finished so far, so no epoch appears twice
-and none is missing. Writing events is best effort: a failure stops the events, never the run (metrics.csv is
-the record).
+"""A run's TensorBoard events (with the `tensorboard` extra; docs/cli.md): its metrics.csv as scalars, as written
+there, and its config as hparams. Best effort: a failure stops the events, never the run (metrics.csv is the record).
 """
 
 from __future__ import annotations
@@ -44,8 +36,7 @@ class Board:
         self._event, self._summary, self._record = tensorboard  # TensorBoard's Event, Summary and RecordWriter
 
     def write(self, step: int, summary=None, **event) -> None:
-        """One event (a summary at `step`, or the `event` fields), appended as a TFRecord and flushed, so a
-        TensorBoard watching the run shows it now."""
+        """One event, appended and flushed, so a TensorBoard watching the run shows it now."""
         if self._path is None:
             return
         data = self._event(wall_time=time.time(), step=step, summary=summary, **event).SerializeToString()
@@ -62,7 +53,6 @@ class Board:
             )
 
     def epoch(self, row: dict) -> None:
-        """One finished epoch's metrics.csv row."""
         self.scalars(row["epoch"], {tag: as_written(row[tag]) for tag in SCALARS})
 
     def close(self, result: Outcome | None) -> None:
@@ -72,8 +62,8 @@ class Board:
 
 
 def open_board(run_dir: Path, cfg: Config, rows: list[dict]) -> Board:
-    """The run's Board, its hparams written and the epochs in `rows` (those finished before a --resume) replayed
-    into a new event file in place of the old ones; a Board that writes nothing without the package."""
+    """The run's Board (one that writes nothing without the package), its hparams written and the epochs in `rows`
+    (finished before a --resume) replayed into a new event file in place of the old ones: each epoch once."""
     try:
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
