@@ -176,7 +176,7 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(csv_columns(keys))
     for (p, s), end in sorted(ends.items()):
-        o, info = end.outcome, read_run_json(end.run_dir / "run.json", strict=False) or {}
+        o, info = end.outcome, read_run_json(end.trial.run_dir / "run.json", strict=False) or {}
         writer.writerow(
             [
                 points[p].name,
