@@ -71,12 +71,11 @@ class Comparison:
 
 def _check(item: str, cfg: Config, before: StepStats, after: StepStats, diffs: dict[str, Difference]) -> Check:
     n, t = after.n, cfg.target
-    if item.startswith("params"):
-        if item == "params under budget":
-            ok, numbers = after.params < t.max_params, f"{after.params:,} params, target fewer than {t.max_params:,}"
-        else:
-            ok = after.params < before.params if item == "params fall" else after.params > before.params
-            numbers = f"params {before.params:,} → {after.params:,}"
+    if item == "params under budget":
+        ok, numbers = after.params < t.max_params, f"{after.params:,} params, target fewer than {t.max_params:,}"
+    elif item.startswith("params"):
+        ok = after.params < before.params if item == "params fall" else after.params > before.params
+        numbers = f"params {before.params:,} → {after.params:,}"
     elif item == "target reached":
         ok = after.reached == n
         numbers = f"first reached {t.test_acc}%: {first_target_text(after)}"

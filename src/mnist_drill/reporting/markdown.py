@@ -7,7 +7,7 @@ import contextlib
 import re
 
 from ..config.schema import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, config_changes, flatten, to_dict
-from ..reporting.analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
+from ..reporting.analysis import NOISE_Z, Outcome, advice, aggregate, verdict_reason
 from ..reporting.comparison import Comparison, compare_steps, first_target_text
 from ..reporting.diagnostics import DIAGNOSTIC_NAMES, diagnose
 
@@ -74,7 +74,7 @@ def change_lines(cfg: Config, previous: Previous, written: Config | None = None)
     return lines + [""]
 
 
-def _header(cfg: Config, title: str, previous: Previous, written: Config | None = None) -> list[str]:
+def _header(cfg: Config, title: str, previous: Previous, written: Config | None, status: str, note: str) -> list[str]:
     t = cfg.target
     lines = [f"# {title}", "", *change_lines(cfg, previous, written), "## Target", ""]
     if cfg.reason:
@@ -90,20 +90,8 @@ def _header(cfg: Config, title: str, previous: Previous, written: Config | None 
         against = f" ({previous[0].name})" if previous else " (not checked: no run of it in this folder)"
         lines += ["", f"Expected against the step before{against}:", ""]
         lines += [f"- {item}: {EXPECTATIONS[item]}" for item in cfg.expect]
-    return lines + [""]
-
-
-def _verdict_lines(cfg: Config, stats: StepStats, short: str = "") -> list[str]:
-    """The verdict and the advice; after a run shorter than planned (`short`: '2 of 15 epochs') a provisional one."""
-    reason = verdict_reason(stats, cfg.target.test_acc)
-    if short:
-        return [
-            f"- Verdict after {short}, provisional: **{stats.verdict}**: {reason}; the run is too short for a final "
-            "verdict.",
-            "- Next: let it train every planned epoch (`--resume` continues a stopped run), then read it again.",
-        ]
-    lines = [f"- Verdict: **{stats.verdict}**: {reason}.", "- Next:"]
-    return lines + [f"  - {tip}" for tip in advice(cfg, stats)]
+    lines.append("")
+    return lines + ([f"**Run {status}**: {note}", ""] if status != "completed" else [])
 
 
 def _difference_cell(d) -> str:
@@ -171,7 +159,17 @@ def _analysis(
         return ["- Verdict: **diverged**: the loss became NaN or infinite; lower the learning rate.", ""]
     fewest = min(o.epochs for o in outcomes.values())
     short = f"{fewest} of {planned} epochs" if fewest < planned else ""  # a seed ran fewer than planned
-    lines = _verdict_lines(cfg, aggregate(cfg, outcomes), short) + [""]
+    stats = aggregate(cfg, outcomes)
+    reason = verdict_reason(stats, cfg.target.test_acc)
+    if short:
+        lines = [
+            f"- Verdict after {short}, provisional: **{stats.verdict}**: {reason}; the run is too short for a final "
+            "verdict.",
+            "- Next: let it train every planned epoch (`--resume` continues a stopped run), then read it again.",
+        ]
+    else:
+        lines = [f"- Verdict: **{stats.verdict}**: {reason}.", "- Next:", *(f"  - {tip}" for tip in advice(cfg, stats))]
+    lines.append("")
     if rows:
         lines += ["### What the curves say", "", *_diagnostic_lines(cfg, rows, planned), ""]
     if previous:
@@ -193,10 +191,8 @@ def run_markdown(
 ) -> str:
     """analysis.md of one run: `rows` are its metrics rows, `previous` the step before (Config, seed -> Outcome),
     `written` its step's config file as written (before --set, --epochs), when known."""
-    lines = _header(cfg, cfg.name, previous, written)
+    lines = _header(cfg, cfg.name, previous, written, status, note)
     planned = (written or cfg).train.epochs
-    if status != "completed":
-        lines += [f"**Run {status}**: {note}", ""]
     if outcome is None:
         lines += ["No epoch finished, so there are no results to analyse.", ""]
         return "\n".join(lines)
@@ -238,10 +234,8 @@ def step_markdown(
 ) -> str:
     """The step's analysis.md over several seeds: per-seed table, mean ± sd, verdict, curves, the step before."""
     t = cfg.target
-    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written)
+    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written, status, note)
     planned = (written or cfg).train.epochs
-    if status != "completed":
-        lines += [f"**Run {status}**: {note}", ""]
     stats = aggregate(cfg, outcomes)
     lines += [
         "## Results",

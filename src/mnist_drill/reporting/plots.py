@@ -1,9 +1,5 @@
-"""Figures: a step's curves, its misclassified test images, the progression over steps, runs overlaid, a sweep,
-and a trained model's confusion matrix (`mnist-drill eval`).
-
-Each is saved atomically as PNG; curves, progression, compare and sweep also return the Figure (so tests can read its
-axes). Accuracies are in percent, differences between them in percentage points (pp).
-"""
+"""Figures, each saved atomically as PNG: a step's curves, its misclassified test images, the progression, runs
+overlaid, a sweep, a confusion matrix. Accuracies are in percent, differences between them in points (pp)."""
 
 from __future__ import annotations
 
@@ -84,7 +80,7 @@ def scale_for(values: list[float]) -> str:
 
 
 def _save(fig, path: Path):
-    """Write `fig` as PNG atomically, close it, and return it."""
+    """Write `fig` as PNG atomically and close it; returned, so a test can read its axes."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
