@@ -41,12 +41,9 @@ def difference(noun: str, before: Stat, after: Stat, size: bool = False) -> Diff
     """Label after - before by the noise rule; with size=True, compare |mean| and call narrower the gain."""
     threshold = NOISE_Z * math.hypot(before.se, after.se)
     change = abs(after.mean) - abs(before.mean) if size else after.mean - before.mean
-    if abs(change) <= threshold:
-        return Difference(noun, before.mean, after.mean, threshold, 0, NOISE)
-    direction = 1 if change > 0 else -1
-    return Difference(
-        noun, before.mean, after.mean, threshold, direction, "gain" if (direction > 0) != size else "loss"
-    )
+    direction = 0 if abs(change) <= threshold else (1 if change > 0 else -1)
+    label = NOISE if direction == 0 else ("gain" if (direction > 0) != size else "loss")
+    return Difference(noun, before.mean, after.mean, threshold, direction, label)
 
 
 @dataclass(frozen=True)
