@@ -808,7 +808,7 @@ def test_a_diverged_run_is_not_given_a_fitting_verdict_nor_a_comparison():
     )
     assert "Verdict: **diverged**" in text and "fitting" not in text and "Against the step before" not in text
     table = report.progression_markdown(
-        [(prev, outcomes(prev, 99.84, 99.22, 12160), "completed"), (cfg, o, "diverged")]
+        [(prev, outcomes(prev, 99.84, 99.22, 12160), "completed"), (cfg, {1: o}, "diverged")]
     )
     assert "| diverged |" in table and "the run diverged, so there is nothing to compare" in table.lower()
 
@@ -868,9 +868,9 @@ def progression_rows(text: str) -> dict[str, list[str]]:
 def test_progression_with_one_seed_per_step():
     s1, s2, s3 = step(1), step(2), step(3)
     entries = [
-        (s1, outcomes(s1, 99.34, 98.82, 12008)[1], "completed"),
-        (s2, outcomes(s2, 99.84, 99.22, 12160)[1], "completed"),
-        (s3, outcomes(s3, 99.60, 99.22, 12160)[1], "completed"),
+        (s1, outcomes(s1, 99.34, 98.82, 12008), "completed"),
+        (s2, outcomes(s2, 99.84, 99.22, 12160), "completed"),
+        (s3, outcomes(s3, 99.60, 99.22, 12160), "completed"),
     ]
     text = report.progression_markdown(entries)
     rows = progression_rows(text)
@@ -907,9 +907,9 @@ def test_progression_with_three_seeds_per_step_shows_mean_and_sd():
 def test_progression_goes_on_after_a_step_without_results():
     cfgs = [Config(name=f"step{i}", change=f"change {i}") for i in range(3)]
     entries = [
-        (cfgs[0], assess(rows_from([99.0] * 3), cfgs[0], 20000, True), "completed"),
+        (cfgs[0], {1: assess(rows_from([99.0] * 3), cfgs[0], 20000, True)}, "completed"),
         (cfgs[1], None, "config error"),
-        (cfgs[2], assess(rows_from([99.5] * 3), cfgs[2], 7000, False), "interrupted"),
+        (cfgs[2], {1: assess(rows_from([99.5] * 3), cfgs[2], 7000, False)}, "interrupted"),
     ]
     text = report.progression_markdown(entries)
     rows = progression_rows(text)

@@ -15,16 +15,12 @@ from mnist_drill.reporting.plots import (
     accuracy_limits,
     accuracy_scale,
     compare,
-    compare_figure,
     curves,
-    curves_figure,
     misclassified,
     pareto_front,
     progression,
-    progression_figure,
     scale_for,
     sweep,
-    sweep_figure,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -131,8 +127,8 @@ def axes_fractions(ax, line):
         ([accuracy + 0.5 for accuracy in STEP1], "function"),
     ],
 )
-def test_curves_fit_every_accuracy_and_show_the_learning_rate(test_accs, scale):
-    fig = curves_figure(rows(test_accs), "step1_skeleton", TARGET)
+def test_curves_fit_every_accuracy_and_show_the_learning_rate(tmp_path, test_accs, scale):
+    fig = curves(rows(test_accs), tmp_path / "curves.png", "step1_skeleton", TARGET)
     _, ax_acc, ax_lr = fig.axes
     assert ax_acc.get_yscale() == scale  # "function": the error-log scale, where the error rates span decades
     lines = [line for line in ax_acc.get_lines() if line.get_label() in ("train", "test")]
@@ -147,8 +143,8 @@ def test_curves_fit_every_accuracy_and_show_the_learning_rate(test_accs, scale):
     assert ticks[0] <= max(2, n // 5) and ticks[-1] >= n - n // 5  # the ticks span the run
 
 
-def test_curves_of_a_one_cycle_schedule_put_the_learning_rate_on_a_log_axis_in_plain_numbers():
-    fig = curves_figure(rows([98.0, 99.0, 99.5], lrs=[0.005, 0.05, 0.001]), "step7", TARGET)
+def test_curves_of_a_one_cycle_schedule_put_the_learning_rate_on_a_log_axis_in_plain_numbers(tmp_path):
+    fig = curves(rows([98.0, 99.0, 99.5], lrs=[0.005, 0.05, 0.001]), tmp_path / "curves.png", "step7", TARGET)
     assert fig.axes[2].get_yscale() == "log"
     assert fig.axes[2].yaxis.get_major_formatter()(0.002, 0) == "0.002"
 
@@ -189,7 +185,7 @@ def steps(seeds):
 
 @pytest.mark.parametrize("seeds", [1, 3])
 def test_progression_shows_accuracy_gap_and_parameters_per_step(tmp_path, seeds):
-    fig = progression_figure(steps(seeds), TARGET)
+    fig = progression(steps(seeds), tmp_path / "progression.png", TARGET)
     ax_acc, ax_gap, ax_params = fig.axes
     train, test = ax_acc.containers
     assert train.has_yerr == test.has_yerr == (seeds > 1)  # no error bar from one seed
@@ -199,7 +195,6 @@ def test_progression_shows_accuracy_gap_and_parameters_per_step(tmp_path, seeds)
     assert ax_params.get_yscale() == "log"
     assert [t.get_text() for t in ax_params.get_xticklabels()] == [s.name for s in steps(seeds)]
     assert ax_acc.get_ylim()[0] < 99.1 and TARGET < ax_acc.get_ylim()[1]
-    progression(steps(seeds), tmp_path / "progression.png", TARGET)
     assert_png(tmp_path / "progression.png", min_width=1000)
 
 
@@ -211,12 +206,11 @@ def test_a_step_point_needs_one_train_and_one_test_value_per_seed():
 @pytest.mark.parametrize("runs", [2, 3])
 def test_compare_overlays_every_run_in_its_own_colour(tmp_path, runs):
     data = {f"seed {i}": rows([97.0 + i, 98.0 + i / 2, 99.0 + i / 5]) for i in range(runs)}
-    fig = compare_figure(data, TARGET)
+    fig = compare(data, tmp_path / "compare.png", TARGET)
     for ax in fig.axes:
         run_lines = [line for line in ax.get_lines() if line.get_label() in data]
         assert len(run_lines) == runs and len({line.get_color() for line in run_lines}) == runs
         assert [t.get_text() for t in ax.get_legend().get_texts()][:runs] == list(data)
-    compare(data, tmp_path / "compare.png", TARGET)
     assert_png(tmp_path / "compare.png", min_width=1000)
 
 
@@ -232,15 +226,15 @@ def sweep_points(vary_params):
     ]
 
 
-def test_sweep_draws_one_panel_per_varied_key_and_categories_for_words():
-    fig = sweep_figure(sweep_points(vary_params=False), TARGET)
+def test_sweep_draws_one_panel_per_varied_key_and_categories_for_words(tmp_path):
+    fig = sweep(sweep_points(vary_params=False), tmp_path / "sweep.png", TARGET)
     assert [ax.get_title() for ax in fig.axes] == ["model.dropout", "augment.interpolation"]
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["nearest", "bilinear"]
     assert fig.axes[1].get_xlim() == (-0.5, 1.5)  # categories sit inside the panel, not on its edges
 
 
-def test_sweep_adds_a_pareto_panel_when_params_vary():
-    fig = sweep_figure(sweep_points(vary_params=True), TARGET)
+def test_sweep_adds_a_pareto_panel_when_params_vary(tmp_path):
+    fig = sweep(sweep_points(vary_params=True), tmp_path / "sweep.png", TARGET)
     assert [ax.get_title() for ax in fig.axes][-1] == "accuracy against size"
     assert fig.axes[-1].get_ylim()[0] < 99.3 and TARGET < fig.axes[-1].get_ylim()[1]
 
@@ -256,8 +250,8 @@ def grid_points():
     ]
 
 
-def test_a_panel_draws_a_line_per_value_of_the_other_keys_with_a_tick_per_value():
-    fig = sweep_figure(grid_points(), TARGET)
+def test_a_panel_draws_a_line_per_value_of_the_other_keys_with_a_tick_per_value(tmp_path):
+    fig = sweep(grid_points(), tmp_path / "sweep.png", TARGET)
     first, second = fig.axes[0], fig.axes[1]
     labels = [t.get_text() for t in first.get_legend().get_texts()]
     assert labels[1:] == ["blocks[5].out=12", "blocks[5].out=16", "blocks[5].out=20"]
@@ -265,8 +259,8 @@ def test_a_panel_draws_a_line_per_value_of_the_other_keys_with_a_tick_per_value(
     assert list(first.get_xticks()) == [12, 16] and list(second.get_xticks()) == [12, 16, 20]
 
 
-def test_the_pareto_panel_fills_the_points_that_hold_on_every_seed():
-    fig = sweep_figure(grid_points(), TARGET)
+def test_the_pareto_panel_fills_the_points_that_hold_on_every_seed(tmp_path):
+    fig = sweep(grid_points(), tmp_path / "sweep.png", TARGET)
     pareto = fig.axes[-1]
     # an errorbar container's first line is its markers
     holds = [c for c in pareto.containers if c.get_label() == "holds on every seed"][0].lines[0]
@@ -304,8 +298,8 @@ def one_seed_points(accs):
     "accs, target_shown",
     [([96.05, 96.08, 96.10], False), ([99.30, 99.35, 99.38], True)],  # 3.3 points below the target; close to it
 )
-def test_the_sweep_draws_the_target_only_where_it_is_on_the_axis(accs, target_shown):
-    ax = sweep_figure(one_seed_points(accs), TARGET).axes[0]
+def test_the_sweep_draws_the_target_only_where_it_is_on_the_axis(tmp_path, accs, target_shown):
+    ax = sweep(one_seed_points(accs), tmp_path / "sweep.png", TARGET).axes[0]
     lo, hi = ax.get_ylim()
     labels = [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []
     assert (f"target {TARGET:g} %" in labels) == target_shown
@@ -313,7 +307,7 @@ def test_the_sweep_draws_the_target_only_where_it_is_on_the_axis(accs, target_sh
     assert (lo <= TARGET <= hi) == target_shown
 
 
-def test_a_sweep_axis_pads_a_narrow_spread_instead_of_stretching_it():
-    ax = sweep_figure(one_seed_points([96.05, 96.08, 96.10]), TARGET).axes[0]
+def test_a_sweep_axis_pads_a_narrow_spread_instead_of_stretching_it(tmp_path):
+    ax = sweep(one_seed_points([96.05, 96.08, 96.10]), tmp_path / "sweep.png", TARGET).axes[0]
     lo, hi = ax.get_ylim()
     assert hi - lo >= 0.5 and lo < 96.05 - 0.1 and hi > 96.10 + 0.1  # 0.05 points sit in the middle of the axis

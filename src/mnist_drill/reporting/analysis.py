@@ -1,20 +1,5 @@
-"""What a step's runs say, read the way the drill reads them: targets, verdict, advice that fits the
-step, and the seeds of a step aggregated into mean ± sd. (diagnostics.py reads the curves,
-comparison.py sets a step against the one before, report.py writes the markdown.)
-
-Verdict, from the final epoch (accuracies in percent, differences in percentage points):
-- over-fitting: train accuracy above test accuracy by more than GAP_TOLERANCE;
-- under-fitting: train accuracy below the target test accuracy while the test accuracy does not hold
-  the target (a run that holds it fits well enough, however low its train accuracy reads: dropout and
-  augmentation make the training batches harder than the test set);
-- healthy otherwise. So a run that meets every target is never told to add capacity.
-
-Seed noise: a step's spread of an accuracy is the standard deviation over its seeds, floored by the
-binomial standard error sqrt(p(1-p)/N) of an accuracy measured on N images (10,000 test images:
-0.08 points at 99.4 %), so one seed is judged against sampling noise and several seeds against their
-measured spread. comparison.py calls a difference of means a gain or a loss only beyond NOISE_Z
-combined standard errors.
-"""
+"""What a step's runs say, read the way the drill reads them (docs/analysis.md states the rules): targets, verdict,
+advice that fits the step, and the seeds of a step aggregated into mean ± sd with a binomial noise floor."""
 
 from __future__ import annotations
 
@@ -52,6 +37,9 @@ class Outcome:
 
 
 def verdict(train_acc: float, test_acc: float, target_acc: float, target_held: bool = False) -> str:
+    """A run that holds the target fits well enough, however low its train accuracy reads: dropout and augmentation
+    make the training batches harder than the test set. So a run that meets every target is never told to add
+    capacity."""
     if round(train_acc - test_acc, 6) > GAP_TOLERANCE:  # 99.9 - 99.6 is 0.30000000000001 in floats
         return "over-fitting"
     if train_acc < target_acc and not target_held:
@@ -235,89 +223,77 @@ def verdict_reason(stats: StepStats, target_acc: float) -> str:
 
 
 def advice(cfg: Config, stats: StepStats) -> list[str]:
-    """What to try next, given the verdict and what the step already has."""
-    f = features(cfg, stats.params)
+    """What to try next, given the verdict and what the step already has; the budget tips whatever the verdict."""
+    f, t = features(cfg, stats.params), cfg.target
     if stats.all_met == stats.n:
-        return _done_tips(stats)
-    if stats.verdict == "over-fitting":
-        tips = _over_fitting_tips(f)
-    elif stats.verdict == "under-fitting":
-        tips = _under_fitting_tips(cfg, f)
-    elif stats.held < stats.n:  # healthy, the test target not held
-        tips = _unheld_tips(f)
-    else:
-        tips = []
-    return tips + _budget_tips(cfg, f, stats.params)
-
-
-def _done_tips(stats: StepStats) -> list[str]:
-    tips = [f"Every target is met{'' if stats.n == 1 else ' on every seed'}: nothing needs fixing."]
-    if stats.n == 1:
-        tips.append("Check that it holds on other seeds (`--seeds 1,2,3`) before calling the step done.")
-    if stats.verdict == "over-fitting":
-        tips.append("The gap is above tolerance: a little more regularisation would make it robust.")
-    return tips
-
-
-def _over_fitting_tips(f: Features) -> list[str]:
-    return [
-        f"Dropout ({f.dropout:g}) is already on: raise it a little, or regularise another way."
-        if f.dropout
-        else "Add a small dropout (0.01-0.05) after every conv.",
-        "Augmentation is already on: a little stronger (e.g. a few more degrees) is the next lever."
-        if f.augmentation
-        else "Add augmentation (a random rotation of 5-7°): harder training data, no extra parameters.",
-    ]
-
-
-def _under_fitting_tips(cfg: Config, f: Features) -> list[str]:
-    t, tips = cfg.target, []
-    if not f.bn:
-        tips.append("Add BatchNorm after every conv: more effective capacity for a few parameters.")
-    if f.headroom >= HEADROOM_FOR_CAPACITY * t.max_params:
-        tips.append(
+        one = stats.n == 1
+        tips = [
+            (True, f"Every target is met{'' if one else ' on every seed'}: nothing needs fixing."),
+            (one, "Check that it holds on other seeds (`--seeds 1,2,3`) before calling the step done."),
+            (
+                stats.verdict == "over-fitting",
+                "The gap is above tolerance: a little more regularisation would make it robust.",
+            ),
+        ]
+        return [tip for applies, tip in tips if applies]
+    over, under = stats.verdict == "over-fitting", stats.verdict == "under-fitting"
+    unheld = stats.verdict == "healthy" and stats.held < stats.n
+    room = f.headroom >= HEADROOM_FOR_CAPACITY * t.max_params
+    cut = (
+        "fewer channels where the maps are large"
+        if f.gap
+        else "GAP and a 1x1 head instead of a large output kernel or a fully connected layer"
+    )
+    tips = [
+        (over and f.dropout, f"Dropout ({f.dropout:g}) is already on: raise it a little, or regularise another way."),
+        (over and not f.dropout, "Add a small dropout (0.01-0.05) after every conv."),
+        (
+            over and f.augmentation,
+            "Augmentation is already on: a little stronger (e.g. a few more degrees) is the next lever.",
+        ),
+        (
+            over and not f.augmentation,
+            "Add augmentation (a random rotation of 5-7°): harder training data, no extra parameters.",
+        ),
+        (under and not f.bn, "Add BatchNorm after every conv: more effective capacity for a few parameters."),
+        (
+            under and room,
             f"Add capacity: {f.headroom:,} parameters of headroom under the budget could go into "
-            f"channels after the transition{' or a layer after GAP' if f.gap else ''}."
-        )
-    elif f.headroom > 0:
-        tips.append(
+            f"channels after the transition{' or a layer after GAP' if f.gap else ''}.",
+        ),
+        (
+            under and 0 < f.headroom and not room,
             f"Only {f.headroom:,} parameters of headroom: capacity has to come from elsewhere "
-            f"(BN, where the max-pool sits, the learning rate), not from more channels."
-        )
-    if f.dropout:
-        tips.append(f"Dropout ({f.dropout:g}) takes capacity from a small model: lower or remove it.")
-    if f.augmentation:
-        tips.append("Train accuracy is measured on augmented batches, so it reads low: judge the test accuracy.")
-    if f.scheduler == "none":
-        tips.append("An LR schedule (one-cycle) trains further in the same number of epochs.")
-    if cfg.train.epochs < t.max_epochs:
-        tips.append(f"Train for up to {t.max_epochs} epochs (this step runs {cfg.train.epochs}).")
-    return tips
-
-
-def _unheld_tips(f: Features) -> list[str]:
-    tips = [] if f.augmentation else ["Add augmentation (a random rotation of 5-7°) to push the test accuracy."]
-    return tips + [
-        "Add an LR schedule (one-cycle or step) so the last epochs settle on the target."
-        if f.scheduler == "none"
-        else "The schedule is on: look at its end LR and peak, or spend the parameter headroom."
+            f"(BN, where the max-pool sits, the learning rate), not from more channels.",
+        ),
+        (under and f.dropout, f"Dropout ({f.dropout:g}) takes capacity from a small model: lower or remove it."),
+        (
+            under and f.augmentation,
+            "Train accuracy is measured on augmented batches, so it reads low: judge the test accuracy.",
+        ),
+        (under and f.scheduler == "none", "An LR schedule (one-cycle) trains further in the same number of epochs."),
+        (
+            under and cfg.train.epochs < t.max_epochs,
+            f"Train for up to {t.max_epochs} epochs (this step runs {cfg.train.epochs}).",
+        ),
+        (unheld and not f.augmentation, "Add augmentation (a random rotation of 5-7°) to push the test accuracy."),
+        (
+            unheld and f.scheduler == "none",
+            "Add an LR schedule (one-cycle or step) so the last epochs settle on the target.",
+        ),
+        (
+            unheld and f.scheduler != "none",
+            "The schedule is on: look at its end LR and peak, or spend the parameter headroom.",
+        ),
+        (
+            f.headroom <= 0,
+            f"{stats.params:,} parameters, {-f.headroom:,} above the target of fewer than {t.max_params:,}: "
+            f"cut them ({cut}).",
+        ),
+        (f.fc and t.no_fc, "The fully connected layer breaks the no-FC target: GAP and a 1x1 head replace it."),
+        (
+            cfg.train.epochs > t.max_epochs,
+            f"Train for at most {t.max_epochs} epochs (this step runs {cfg.train.epochs}).",
+        ),
     ]
-
-
-def _budget_tips(cfg: Config, f: Features, params: int) -> list[str]:
-    """The targets a step breaks whatever its verdict: parameters, a fully connected layer, epochs."""
-    t, tips = cfg.target, []
-    if f.headroom <= 0:
-        how = (
-            "fewer channels where the maps are large"
-            if f.gap
-            else "GAP and a 1x1 head instead of a large output kernel or a fully connected layer"
-        )
-        tips.append(
-            f"{params:,} parameters, {-f.headroom:,} above the target of fewer than {t.max_params:,}: cut them ({how})."
-        )
-    if f.fc and t.no_fc:
-        tips.append("The fully connected layer breaks the no-FC target: GAP and a 1x1 head replace it.")
-    if cfg.train.epochs > t.max_epochs:
-        tips.append(f"Train for at most {t.max_epochs} epochs (this step runs {cfg.train.epochs}).")
-    return tips
+    return [tip for applies, tip in tips if applies]

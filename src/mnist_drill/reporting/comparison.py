@@ -1,14 +1,5 @@
-"""A step against the step before it: each difference labelled a gain, a loss or within seed noise,
-the step's `expect:` items checked against the numbers, and one sentence that says what the change did
-in the drill's words.
-
-Noise rule: a difference of two steps' means is a gain or a loss only when
-|Δ mean| > NOISE_Z × sqrt(se_before² + se_after²), each se being the step's spread over its seeds
-(floored by the binomial error of the accuracy, see analysis.py) over sqrt(seeds). With one seed on
-each side and test accuracies near 99.4 % that is about ±0.22 points; with three seeds whose spread is
-below the floor, about ±0.13. The gap is judged by its size |train - test| (narrower is the gain);
-parameters are exact, so any change in them is real.
-"""
+"""A step against the step before it: each difference a gain, a loss or within seed noise (the rule in
+docs/analysis.md), the step's `expect:` items checked, and one sentence that says what the change did."""
 
 from __future__ import annotations
 
@@ -34,17 +25,25 @@ class Difference:
     def delta(self) -> float:
         return self.after - self.before
 
+    @property
+    def values(self) -> str:
+        """'99.10 → 99.40'; the gap's signed, '+0.30 → -0.10'."""
+        digits = "+.2f" if self.noun == "gap" else ".2f"
+        return f"{self.before:{digits}} → {self.after:{digits}}"
+
+    @property
+    def change(self) -> str:
+        """'+0.30'; the gap's is of its size, 'size -0.20'."""
+        return f"size {abs(self.after) - abs(self.before):+.2f}" if self.noun == "gap" else f"{self.delta:+.2f}"
+
 
 def difference(noun: str, before: Stat, after: Stat, size: bool = False) -> Difference:
     """Label after - before by the noise rule; with size=True, compare |mean| and call narrower the gain."""
     threshold = NOISE_Z * math.hypot(before.se, after.se)
     change = abs(after.mean) - abs(before.mean) if size else after.mean - before.mean
-    if abs(change) <= threshold:
-        return Difference(noun, before.mean, after.mean, threshold, 0, NOISE)
-    direction = 1 if change > 0 else -1
-    return Difference(
-        noun, before.mean, after.mean, threshold, direction, "gain" if (direction > 0) != size else "loss"
-    )
+    direction = 0 if abs(change) <= threshold else (1 if change > 0 else -1)
+    label = NOISE if direction == 0 else ("gain" if (direction > 0) != size else "loss")
+    return Difference(noun, before.mean, after.mean, threshold, direction, label)
 
 
 @dataclass(frozen=True)
@@ -67,22 +66,13 @@ class Comparison:
     sentence: str  # what the change did, in the drill's words
 
 
-def _numbers(d: Difference) -> str:
-    if d.noun == "gap":
-        return (
-            f"gap {d.before:+.2f} → {d.after:+.2f} (size {abs(d.after) - abs(d.before):+.2f}, noise ±{d.threshold:.2f})"
-        )
-    return f"{d.noun} {d.before:.2f} → {d.after:.2f} ({d.delta:+.2f}, noise ±{d.threshold:.2f})"
-
-
 def _check(item: str, cfg: Config, before: StepStats, after: StepStats, diffs: dict[str, Difference]) -> Check:
     n, t = after.n, cfg.target
-    if item.startswith("params"):
-        if item == "params under budget":
-            ok, numbers = after.params < t.max_params, f"{after.params:,} params, target fewer than {t.max_params:,}"
-        else:
-            ok = after.params < before.params if item == "params fall" else after.params > before.params
-            numbers = f"params {before.params:,} → {after.params:,}"
+    if item == "params under budget":
+        ok, numbers = after.params < t.max_params, f"{after.params:,} params, target fewer than {t.max_params:,}"
+    elif item.startswith("params"):
+        ok = after.params < before.params if item == "params fall" else after.params > before.params
+        numbers = f"params {before.params:,} → {after.params:,}"
     elif item == "target reached":
         ok = after.reached == n
         numbers = f"first reached {t.test_acc}%: {first_target_text(after)}"
@@ -92,7 +82,7 @@ def _check(item: str, cfg: Config, before: StepStats, after: StepStats, diffs: d
     else:
         metric, verb = item.split(" ")
         d = diffs[metric]
-        numbers = _numbers(d)
+        numbers = f"{d.noun} {d.values} ({d.change}, noise ±{d.threshold:.2f})"
         if verb == "holds":
             ok = d.direction >= 0
         elif d.direction == 0:
@@ -175,37 +165,6 @@ def _reading(train: int, test: int, gap: int, cause: str) -> str:
     return "on these seeds the change does not measurably matter"
 
 
-def _sentence(
-    subject: str,
-    before_name: str,
-    before: StepStats,
-    after: StepStats,
-    diffs: list[Difference],
-    cause: str,
-    target_acc: float,
-) -> str:
-    did, kept = [], []
-    if after.params < before.params:
-        did.append(f"cut the parameters {before.params:,} → {after.params:,}")
-    elif after.params > before.params:
-        did.append(f"added {after.params - before.params:,} parameters ({before.params:,} → {after.params:,})")
-    for d in diffs:
-        values = f"{d.before:+.2f} → {d.after:+.2f}" if d.noun == "gap" else f"{d.before:.2f} → {d.after:.2f}"
-        if d.direction == 0:
-            kept.append(f"{'the gap' if d.noun == 'gap' else d.noun} ({values})")
-        elif d.noun == "gap":
-            did.append(gap_moved(d.before, d.after))
-        else:
-            did.append(f"{'raised' if d.direction > 0 else 'lowered'} {d.noun} {values}")
-    text = f"{subject} "
-    if did:
-        text += _join(did) + (f", while {_join(kept)} stayed within seed noise" if kept else "")
-    else:
-        text += f"left {_join(kept)} within seed noise"
-    train, test, gap = (d.direction for d in diffs)
-    return f"{text}: {_reading(train, test, gap, cause)}.{_target_news(before_name, before, after, target_acc)}"
-
-
 def _target_news(before_name: str, before: StepStats, after: StepStats, target_acc: float) -> str:
     """A second sentence when the step meets every target, or reaches the target accuracy, more often than the
     step before."""
@@ -237,30 +196,32 @@ def compare_steps(
     their config names unless `subject` / `before_name` say otherwise (compare labels runs by folder)."""
     before, after = aggregate(before_cfg, before_outcomes), aggregate(cfg, outcomes)
     before_name, after_name = before_name or before_cfg.name, subject or cfg.name
-    diffs = {
-        "train_acc": difference("train accuracy", before.best_train_acc, after.best_train_acc),
-        "test_acc": difference("test accuracy", before.best_test_acc, after.best_test_acc),
-        "gap": difference("gap", before.gap, after.gap, size=True),
-    }
-    return Comparison(
-        before_name,
-        after_name,
-        before,
-        after,
-        diffs["train_acc"],
-        diffs["test_acc"],
-        diffs["gap"],
-        tuple(_check(item, cfg, before, after, diffs) for item in cfg.expect),
-        _sentence(
-            after_name,
-            before_name,
-            before,
-            after,
-            list(diffs.values()),
-            _cause(before_cfg, cfg, before, after),
-            cfg.target.test_acc,
-        ),
+    train = difference("train accuracy", before.best_train_acc, after.best_train_acc)
+    test = difference("test accuracy", before.best_test_acc, after.best_test_acc)
+    gap = difference("gap", before.gap, after.gap, size=True)
+    checks = tuple(
+        _check(item, cfg, before, after, {"train_acc": train, "test_acc": test, "gap": gap}) for item in cfg.expect
     )
+    did, kept = [], []
+    if after.params < before.params:
+        did.append(f"cut the parameters {before.params:,} → {after.params:,}")
+    elif after.params > before.params:
+        did.append(f"added {after.params - before.params:,} parameters ({before.params:,} → {after.params:,})")
+    for d in (train, test, gap):
+        if d.direction == 0:
+            kept.append(f"{'the gap' if d.noun == 'gap' else d.noun} ({d.values})")
+        elif d.noun == "gap":
+            did.append(gap_moved(d.before, d.after))
+        else:
+            did.append(f"{'raised' if d.direction > 0 else 'lowered'} {d.noun} {d.values}")
+    if did:
+        text = _join(did) + (f", while {_join(kept)} stayed within seed noise" if kept else "")
+    else:
+        text = f"left {_join(kept)} within seed noise"
+    reading = _reading(train.direction, test.direction, gap.direction, _cause(before_cfg, cfg, before, after))
+    news = _target_news(before_name, before, after, cfg.target.test_acc)
+    sentence = f"{after_name} {text}: {reading}.{news}"
+    return Comparison(before_name, after_name, before, after, train, test, gap, checks, sentence)
 
 
 def first_target_text(stats: StepStats) -> str:

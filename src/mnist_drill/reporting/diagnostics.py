@@ -1,9 +1,5 @@
-"""Diagnostics read from a run's curves (its metrics rows): a run shorter than planned, still improving at the
-end, test accuracy bouncing between epochs, the epoch over-fitting sets in, and whether the target, once reached, held.
-
-Each diagnostic is a Diagnostic with a name, one sentence for analysis.md and the numbers that
-triggered it; the thresholds below say when it fires (accuracy in points, epochs counted from the end).
-"""
+"""Diagnostics read from a run's curves (its metrics rows): a short run, still improving, bouncing, over-fitting
+onset, and whether the target, once reached, held; each a Diagnostic with one sentence for analysis.md."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ from dataclasses import dataclass
 
 from ..config.schema import Config
 
-# Curve diagnostics (accuracy in points, epochs counted from the end of the run).
+# When each fires: accuracy in points, epochs counted from the end of the run.
 TREND_EPOCHS = 4  # the last epochs whose trend "still improving" reads
 IMPROVING_ACC = 0.05  # points/epoch: a test_acc slope at least this steep is still improving
 IMPROVING_LOSS = 0.04  # fraction of its level per epoch: a test_loss falling this fast is still improving
@@ -20,7 +16,6 @@ BOUNCE_EPOCHS = 5  # the last epochs whose swings "bouncing" reads
 BOUNCE_POINTS = 0.1  # an up-then-down (or down-then-up) swing this large: 10 of 10,000 test images
 ONSET_SUSTAIN = 3  # epochs after the test loss's minimum needed to call over-fitting (not one noisy epoch)
 ONSET_RISE = 0.10  # fraction above its minimum the test loss must stay (on average and at the end)
-
 
 DIAGNOSTIC_NAMES = (
     "short run",
@@ -38,11 +33,6 @@ class Diagnostic:
     name: str  # one of DIAGNOSTIC_NAMES
     sentence: str
     numbers: dict[str, float]  # what triggered it
-
-
-def _slope(values: list[float]) -> float:
-    """Least-squares slope per epoch."""
-    return statistics.linear_regression(range(len(values)), values).slope
 
 
 def short_run(rows: list[dict], planned: int) -> Diagnostic | None:
@@ -69,9 +59,11 @@ def still_improving(rows: list[dict], cfg: Config) -> Diagnostic | None:
     if len(rows) < TREND_EPOCHS:
         return None
     tail = rows[-TREND_EPOCHS:]
-    acc = _slope([r["test_acc"] for r in tail])
+    epochs = range(len(tail))  # slopes are least-squares, per epoch
+    acc = statistics.linear_regression(epochs, [r["test_acc"] for r in tail]).slope
     losses = [r["test_loss"] for r in tail]
-    loss = _slope(losses) / statistics.mean(losses) if statistics.mean(losses) > 0 else 0.0  # relative
+    level = statistics.mean(losses)
+    loss = statistics.linear_regression(epochs, losses).slope / level if level > 0 else 0.0  # relative
     if not (acc >= IMPROVING_ACC or (loss <= -IMPROVING_LOSS and acc > -IMPROVING_ACC)):
         return None
     if cfg.train.epochs < cfg.target.max_epochs:
@@ -111,11 +103,8 @@ def bouncing(rows: list[dict], cfg: Config) -> Diagnostic | None:
 def overfitting_onset(rows: list[dict]) -> Diagnostic | None:
     """The test loss turns up for good (ONSET_SUSTAIN epochs or more) while the train loss keeps falling."""
     low = min(range(len(rows)), key=lambda i: rows[i]["test_loss"])
-    after = rows[low + 1 :]
-    if len(after) < ONSET_SUSTAIN:
-        return None
-    floor = rows[low]["test_loss"]
-    if floor <= 0:
+    after, floor = rows[low + 1 :], rows[low]["test_loss"]
+    if len(after) < ONSET_SUSTAIN or floor <= 0:
         return None
     rise = statistics.mean(r["test_loss"] for r in after) / floor - 1
     end_rise = after[-1]["test_loss"] / floor - 1
@@ -141,29 +130,20 @@ def target_course(rows: list[dict], target_acc: float) -> Diagnostic | None:
     epoch = rows[reached]["epoch"]
     below = [r for r in rows[reached + 1 :] if r["test_acc"] < target_acc]
     dips = ", ".join(f"{r['epoch']} ({r['test_acc']:.2f})" for r in below)
-    numbers = {"epoch_reached": epoch, "epochs_below_after": len(below)}
+    acc = rows[reached]["test_acc"]
+    first = f"the test accuracy reached {target_acc}% in epoch {epoch} ({acc:.2f})"
     if reached == len(rows) - 1:
-        return Diagnostic(
-            "target reached",
-            f"the test accuracy reached {target_acc}% only in epoch {epoch}, the last "
-            f"({rows[reached]['test_acc']:.2f}): too late to show that it holds.",
-            numbers,
+        name = "target reached"
+        sentence = (
+            f"the test accuracy reached {target_acc}% only in epoch {epoch}, the last ({acc:.2f}): "
+            "too late to show that it holds."
         )
-    if rows[-1]["test_acc"] < target_acc:
-        return Diagnostic(
-            "target lost",
-            f"the test accuracy reached {target_acc}% in epoch {epoch} "
-            f"({rows[reached]['test_acc']:.2f}) and fell below it again in epochs "
-            f"{dips}, ending below it.",
-            numbers,
-        )
-    held = "and stayed at or above it in every epoch after" if not below else f"but dipped below it in epochs {dips}"
-    return Diagnostic(
-        "target held",
-        f"the test accuracy reached {target_acc}% in epoch {epoch} "
-        f"({rows[reached]['test_acc']:.2f}) {held}, and ends at or above it.",
-        numbers,
-    )
+    elif rows[-1]["test_acc"] < target_acc:
+        name, sentence = "target lost", f"{first} and fell below it again in epochs {dips}, ending below it."
+    else:
+        held = f"but dipped below it in epochs {dips}" if below else "and stayed at or above it in every epoch after"
+        name, sentence = "target held", f"{first} {held}, and ends at or above it."
+    return Diagnostic(name, sentence, {"epoch_reached": epoch, "epochs_below_after": len(below)})
 
 
 def diagnose(rows: list[dict], cfg: Config, planned: int | None = None) -> list[Diagnostic]:

@@ -1,10 +1,5 @@
 """The markdown written for a run (analysis.md), a step on several seeds, run-all (progression.md) and
-`compare`: the drill's Target / Results / Analysis, each step measured against the one before it and
-against seed noise (analysis.py, comparison.py).
-
-A previous step is passed as (Config, {seed: Outcome}); a step's results as {seed: Outcome}, with its
-metrics rows as {seed: rows} where the curves should be read.
-"""
+`compare`: the drill's Target / Results / Analysis, each step measured against the one before it and seed noise."""
 
 from __future__ import annotations
 
@@ -12,11 +7,12 @@ import contextlib
 import re
 
 from ..config.schema import DESCRIPTIVE_KEYS, EXPECTATIONS, Config, config_changes, flatten, to_dict
-from ..reporting.analysis import NOISE_Z, Outcome, StepStats, advice, aggregate, verdict_reason
+from ..reporting.analysis import NOISE_Z, Outcome, advice, aggregate, verdict_reason
 from ..reporting.comparison import Comparison, compare_steps, first_target_text
 from ..reporting.diagnostics import DIAGNOSTIC_NAMES, diagnose
 
 Previous = tuple[Config, dict[int, Outcome]] | None
+STATUS = {"met": "met", "not met": "**not met**", "within noise": "*within noise*"}  # of an `expect:` check
 NOT_A_CHANGE = ("train.seed", "train.device", "data.dir")  # which seed and where a run trains, not what it trains
 NOISE_NOTE = (
     f"A difference is a gain or a loss only beyond {NOISE_Z:g} combined standard errors of the two means "
@@ -29,17 +25,9 @@ def _yes(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def _status(status: str) -> str:
-    return {"met": "met", "not met": "**not met**", "within noise": "*within noise*"}[status]
-
-
 def _changes(old: Config, new: Config) -> list[str]:
     """config_changes without the keys that say which seed and where a run trains (NOT_A_CHANGE)."""
     return [line for line in config_changes(old, new, arrow="→") if not line.startswith(NOT_A_CHANGE)]
-
-
-def _key(line: str) -> str:
-    return line.split(": ", 1)[0]
 
 
 _DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")  # 0.02 in "dropout 0.02 after every conv"; not 24x24
@@ -71,12 +59,12 @@ def change_lines(cfg: Config, previous: Previous, written: Config | None = None)
         ran = _changes(previous[0], cfg)
         what = _code(ran) if ran else "none (the two configs train alike)"
         lines = [f"Change from the step before ({previous[0].name}), as run: {what}; {said}."]
-        touched = {_key(line) for line in ran}
+        touched = {line.split(": ", 1)[0] for line in ran}
         if unsaid := _values_not_run(cfg.change, ran):
             lines.append(f"**`change:` may not describe this run**: it names {unsaid}, which no changed setting has.")
     overridden = _changes(written, cfg) if written is not None else []
     if overridden:
-        if touched is None or touched & {_key(line) for line in overridden}:
+        if touched is None or touched & {line.split(": ", 1)[0] for line in overridden}:
             lines.append(
                 f"**`change:` may not describe this run**: it sets {_code(overridden)} over its step's file, "
                 "which `change:` describes."
@@ -86,7 +74,7 @@ def change_lines(cfg: Config, previous: Previous, written: Config | None = None)
     return lines + [""]
 
 
-def _header(cfg: Config, title: str, previous: Previous, written: Config | None = None) -> list[str]:
+def _header(cfg: Config, title: str, previous: Previous, written: Config | None, status: str, note: str) -> list[str]:
     t = cfg.target
     lines = [f"# {title}", "", *change_lines(cfg, previous, written), "## Target", ""]
     if cfg.reason:
@@ -102,26 +90,12 @@ def _header(cfg: Config, title: str, previous: Previous, written: Config | None 
         against = f" ({previous[0].name})" if previous else " (not checked: no run of it in this folder)"
         lines += ["", f"Expected against the step before{against}:", ""]
         lines += [f"- {item}: {EXPECTATIONS[item]}" for item in cfg.expect]
-    return lines + [""]
-
-
-def _verdict_lines(cfg: Config, stats: StepStats, short: str = "") -> list[str]:
-    """The verdict and the advice; after a run shorter than planned (`short`: '2 of 15 epochs') a provisional one."""
-    reason = verdict_reason(stats, cfg.target.test_acc)
-    if short:
-        return [
-            f"- Verdict after {short}, provisional: **{stats.verdict}**: {reason}; the run is too short for a final "
-            "verdict.",
-            "- Next: let it train every planned epoch (`--resume` continues a stopped run), then read it again.",
-        ]
-    lines = [f"- Verdict: **{stats.verdict}**: {reason}.", "- Next:"]
-    return lines + [f"  - {tip}" for tip in advice(cfg, stats)]
+    lines.append("")
+    return lines + ([f"**Run {status}**: {note}", ""] if status != "completed" else [])
 
 
 def _difference_cell(d) -> str:
-    if d.noun == "gap":
-        return f"size {abs(d.after) - abs(d.before):+.2f}: {d.label} (noise ±{d.threshold:.2f})"
-    return f"{d.delta:+.2f}: {d.label} (noise ±{d.threshold:.2f})"
+    return f"{d.change}: {d.label} (noise ±{d.threshold:.2f})"
 
 
 def comparison_lines(c: Comparison, target_acc: float, checks: bool = True, unchecked: str = "") -> list[str]:
@@ -145,7 +119,7 @@ def comparison_lines(c: Comparison, target_acc: float, checks: bool = True, unch
         lines += [f"Expectations (`expect:`) not checked: {unchecked}.", ""]
     elif checks and c.checks:
         lines += ["Expectations (`expect:`):", ""]
-        lines += [f"- {check.item}: {_status(check.status)}: {check.sentence}" for check in c.checks]
+        lines += [f"- {check.item}: {STATUS[check.status]}: {check.sentence}" for check in c.checks]
         lines.append("")
     return lines + [NOISE_NOTE, ""]
 
@@ -171,12 +145,6 @@ def _diagnostic_lines(cfg: Config, rows: dict[int, list[dict]], planned: int) ->
     return lines
 
 
-def _short(outcomes: dict[int, Outcome], planned: int) -> str:
-    """'2 of 15 epochs' when a seed ran fewer epochs than planned, else ''."""
-    fewest = min(o.epochs for o in outcomes.values())
-    return f"{fewest} of {planned} epochs" if fewest < planned else ""
-
-
 def _analysis(
     cfg: Config,
     outcomes: dict[int, Outcome],
@@ -189,8 +157,19 @@ def _analysis(
     than `planned` a provisional verdict and its expectations unchecked."""
     if status == "diverged":  # the gap of a diverged run says nothing about fitting
         return ["- Verdict: **diverged**: the loss became NaN or infinite; lower the learning rate.", ""]
-    short = _short(outcomes, planned)
-    lines = _verdict_lines(cfg, aggregate(cfg, outcomes), short) + [""]
+    fewest = min(o.epochs for o in outcomes.values())
+    short = f"{fewest} of {planned} epochs" if fewest < planned else ""  # a seed ran fewer than planned
+    stats = aggregate(cfg, outcomes)
+    reason = verdict_reason(stats, cfg.target.test_acc)
+    if short:
+        lines = [
+            f"- Verdict after {short}, provisional: **{stats.verdict}**: {reason}; the run is too short for a final "
+            "verdict.",
+            "- Next: let it train every planned epoch (`--resume` continues a stopped run), then read it again.",
+        ]
+    else:
+        lines = [f"- Verdict: **{stats.verdict}**: {reason}.", "- Next:", *(f"  - {tip}" for tip in advice(cfg, stats))]
+    lines.append("")
     if rows:
         lines += ["### What the curves say", "", *_diagnostic_lines(cfg, rows, planned), ""]
     if previous:
@@ -212,10 +191,8 @@ def run_markdown(
 ) -> str:
     """analysis.md of one run: `rows` are its metrics rows, `previous` the step before (Config, seed -> Outcome),
     `written` its step's config file as written (before --set, --epochs), when known."""
-    lines = _header(cfg, cfg.name, previous, written)
+    lines = _header(cfg, cfg.name, previous, written, status, note)
     planned = (written or cfg).train.epochs
-    if status != "completed":
-        lines += [f"**Run {status}**: {note}", ""]
     if outcome is None:
         lines += ["No epoch finished, so there are no results to analyse.", ""]
         return "\n".join(lines)
@@ -257,10 +234,8 @@ def step_markdown(
 ) -> str:
     """The step's analysis.md over several seeds: per-seed table, mean ± sd, verdict, curves, the step before."""
     t = cfg.target
-    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written)
+    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written, status, note)
     planned = (written or cfg).train.epochs
-    if status != "completed":
-        lines += [f"**Run {status}**: {note}", ""]
     stats = aggregate(cfg, outcomes)
     lines += [
         "## Results",
@@ -298,28 +273,11 @@ def step_markdown(
 
 # ---------------------------------------------------------------- run-all and compare
 
-Results = Outcome | dict[int, Outcome] | None
-
-
-def _per_seed(cfg: Config, results: Results) -> dict[int, Outcome] | None:
-    if results is None or isinstance(results, dict):
-        return results or None
-    return {cfg.train.seed: results}
-
 
 def _vs_cell(c: Comparison) -> str:
     """Differences against the step before; bold where they exceed seed noise."""
-
-    def show(name: str, value: float, d) -> str:
-        return f"**{name} {value:+.2f}**" if d.direction else f"{name} {value:+.2f}"
-
-    return ", ".join(
-        [
-            show("train", c.train.delta, c.train),
-            show("test", c.test.delta, c.test),
-            show("gap size", abs(c.gap.after) - abs(c.gap.before), c.gap),
-        ]
-    )
+    cells = [(f"{name} {d.change}", d.direction) for name, d in (("train", c.train), ("test", c.test), ("gap", c.gap))]
+    return ", ".join(f"**{cell}**" if beyond_noise else cell for cell, beyond_noise in cells)
 
 
 def _targets_cell(outcomes: dict[int, Outcome]) -> str:
@@ -332,8 +290,8 @@ def _targets_cell(outcomes: dict[int, Outcome]) -> str:
     return met + (" ✔" if all(o.all_met for o in runs) else "")
 
 
-def progression_markdown(entries: list[tuple[Config, Results, str]]) -> str:
-    """progression.md for run-all. Each entry: (config, its Outcome or {seed: Outcome} or None, status)."""
+def progression_markdown(entries: list[tuple[Config, dict[int, Outcome] | None, str]]) -> str:
+    """progression.md for run-all. Each entry: (config, {seed: Outcome} or None, status)."""
     lines = [
         "# Progression",
         "",
@@ -342,10 +300,9 @@ def progression_markdown(entries: list[tuple[Config, Results, str]]) -> str:
         "|---|---|---:|---:|---:|---:|---|---|---|",
     ]
     notes, before = [], None  # before: the previous step's (config, seed -> Outcome) when it is comparable
-    for i, (cfg, results, status) in enumerate(entries):
-        outcomes = _per_seed(cfg, results)
+    for i, (cfg, outcomes, status) in enumerate(entries):
         notes += [f"### {cfg.name}", ""] + ([f"Why: {cfg.reason}", ""] if cfg.reason else [])
-        if outcomes is None:
+        if not outcomes:
             lines.append(f"| {cfg.name} | {cfg.change} | | | | | {status} | | |")
             notes += [f"No results ({status}).", ""]
             before = None
@@ -367,7 +324,7 @@ def progression_markdown(entries: list[tuple[Config, Results, str]]) -> str:
             ]
         else:
             notes += [f"What it did: {c.sentence}", ""]
-            notes += [f"- {check.item}: {_status(check.status)}: {check.sentence}" for check in c.checks]
+            notes += [f"- {check.item}: {STATUS[check.status]}: {check.sentence}" for check in c.checks]
             notes += [""] if c.checks else []
         before = None if status == "diverged" else (cfg, outcomes)
     lines += [

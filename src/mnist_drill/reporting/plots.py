@@ -1,9 +1,5 @@
-"""Figures: a step's curves, its misclassified test images, the progression over steps, runs overlaid, a sweep,
-and a trained model's confusion matrix (`mnist-drill eval`).
-
-Each figure has a `*_figure` builder that returns the matplotlib Figure (so tests can read its axes) and a writer
-that saves it atomically as PNG. Accuracies are in percent, differences between them in percentage points (pp).
-"""
+"""Figures, each saved atomically as PNG: a step's curves, its misclassified test images, the progression, runs
+overlaid, a sweep, a confusion matrix. Accuracies are in percent, differences between them in points (pp)."""
 
 from __future__ import annotations
 
@@ -83,10 +79,12 @@ def scale_for(values: list[float]) -> str:
     return "log" if min(values) > 0 and max(values) > LOG_SPAN * min(values) else "linear"
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path):
+    """Write `fig` as PNG atomically and close it; returned, so a test can read its axes."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
+    return fig
 
 
 def _log_axis(ax) -> None:
@@ -134,7 +132,7 @@ def _style(
         ax.legend(fontsize=8)
 
 
-def curves_figure(rows: list[dict], title: str, target_acc: float):
+def curves(rows: list[dict], path: Path, title: str, target_acc: float):
     """Loss, accuracy and learning rate per epoch of one run; `rows` are metrics rows (train.METRIC_COLUMNS)."""
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
@@ -149,24 +147,15 @@ def curves_figure(rows: list[dict], title: str, target_acc: float):
     else:
         ax_lr.set_ylim(0, 1.15 * max(lrs))  # a constant rate reads as a level line, not as noise around it
     _style(ax_loss, "loss", "NLL loss")
-    _style(
-        ax_acc,
-        "accuracy",
-        "accuracy (%)",
-        target=target_acc,
-        accuracies=[r[k] for r in rows for k in ("train_acc", "test_acc")],
-    )
+    accuracies = [r[k] for r in rows for k in ("train_acc", "test_acc")]
+    _style(ax_acc, "accuracy", "accuracy (%)", target=target_acc, accuracies=accuracies)
     _style(ax_lr, "learning rate (start of epoch)", "learning rate")
     best = max(rows, key=lambda r: r["test_acc"])
     fig.suptitle(
         f"{title}: final test_acc {rows[-1]['test_acc']:.2f} %, best {best['test_acc']:.2f} % "
         f"(epoch {best['epoch']}) of {len(rows)} epoch{'s' * (len(rows) > 1)}"
     )
-    return fig
-
-
-def curves(rows: list[dict], path: Path, title: str, target_acc: float) -> None:
-    _save(curves_figure(rows, title, target_acc), path)
+    return _save(fig, path)
 
 
 def misclassified(
@@ -197,7 +186,7 @@ def _errorbars(ax, x, per_seed: list[list[float]], **kwargs) -> list[float]:
     return [s.mean - s.sd for s in stats] + [s.mean + s.sd for s in stats]
 
 
-def progression_figure(steps: list[StepPoint], target_acc: float):
+def progression(steps: list[StepPoint], path: Path, target_acc: float):
     """Accuracy, train-test gap and parameters per step of the drill."""
     fig, (ax_acc, ax_gap, ax_params) = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
     x = list(range(len(steps)))
@@ -215,14 +204,10 @@ def progression_figure(steps: list[StepPoint], target_acc: float):
     _style(ax_params, "parameters per step", "parameters", xlabel="")
     for ax in (ax_acc, ax_gap, ax_params):
         ax.set_xticks(x, [s.name for s in steps], rotation=30, ha="right")
-    return fig
+    return _save(fig, path)
 
 
-def progression(steps: list[StepPoint], path: Path, target_acc: float) -> None:
-    _save(progression_figure(steps, target_acc), path)
-
-
-def compare_figure(runs: dict[str, list[dict]], target_acc: float):
+def compare(runs: dict[str, list[dict]], path: Path, target_acc: float):
     """Several runs' curves overlaid, one colour per run: test accuracy, train accuracy and test loss per epoch."""
     fig, (ax_test, ax_train, ax_loss) = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
     for colour, (label, rows) in enumerate(runs.items()):
@@ -234,41 +219,22 @@ def compare_figure(runs: dict[str, list[dict]], target_acc: float):
     _style(ax_test, "test accuracy", "test_acc (%)", target=target_acc, accuracies=accuracies["test_acc"])
     _style(ax_train, "train accuracy", "train_acc (%)", accuracies=accuracies["train_acc"])
     _style(ax_loss, "test loss", "test_loss (NLL)")
-    return fig
-
-
-def compare(runs: dict[str, list[dict]], path: Path, target_acc: float) -> None:
-    _save(compare_figure(runs, target_acc), path)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return _save(fig, path)
 
 
 def pareto_front(points: list[SweepPoint]) -> list[int]:
     """Indices of the points no other point beats on both fewer-or-equal params and higher mean test_acc,
     by params ascending."""
-    order = sorted(range(len(points)), key=lambda i: (points[i].params, -stat(points[i].test_acc).mean))
+    means = [stat(p.test_acc).mean for p in points]
     front, best = [], float("-inf")
-    for i in order:
-        if stat(points[i].test_acc).mean > best:
+    for i in sorted(range(len(points)), key=lambda i: (points[i].params, -means[i])):
+        if means[i] > best:
             front.append(i)
-            best = stat(points[i].test_acc).mean
+            best = means[i]
     return front
 
 
-def _series(points: list[SweepPoint], key: str, keys: list[str]) -> dict[str, list[int]]:
-    """The points of one panel's lines: one line per combination of the other varied keys' values, labelled
-    with them ("blocks5.out=16"), each by the panel's key in grid order; a single unlabelled line when no other
-    key varies."""
-    series: dict[str, list[int]] = {}
-    for i, point in enumerate(points):
-        label = ", ".join(f"{k.split('.', 1)[-1]}={point.values[k]}" for k in keys if k != key)
-        series.setdefault(label, []).append(i)
-    return series
-
-
-def sweep_figure(points: list[SweepPoint], target_acc: float):
+def sweep(points: list[SweepPoint], path: Path, target_acc: float):
     """Mean final test_acc ± sd against each key that varies (numbers on a number axis, anything else as categories;
     a line per value of the other keys), and against parameters when they vary: the Pareto front (fewest
     parameters for the accuracy) drawn, points that hold the target on every seed filled, the others hollow."""
@@ -280,9 +246,9 @@ def sweep_figure(points: list[SweepPoint], target_acc: float):
     fig, axes = plt.subplots(
         1, len(columns) + pareto, figsize=(5 * (len(columns) + pareto), 4), squeeze=False, layout="constrained"
     )
-    accs = [p.test_acc for p in points]
+    accs, ylabel = [p.test_acc for p in points], "final test_acc (%), mean ± sd"
     for ax, (key, xs) in zip(axes[0], columns.items()):
-        if not all(_is_number(v) for v in xs):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs):
             categories = list(dict.fromkeys(str(v) for v in xs))  # first-seen order
             ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 4 else 0)
             ax.set_xlim(-0.5, len(categories) - 0.5)
@@ -291,45 +257,31 @@ def sweep_figure(points: list[SweepPoint], target_acc: float):
             ax.set_xscale("log")
         elif len(set(xs)) <= MAX_VALUE_TICKS:  # a tick at each value tried, not at values nobody ran
             ax.set_xticks(sorted(set(xs)), [f"{v:g}" for v in sorted(set(xs))])
+        series: dict[str, list[int]] = {}  # a line per combination of the other keys' values, labelled with them
+        for i, point in enumerate(points):
+            label = ", ".join(f"{k.split('.', 1)[-1]}={point.values[k]}" for k in keys if k != key)
+            series.setdefault(label, []).append(i)
         extremes = []
-        for label, members in _series(points, key, keys).items():
+        for label, members in series.items():
             fmt = "-o" if len(members) > 1 else "o"
             extremes += _errorbars(
                 ax, [xs[i] for i in members], [accs[i] for i in members], fmt=fmt, label=label or None
             )
-        _style(ax, key, "final test_acc (%), mean ± sd", xlabel=key, target=target_acc, accuracies=extremes)
+        _style(ax, key, ylabel, xlabel=key, target=target_acc, accuracies=extremes)
     if pareto:
         ax = axes[0][-1]
         params = [p.params for p in points]
         extremes = []
         for holds, label, face in ((True, "holds on every seed", None), (False, "misses on a seed", "white")):
             members = [i for i, p in enumerate(points) if (p.seeds_holding == len(p.test_acc)) == holds]
+            x, y = [params[i] for i in members], [accs[i] for i in members]
             if members:
-                extremes += _errorbars(
-                    ax,
-                    [params[i] for i in members],
-                    [accs[i] for i in members],
-                    fmt="o",
-                    color="C0",
-                    mfc=face,
-                    label=label,
-                )
+                extremes += _errorbars(ax, x, y, fmt="o", color="C0", mfc=face, label=label)
         front = pareto_front(points)
         ax.plot([params[i] for i in front], [stat(accs[i]).mean for i in front], "--", color="C1", label="Pareto front")
         ax.set_xscale(scale_for(params))
-        _style(
-            ax,
-            "accuracy against size",
-            "final test_acc (%), mean ± sd",
-            xlabel="parameters",
-            target=target_acc,
-            accuracies=extremes,
-        )
-    return fig
-
-
-def sweep(points: list[SweepPoint], path: Path, target_acc: float) -> None:
-    _save(sweep_figure(points, target_acc), path)
+        _style(ax, "accuracy against size", ylabel, xlabel="parameters", target=target_acc, accuracies=extremes)
+    return _save(fig, path)
 
 
 def confusion_matrix(counts: list[list[int]], path: Path, title: str) -> None:
@@ -343,16 +295,8 @@ def confusion_matrix(counts: list[list[int]], path: Path, title: str) -> None:
     for i, row in enumerate(counts):
         for j, count in enumerate(row):
             if count:
-                ax.text(
-                    j,
-                    i,
-                    str(count),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    fontweight="bold" if i == j else "normal",
-                    color="white" if mistakes[i][j] > top / 2 else "k",
-                )
+                weight, colour = ("bold" if i == j else "normal"), ("white" if mistakes[i][j] > top / 2 else "k")
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=7, fontweight=weight, color=colour)
     ax.set(
         xticks=range(n),
         yticks=range(n),
