@@ -147,7 +147,6 @@ def train_epoch(
     order = torch.randperm(n, device=device)
     batch_losses = torch.zeros(batches, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    per_batch_scheduler = cfg.scheduler.name == "onecycle"
     with _progress(batches, f"epoch {epoch}") as bar:
         for i in range(batches):
             idx = order[i * bs : (i + 1) * bs]
@@ -157,27 +156,22 @@ def train_epoch(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if per_batch_scheduler:
+            if cfg.scheduler.name == "onecycle":
                 scheduler.step()
             batch_losses[i] = loss.detach()
             correct += (out.argmax(1) == y).sum()
             if (i + 1) % BAR_EVERY == 0 or i + 1 == batches:
-                _check_finite(batch_losses[: i + 1], epoch)
+                bad = ~torch.isfinite(batch_losses[: i + 1])  # the last batch checks them all
+                if bad.any():
+                    raise NonFiniteLoss(epoch, int(bad.nonzero()[0]) + 1)
                 bar.update(i + 1 - bar.n)
                 bar.set_postfix(
                     loss=f"{batch_losses[i].item():.4f}", acc=f"{100 * correct.item() / min(n, (i + 1) * bs):.2f}"
                 )
-    _check_finite(batch_losses, epoch)
     sizes = torch.full((batches,), float(bs), device=device)
     sizes[-1] = n - bs * (batches - 1)
     mean_loss = (batch_losses * sizes).sum() / n
     return mean_loss.item(), 100.0 * correct.item() / n
-
-
-def _check_finite(losses: torch.Tensor, epoch: int) -> None:
-    bad = ~torch.isfinite(losses)
-    if bad.any():
-        raise NonFiniteLoss(epoch, int(bad.nonzero()[0]) + 1)
 
 
 @torch.inference_mode()
