@@ -47,11 +47,8 @@ def resolve_dir(cli_dir: str | None, cfg_dir: str | None) -> Path:
 
 def locate(root: Path, name: str) -> Path | None:
     # torchvision's downloader puts the files under MNIST/raw; plain copies sit in the folder itself.
-    for folder in (root, root / "MNIST" / "raw"):
-        for candidate in (folder / name, folder / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
-    return None
+    candidates = (folder / f"{name}{ext}" for folder in (root, root / "MNIST" / "raw") for ext in ("", ".gz"))
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def _download(root: Path, missing: list[str]) -> None:
@@ -134,10 +131,8 @@ def load_mnist(root: Path, train_subset: int | None = None, test_subset: int | N
     return load_split(root, True, train_subset), load_split(root, False, test_subset)
 
 
-@functools.lru_cache(maxsize=2)
-def load_cached(root: Path, train_subset: int | None = None, test_subset: int | None = None) -> tuple[Split, Split]:
-    """load_mnist, read and verified once per process: run-all and seeds train many runs on it."""
-    return load_mnist(root, train_subset, test_subset)
+# load_mnist, read and verified once per process: run-all and seeds train many runs on it.
+load_cached = functools.lru_cache(maxsize=2)(load_mnist)
 
 
 def to_device(split: Split, device: torch.device) -> Split:
