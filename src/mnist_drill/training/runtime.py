@@ -52,8 +52,7 @@ def keep_freed_memory() -> bool:
     False, changing nothing, where the C library has no mallopt (not glibc).
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
@@ -93,9 +92,7 @@ def place(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> tor
 
 def autocast(device: torch.device, precision: str):
     """bf16 autocast when asked for (an explicit, result-changing speed option); otherwise nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def rng_state(device: torch.device) -> dict:
