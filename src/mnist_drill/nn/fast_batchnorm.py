@@ -60,9 +60,8 @@ class _FastBatchNormFunction(torch.autograd.Function):
 
 
 class FastBatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d (same parameters, buffers and state_dict) that trains through _FastBatchNormFunction
-    where torch's kernel is slow: fp32 channels_last input with fewer than FEW_CHANNELS channels
-    on the CPU. Everything else, evaluation included, is nn.BatchNorm2d's own forward."""
+    """nn.BatchNorm2d that trains through _FastBatchNormFunction where torch's kernel is slow (fp32 channels_last
+    input with fewer than FEW_CHANNELS channels on the CPU); elsewhere, evaluation included, it is its own."""
 
     def _applies(self, x: torch.Tensor) -> bool:
         return (

@@ -36,8 +36,7 @@ def dropped_positions(n: int, p: float, device: torch.device) -> torch.Tensor:
 
 
 def _storage(t: torch.Tensor) -> torch.Tensor:
-    """All of a freshly allocated dense tensor's elements as one flat view, in memory order (which
-    differs from the logical order for channels_last; an i.i.d. mask doesn't care)."""
+    """A fresh dense tensor's elements as one flat view in memory order (an i.i.d. mask ignores the layout)."""
     return t.as_strided((t.numel(),), (1,))
 
 

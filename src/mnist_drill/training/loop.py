@@ -62,10 +62,9 @@ def setup(cfg: Config, data_dir: Path) -> Training:
     device = configure(cfg.train)  # seeds torch first, so the initial weights follow train.seed
     model, layers = build_model(cfg.model)
     train_cpu, test_cpu = load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)
-    batches = steps_per_epoch(len(train_cpu), cfg.data.batch_size)
     model = place(model, device, cfg.train)
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, batches)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(train_cpu), cfg.data.batch_size))
     net = torch.compile(model) if cfg.train.compile else model
     return Training(
         device, model, net, layers, to_device(train_cpu, device), to_device(test_cpu, device), optimizer, scheduler
