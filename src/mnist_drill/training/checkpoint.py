@@ -23,16 +23,9 @@ CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng")
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer, scheduler, device: torch.device) -> None:
-    save_torch(
-        run_dir / CHECKPOINT,
-        {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": rng_state(device),
-        },
-    )
+    scheduler_state = scheduler.state_dict() if scheduler is not None else None
+    parts = (epoch, model.state_dict(), optimizer.state_dict(), scheduler_state, rng_state(device))
+    save_torch(run_dir / CHECKPOINT, dict(zip(CHECKPOINT_KEYS, parts)))
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, device: torch.device) -> int:
