@@ -71,11 +71,9 @@ def configure(cfg: TrainConfig) -> torch.device:
 
 
 def deterministic_cuda() -> None:
-    """One seed, one GPU, the same numbers, and --resume continues to them exactly (the `gpu` tests check it).
-
-    No TF32 (it differs between GPU generations); cuBLAS needs its workspace fixed before its first call;
-    `warn_only`: an op without a deterministic variant (none in our blocks) should warn, not stop a run."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    """One seed, one GPU, the same numbers, also across --resume (the `gpu` tests check it). No TF32 (it differs
+    between GPU generations); `warn_only`: an op with no deterministic variant should warn, not stop a run."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it before its first call
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = True
