@@ -38,7 +38,7 @@ def source(data_dir: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def mnist(data_dir):
-    return load_mnist(data_dir, download=False)
+    return load_mnist(data_dir)
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_normalisation_constants_are_the_training_set_statistics(mnist):
 
 
 def test_subsets_are_the_first_images(data_dir, mnist):
-    train, test = load_mnist(data_dir, 100, 50, download=False)
+    train, test = load_mnist(data_dir, 100, 50)
     assert (len(train), len(test)) == (100, 50)
     assert torch.equal(train.images, mnist[0].images[:100]) and torch.equal(test.labels, mnist[1].labels[:50])
 
@@ -123,7 +123,7 @@ def test_a_changed_byte_fails_the_checksum(copy_dir):
     content[100] = (content[100] + 1) % 10  # still a valid label, still a valid IDX file
     path = replace(copy_dir, LABELS, bytes(content))
     with pytest.raises(DataError, match="checksum mismatch") as info:
-        load_mnist(copy_dir, download=False)
+        load_mnist(copy_dir)
     assert str(path) in str(info.value)
     assert len(load_file(copy_dir, LABELS, verify=False)) == 60_000  # the format itself is fine
 
@@ -141,7 +141,7 @@ def test_a_truncated_or_corrupt_gzip(copy_dir, damage, fragment):
     raw = path.read_bytes()
     path.write_bytes({"truncate": raw[: len(raw) // 2], "garbage": b"not gzip at all" * 10, "empty": b""}[damage])
     with pytest.raises(DataError, match=fragment) as info:
-        load_mnist(copy_dir, download=False)
+        load_mnist(copy_dir)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
@@ -202,17 +202,18 @@ def test_image_and_label_counts_must_agree(copy_dir):
 # ---------------------------------------------------------------- missing data, downloading
 
 
-def test_missing_folder_without_download(tmp_path):
-    with pytest.raises(DataError, match="no such data directory") as info:
-        load_mnist(tmp_path / "nowhere", download=False)
-    assert "--data-dir" in str(info.value) and ENV_VAR in str(info.value)
-
-
-def test_missing_file_without_download(copy_dir):
+def test_a_missing_file_is_downloaded_and_named_when_that_fails(copy_dir, monkeypatch):
     source(copy_dir, LABELS).unlink()
-    with pytest.raises(DataError, match=f"missing {LABELS}") as info:
-        load_mnist(copy_dir, download=False)
-    assert "--data-dir" in str(info.value)
+    asked = []
+
+    def offline(root: Path, missing: list) -> None:
+        asked.extend(missing)
+        raise DataError(f"missing {', '.join(missing)}")
+
+    monkeypatch.setattr(data_mod, "_download", offline)
+    with pytest.raises(DataError, match=f"missing {LABELS}"):
+        load_mnist(copy_dir)
+    assert asked == [LABELS]
 
 
 def test_a_failed_download_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
@@ -227,7 +228,7 @@ def test_a_failed_download_says_where_it_looked_and_what_to_do(tmp_path, monkeyp
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     root = tmp_path / "nowhere"
     with pytest.raises(DataError) as info:
-        load_mnist(root, download=True)
+        load_mnist(root)
     message = str(info.value)
     assert calls and calls[0][2] is True and calls[0][0] == str(root)
     assert str(root) in message and "downloading it failed" in message and "no network here" in message

@@ -9,7 +9,6 @@ import torch
 
 from mnist_drill.config.blocks import ConvSpec, GapSpec, HeadSpec, LargeConvSpec, MaxPoolSpec, TransitionSpec
 from mnist_drill.config.loader import load_config
-from mnist_drill.config.schema import Config, ModelConfig
 from mnist_drill.nn.model import build_model
 from mnist_drill.nn.summary import _describe, layer_table, summary_text
 
@@ -58,7 +57,7 @@ def test_layer_table_of_the_reference_model():
     ],
 )
 def test_describe(spec, text):
-    assert _describe(Config(model=ModelConfig(blocks=(spec,))), 0) == text
+    assert _describe(spec) == text
 
 
 def test_summary_text_totals():

@@ -1,12 +1,9 @@
 """A faster training-mode BatchNorm2d for channels_last maps with few channels on the CPU.
 
-Opt-in (`train.fast_batchnorm: true`), because it rounds differently from torch's kernel and so
-changes results in the last bits. torch's channels_last BatchNorm kernel vectorizes across the
-channels; with fewer channels than one AVX-512 register holds (16 floats) it was 3-4x slower
-forward + backward than with 16 (benchmarks/bn_layout_xeon.txt), and the drill's 8-channel first
-layer and 10-channel transition paid a fifth of a training step for it. Here the same memory, an
-(N*H*W, C) matrix, is read as (N*H, W*C) rows: sums over rows and per-channel scales repeated W
-times are then long, vectorized passes, and the W partial sums of a channel are added at the end.
+Opt-in (`train.fast_batchnorm: true`): it rounds differently from torch's kernel. torch's channels_last
+kernel vectorizes across channels, and with fewer than one AVX-512 register (16 floats) it was 3-4x slower
+(benchmarks/bn_layout_xeon.txt), a fifth of a step for the drill's 8- and 10-channel layers. Here the
+(N*H*W, C) memory is read as (N*H, W*C) rows, so sums and per-channel scales are long vectorized passes.
 Measured by: `python benchmarks/bn_layout.py` (one layer, forward + backward, against torch's) and
 `mnist-drill bench configs/step7_lr_scheduler.yaml --device cpu --set train.fast_batchnorm=true`.
 """
@@ -63,9 +60,8 @@ class _FastBatchNormFunction(torch.autograd.Function):
 
 
 class FastBatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d (same parameters, buffers and state_dict) that trains through _FastBatchNormFunction
-    where torch's kernel is slow: fp32 channels_last input with fewer than FEW_CHANNELS channels
-    on the CPU. Everything else, evaluation included, is nn.BatchNorm2d's own forward."""
+    """nn.BatchNorm2d that trains through _FastBatchNormFunction where torch's kernel is slow (fp32 channels_last
+    input with fewer than FEW_CHANNELS channels on the CPU); elsewhere, evaluation included, it is its own."""
 
     def _applies(self, x: torch.Tensor) -> bool:
         return (
@@ -94,14 +90,9 @@ class FastBatchNorm2d(nn.BatchNorm2d):
 
 
 def use_fast_batchnorm(model: nn.Module) -> nn.Module:
-    """Swap every nn.BatchNorm2d in model for a FastBatchNorm2d holding the same state, in place."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is nn.BatchNorm2d:
-                row = FastBatchNorm2d(
-                    child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
-                )
-                row.load_state_dict(child.state_dict())
-                row.train(child.training)
-                setattr(module, name, row.to(device=child.weight.device if child.affine else None))
+    """Make every nn.BatchNorm2d in model a FastBatchNorm2d, in place. The subclass adds methods only, so
+    swapping the class keeps each layer's parameters, buffers, device and mode as they are."""
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = FastBatchNorm2d
     return model

@@ -1,13 +1,10 @@
 """Dropout for the CPU that draws where the zeros go instead of a random number per activation.
 
-What for: `nn.Dropout`'s meaning (zero each element with probability p, scale the rest by
-1/(1-p)) at a fraction of its CPU cost. Why: torch's CPU kernel draws one random number per
-element; at p = 0.02 that was 29 % of a training step on 2 cores, while the gaps between the zeros
-need about n*p numbers. Off the CPU torch's own kernel is used (fast there, and no host sync).
-Measured by: `mnist-drill bench configs/step7_lr_scheduler.yaml --device cpu` (training epoch
-against the classic loop, whose model has torch's nn.Dropout) and `python benchmarks/profile_step.py
-configs/step7_lr_scheduler.yaml` (the draw's share of a step). Every model block uses it: it gives
-the same distribution as nn.Dropout (tests/test_fast_dropout.py), so it is the default, not an option.
+Why: torch's CPU kernel draws one number per element, 29 % of a training step at p = 0.02 on 2 cores,
+where the gaps between the zeros need about n*p. Same distribution as nn.Dropout (tests/test_fast_dropout.py),
+so every block uses it; off the CPU torch's own kernel runs. Measured by: `mnist-drill bench
+configs/step7_lr_scheduler.yaml --device cpu` (against the classic loop's nn.Dropout) and
+`python benchmarks/profile_step.py configs/step7_lr_scheduler.yaml` (the draw's share of a step).
 """
 
 from __future__ import annotations
@@ -20,11 +17,8 @@ from torch import nn
 
 
 def dropped_positions(n: int, p: float, device: torch.device) -> torch.Tensor:
-    """The sorted indices in [0, n) that an i.i.d. Bernoulli(p) draw over n elements hits.
-
-    The gaps between the hits of i.i.d. Bernoulli(p) trials are i.i.d. Geometric(p), so drawing the
-    gaps (about n*p random numbers) gives the same distribution as drawing all n trials.
-    """
+    """The sorted indices in [0, n) that i.i.d. Bernoulli(p) trials hit, drawn as the gaps between hits,
+    which are i.i.d. Geometric(p): about n*p random numbers for the same distribution as n trials."""
     log_keep = math.log1p(-p)
     found, last = [], -1
     while last < n - 1:
@@ -42,17 +36,13 @@ def dropped_positions(n: int, p: float, device: torch.device) -> torch.Tensor:
 
 
 def _storage(t: torch.Tensor) -> torch.Tensor:
-    """All of a freshly allocated dense tensor's elements as one flat view, in memory order (which
-    differs from the logical order for channels_last; an i.i.d. mask doesn't care)."""
+    """A fresh dense tensor's elements as one flat view in memory order (an i.i.d. mask ignores the layout)."""
     return t.as_strided((t.numel(),), (1,))
 
 
 class _DropPositions(torch.autograd.Function):
-    """y = x / (1 - p) with the dropped positions set to 0, and the same for the gradient.
-
-    One scaling pass each way plus a scatter of ~n*p zeros, where a mask tensor would cost a fill and
-    a tensor multiply forward and another multiply backward.
-    """
+    """y = x / (1 - p) with the dropped positions set to 0, and the same for the gradient: one scaling pass
+    each way plus a scatter of ~n*p zeros, where a mask would cost a fill and a multiply each way."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:

@@ -9,69 +9,19 @@ from ..config.blocks import BlockSpec
 from .fast_dropout import FastDropout
 
 
-class ConvBNReLU(nn.Sequential):
-    """conv -> [BatchNorm] -> [ReLU] -> [Dropout], holding only the layers asked for.
-
-    `groups=cin` makes the conv depthwise. A Sequential, so summaries list the real layers only.
-    """
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        kernel: int,
-        *,
-        padding: int = 0,
-        stride: int = 1,
-        dilation: int = 1,
-        groups: int = 1,
-        bias: bool = False,
-        bn: bool = False,
-        relu: bool = True,
-        dropout: float = 0.0,
-    ):
-        layers = [
-            nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias)
-        ]
-        if bn:
-            layers.append(nn.BatchNorm2d(cout))
-        if relu:
-            layers.append(nn.ReLU(inplace=True))
-        if dropout > 0:
-            layers.append(FastDropout(dropout))
-        super().__init__(*layers)
+def _then(*layers: nn.Module, relu: bool, dropout: float, inplace: bool = True) -> nn.Sequential:
+    """`layers` -> [ReLU] -> [Dropout]. A Sequential of the layers asked for only, so summaries list the real ones."""
+    if relu:
+        layers += (nn.ReLU(inplace=inplace),)
+    if dropout > 0:
+        layers += (FastDropout(dropout),)
+    return nn.Sequential(*layers)
 
 
-class SeparableConv(nn.Sequential):
-    """Depthwise k x k conv (one filter per channel) then a pointwise 1x1 conv with BN/ReLU/dropout."""
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        kernel: int,
-        *,
-        padding: int,
-        stride: int,
-        dilation: int,
-        bias: bool,
-        bn: bool,
-        relu: bool,
-        dropout: float,
-    ):
-        super().__init__(
-            nn.Conv2d(cin, cin, kernel, stride=stride, padding=padding, dilation=dilation, groups=cin, bias=False),
-            ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout),
-        )
-
-
-class Transition(nn.Sequential):
-    """Max-pool (halves the map) then a 1x1 conv that squeezes the channels."""
-
-    def __init__(self, cin: int, cout: int, *, pool: int, bias: bool, bn: bool, relu: bool, dropout: float):
-        super().__init__(
-            nn.MaxPool2d(pool, pool), ConvBNReLU(cin, cout, 1, bias=bias, bn=bn, relu=relu, dropout=dropout)
-        )
+def conv_bn_relu(cin: int, cout: int, kernel: int, *, bias: bool, bn=False, relu=True, dropout=0.0, **conv):
+    """conv -> [BatchNorm] -> [ReLU] -> [Dropout]; `conv`: nn.Conv2d's padding, stride and dilation."""
+    layers = [nn.Conv2d(cin, cout, kernel, bias=bias, **conv)] + ([nn.BatchNorm2d(cout)] if bn else [])
+    return _then(*layers, relu=relu, dropout=dropout)
 
 
 class GlobalAvgPool(nn.Module):
@@ -82,36 +32,30 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3), keepdim=True)
 
 
-class LinearBlock(nn.Sequential):
-    """Flatten -> Linear -> [ReLU] -> [Dropout]: the fully connected layer of the heavy early steps."""
-
-    def __init__(self, fin: int, fout: int, *, bias: bool, relu: bool, dropout: float):
-        layers = [nn.Flatten(), nn.Linear(fin, fout, bias=bias)]
-        if relu:
-            layers.append(nn.ReLU())
-        if dropout > 0:
-            layers.append(FastDropout(dropout))
-        super().__init__(*layers)
-
-
 def build_block(spec: BlockSpec, cin: int, size: int) -> nn.Module:
     """The module of `spec` (its `bn` and `dropout` already resolved) for a `cin`-channel `size` x `size` input."""
     s = spec
-    if s.TYPE in ("conv", "sepconv"):
-        layer = ConvBNReLU if s.TYPE == "conv" else SeparableConv
-        return layer(cin, s.out, s.kernel, **s.layer_args())
-    if s.TYPE == "pointwise":
-        return ConvBNReLU(cin, s.out, 1, bias=s.bias, bn=s.bn, relu=s.relu, dropout=s.dropout)
     if s.TYPE == "maxpool":
         return nn.MaxPool2d(s.kernel, s.stride or s.kernel)
-    if s.TYPE == "transition":
-        return Transition(cin, s.out, pool=s.pool, bias=s.bias, bn=s.bn, relu=s.relu, dropout=s.dropout)
     if s.TYPE == "gap":
         return GlobalAvgPool()
+    if s.TYPE == "head":  # to the class scores: no BN, no ReLU, no dropout
+        return conv_bn_relu(cin, s.out, 1, bias=s.bias, relu=False)
+    if s.TYPE == "linear":  # flattened: the fully connected layer of the heavy early steps
+        linear = nn.Linear(cin * size * size, s.out, bias=s.bias)
+        return _then(nn.Flatten(), linear, relu=s.relu, dropout=s.dropout, inplace=False)
+    if s.TYPE == "conv":
+        return conv_bn_relu(cin, s.out, s.kernel, **s.layer_args())
+    pointwise = {"bias": s.bias, "bn": s.bn, "relu": s.relu, "dropout": s.dropout}
+    if s.TYPE == "sepconv":  # a depthwise k x k conv (one filter per channel), then a pointwise one
+        depthwise = nn.Conv2d(
+            cin, cin, s.kernel, stride=s.stride, padding=s.padding, dilation=s.dilation, groups=cin, bias=False
+        )
+        return nn.Sequential(depthwise, conv_bn_relu(cin, s.out, 1, **pointwise))
+    if s.TYPE == "pointwise":
+        return conv_bn_relu(cin, s.out, 1, **pointwise)
+    if s.TYPE == "transition":  # halve the map, then squeeze the channels
+        return nn.Sequential(nn.MaxPool2d(s.pool, s.pool), conv_bn_relu(cin, s.out, 1, **pointwise))
     if s.TYPE == "large_conv":
-        return ConvBNReLU(cin, s.out, s.kernel or size, bias=s.bias, bn=s.bn, relu=s.relu, dropout=s.dropout)
-    if s.TYPE == "head":
-        return ConvBNReLU(cin, s.out, 1, bias=s.bias, relu=False)
-    if s.TYPE == "linear":
-        return LinearBlock(cin * size * size, s.out, bias=s.bias, relu=s.relu, dropout=s.dropout)
+        return conv_bn_relu(cin, s.out, s.kernel or size, **pointwise)
     raise ValueError(f"no module for block type {s.TYPE!r}")

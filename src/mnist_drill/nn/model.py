@@ -15,8 +15,6 @@ from .layers import build_block
 
 
 class Net(nn.Module):
-    """The blocks in sequence, then log-probabilities over the classes."""
-
     def __init__(self, blocks: list[nn.Module]):
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
@@ -32,6 +30,5 @@ def build_model(cfg: ModelConfig) -> tuple[Net, list[LayerInfo]]:
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameters."""
     total = sum(p.numel() for p in model.parameters())
     return total, sum(p.numel() for p in model.parameters() if p.requires_grad)

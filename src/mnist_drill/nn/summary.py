@@ -10,14 +10,13 @@ import io
 import torch
 from torchsummary import summary as torchsummary
 
-from ..config.blocks import LayerInfo, has_fc, input_shape, macs_per_image
+from ..config.blocks import BlockSpec, LayerInfo, has_fc, input_shape, macs_per_image
 from ..config.schema import Config
 from .model import Net, count_params
 
 
-def _describe(cfg: Config, index: int) -> str:
+def _describe(spec: BlockSpec) -> str:
     """'conv 3x3 p1 -> 16': the kernel, non-default padding/dilation/stride, and output channels."""
-    spec = cfg.model.blocks[index]
     parts = [spec.TYPE]
     kernel = getattr(spec, "kernel", None) or getattr(spec, "pool", None)
     if kernel:
@@ -39,7 +38,7 @@ def layer_table(cfg: Config, layers: list[LayerInfo]) -> str:
     for layer in layers:
         shape = "x".join(map(str, layer.out_shape))
         lines.append(
-            f"{layer.index:>3}  {_describe(cfg, layer.index):<24} {shape:>12} {layer.params:>9,} "
+            f"{layer.index:>3}  {_describe(layer.spec):<24} {shape:>12} {layer.params:>9,} "
             f"{layer.rf:>4} {layer.jump:>4} {layer.macs:>11,}"
         )
     return "\n".join(lines)

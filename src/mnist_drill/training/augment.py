@@ -17,12 +17,9 @@ from ..config.schema import AugmentConfig
 def affine_theta(
     angle: torch.Tensor, translate: torch.Tensor, scale: torch.Tensor, shear: torch.Tensor, size: int
 ) -> torch.Tensor:
-    """(N, 2, 3) sampling matrices for `F.affine_grid`, one per sample, for square `size` images.
-
-    Arguments follow `torchvision.transforms.functional.affine`: `angle` in degrees (clockwise),
-    `translate` (N, 2) in pixels, `scale` (N,), `shear` (N,) x-shear in degrees. The matrix maps an
-    output pixel back to where it samples the input (the inverse of T * C * R * S * Shear * C^-1).
-    """
+    """(N, 2, 3) `F.affine_grid` matrices for square `size` images, mapping an output pixel back to its input
+    (the inverse of T * C * R * S * Shear * C^-1). Arguments as torchvision's `affine`: degrees (clockwise),
+    `translate` (N, 2) in pixels, `scale` (N,), `shear` (N,) x-shear in degrees."""
     rot, sx = torch.deg2rad(angle), torch.deg2rad(shear)
     a = torch.cos(rot)
     b = -torch.cos(rot) * torch.tan(sx) - torch.sin(rot)

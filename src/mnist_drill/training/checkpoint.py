@@ -1,9 +1,7 @@
 """Checkpoints and weights: what a run saves after every epoch and at the end, and how it is read back.
 
-Saving and loading sit side by side, so the checkpoint's keys are written in one place. Every file
-is read with PyTorch's weights-only loader: tensors, numbers, strings and containers, never pickled
-code, so a checkpoint or `model.pt` from someone else cannot run anything on this machine. A file
-that is not one of ours (damaged, cut short, foreign, of another model) is named in one line.
+Every file is read with PyTorch's weights-only loader (tensors, numbers, strings, containers; never pickled
+code), so a file from someone else cannot run anything here; one that is not ours is named in one line.
 """
 
 from __future__ import annotations
@@ -25,32 +23,18 @@ CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng")
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module, optimizer, scheduler, device: torch.device) -> None:
-    save_torch(
-        run_dir / CHECKPOINT,
-        {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": rng_state(device),
-        },
-    )
+    scheduler_state = scheduler.state_dict() if scheduler is not None else None
+    parts = (epoch, model.state_dict(), optimizer.state_dict(), scheduler_state, rng_state(device))
+    save_torch(run_dir / CHECKPOINT, dict(zip(CHECKPOINT_KEYS, parts)))
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, device: torch.device) -> int:
-    """Restore model, optimizer, scheduler and RNG from the run's checkpoint; returns its epoch.
-
-    The file is read onto the CPU whatever the training device: the RNG states must be CPU byte tensors
-    (torch.set_rng_state refuses any other), and the model's and optimizer's load_state_dict copy their
-    tensors onto the device of the parameters they restore."""
+    """Restore model, optimizer, scheduler and RNG from the run's checkpoint; returns its epoch. Read onto the
+    CPU whatever the device: torch.set_rng_state takes CPU tensors only, and load_state_dict moves the rest."""
     path = run_dir / CHECKPOINT
     ckpt = read_tensors(path, torch.device("cpu"))
-    if (
-        not isinstance(ckpt, dict)
-        or set(ckpt) != set(CHECKPOINT_KEYS)
-        or type(ckpt["epoch"]) is not int
-        or ckpt["epoch"] < 1
-    ):
+    ours = isinstance(ckpt, dict) and set(ckpt) == set(CHECKPOINT_KEYS) and type(ckpt["epoch"]) is int
+    if not ours or ckpt["epoch"] < 1:
         raise UsageError(f"{path}: not a mnist-drill checkpoint; remove it (or pass --overwrite) to start afresh")
     try:
         load_state(model, ckpt["model"], path)
@@ -84,26 +68,20 @@ def load_state(model: nn.Module, state: dict, path: Path) -> None:
     ours = model.state_dict()
     missing = [k for k in ours if k not in state]
     unexpected = [k for k in state if k not in ours]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+    differences = [
+        f"{what} {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
+    differences += [
+        f"shape {k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
         for k, v in ours.items()
         if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        detail = "; ".join(
-            filter(
-                None,
-                [
-                    f"missing {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}" if missing else "",
-                    f"unexpected {', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''}"
-                    if unexpected
-                    else "",
-                    f"shape {shapes[0]}" if shapes else "",
-                ],
-            )
-        )
+    ][:1]
+    if differences:
         raise UsageError(
-            f"{path}: its weights do not fit the config's model ({detail}); is it from another architecture?"
+            f"{path}: its weights do not fit the config's model ({'; '.join(differences)}); "
+            "is it from another architecture?"
         )
     model.load_state_dict(state)
 

@@ -1,8 +1,7 @@
 """MNIST as tensors: find or download the four IDX files, verify them, and keep them on the device.
 
-Training never goes through a per-sample PIL/DataLoader pipeline: the whole set (47 MB as float)
-lives on the training device, is shuffled by index each epoch, and is augmented a batch at a time.
-"""
+No per-sample PIL/DataLoader pipeline: the whole set (47 MB as float) lives on the training device,
+is shuffled by index each epoch, and is augmented a batch at a time."""
 
 from __future__ import annotations
 
@@ -48,11 +47,8 @@ def resolve_dir(cli_dir: str | None, cfg_dir: str | None) -> Path:
 
 def locate(root: Path, name: str) -> Path | None:
     # torchvision's downloader puts the files under MNIST/raw; plain copies sit in the folder itself.
-    for folder in (root, root / "MNIST" / "raw"):
-        for candidate in (folder / name, folder / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
-    return None
+    candidates = (folder / f"{name}{ext}" for folder in (root, root / "MNIST" / "raw") for ext in ("", ".gz"))
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def _download(root: Path, missing: list[str]) -> None:
@@ -127,24 +123,16 @@ def load_split(root: Path, train: bool, subset: int | None = None, verify: bool 
     return Split(images.unsqueeze(1).float().div_(255), labels.long())
 
 
-def load_mnist(
-    root: Path, train_subset: int | None = None, test_subset: int | None = None, download: bool = True
-) -> tuple[Split, Split]:
-    """(train, test) on the CPU; downloads into `root` when files are missing and download is allowed."""
-    if not root.exists() and not download:
-        raise DataError(f"{root}: no such data directory; pass --data-dir or set {ENV_VAR}")
+def load_mnist(root: Path, train_subset: int | None = None, test_subset: int | None = None) -> tuple[Split, Split]:
+    """(train, test) on the CPU; downloads into `root` when files are missing."""
     missing = [name for name in FILES if locate(root, name) is None]
     if missing:
-        if not download:
-            raise DataError(f"{root}: missing {', '.join(missing)}; pass --data-dir or set {ENV_VAR}")
         _download(root, missing)
     return load_split(root, True, train_subset), load_split(root, False, test_subset)
 
 
-@functools.lru_cache(maxsize=2)
-def load_cached(root: Path, train_subset: int | None = None, test_subset: int | None = None) -> tuple[Split, Split]:
-    """load_mnist, read and verified once per process: run-all and seeds train many runs on it."""
-    return load_mnist(root, train_subset, test_subset)
+# load_mnist, read and verified once per process: run-all and seeds train many runs on it.
+load_cached = functools.lru_cache(maxsize=2)(load_mnist)
 
 
 def to_device(split: Split, device: torch.device) -> Split:

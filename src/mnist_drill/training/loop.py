@@ -57,16 +57,14 @@ class Training:
 
 
 def setup(cfg: Config, data_dir: Path) -> Training:
-    """configure -> build -> data -> place -> optimizer -> scheduler, for the runner, the bench and
-    the benchmark scripts alike. Every mistake a user can make in the config, the data or the device
-    raises here, before anything is written."""
+    """configure -> build -> data -> place -> optimizer -> scheduler, for the runner, the bench and the benchmark
+    scripts alike. Every mistake a user can make in the config, data or device raises here, before any writing."""
     device = configure(cfg.train)  # seeds torch first, so the initial weights follow train.seed
     model, layers = build_model(cfg.model)
     train_cpu, test_cpu = load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)
-    batches = steps_per_epoch(len(train_cpu), cfg.data.batch_size)
     model = place(model, device, cfg.train)
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, batches)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(train_cpu), cfg.data.batch_size))
     net = torch.compile(model) if cfg.train.compile else model
     return Training(
         device, model, net, layers, to_device(train_cpu, device), to_device(test_cpu, device), optimizer, scheduler
@@ -84,8 +82,13 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
     """The scheduler, or None. OneCycle steps every batch, the others once per epoch."""
-    check_schedule(cfg, steps_per_epoch)
     s = cfg.scheduler
+    if s.name == "onecycle" and s.pct_start * cfg.train.epochs * steps_per_epoch <= 1:
+        # torch divides by the warm-up's length minus one
+        raise ConfigError(
+            f"scheduler.pct_start: {s.pct_start} of {cfg.train.epochs * steps_per_epoch} steps leaves "
+            "one-cycle less than 2 warm-up steps; raise pct_start, epochs or the training set"
+        )
     if s.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
     if s.name == "onecycle":
@@ -103,23 +106,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoc
     return None
 
 
-def check_schedule(cfg: Config, batches: int) -> None:
-    """Refuse a one-cycle warm-up shorter than two steps (torch divides by its length minus one)."""
-    s = cfg.scheduler
-    if s.name == "onecycle" and s.pct_start * cfg.train.epochs * batches <= 1:
-        raise ConfigError(
-            f"scheduler.pct_start: {s.pct_start} of {cfg.train.epochs * batches} steps leaves "
-            "one-cycle less than 2 warm-up steps; raise pct_start, epochs or the training set"
-        )
-
-
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return (n + batch_size - 1) // batch_size
 
 
-def _prepare(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    images = normalize(images)
-    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+def _forward(model: nn.Module, images: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
+    """The model's fp32 log-probabilities of a batch of [0, 1] images, in the config's layout and precision."""
+    x = normalize(images)
+    if cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, cfg.train.precision):
+        return model(x).float()
 
 
 def _progress(total: int, desc: str):
@@ -149,52 +146,41 @@ def train_epoch(
     order = torch.randperm(n, device=device)
     batch_losses = torch.zeros(batches, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    per_batch_scheduler = cfg.scheduler.name == "onecycle"
     with _progress(batches, f"epoch {epoch}") as bar:
         for i in range(batches):
             idx = order[i * bs : (i + 1) * bs]
-            x = _prepare(augment_batch(data.images[idx], cfg.augment), cfg.train.channels_last)
+            out = _forward(model, augment_batch(data.images[idx], cfg.augment), cfg, device)
             y = data.labels[idx]
-            with autocast(device, cfg.train.precision):
-                out = model(x)
-                loss = training_loss(out.float(), y, cfg.train.label_smoothing)
+            loss = training_loss(out, y, cfg.train.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if per_batch_scheduler:
+            if cfg.scheduler.name == "onecycle":
                 scheduler.step()
             batch_losses[i] = loss.detach()
             correct += (out.argmax(1) == y).sum()
             if (i + 1) % BAR_EVERY == 0 or i + 1 == batches:
-                _check_finite(batch_losses[: i + 1], epoch)
+                bad = ~torch.isfinite(batch_losses[: i + 1])  # the last batch checks them all
+                if bad.any():
+                    raise NonFiniteLoss(epoch, int(bad.nonzero()[0]) + 1)
                 bar.update(i + 1 - bar.n)
                 bar.set_postfix(
                     loss=f"{batch_losses[i].item():.4f}", acc=f"{100 * correct.item() / min(n, (i + 1) * bs):.2f}"
                 )
-    _check_finite(batch_losses, epoch)
     sizes = torch.full((batches,), float(bs), device=device)
     sizes[-1] = n - bs * (batches - 1)
     mean_loss = (batch_losses * sizes).sum() / n
     return mean_loss.item(), 100.0 * correct.item() / n
 
 
-def _check_finite(losses: torch.Tensor, epoch: int) -> None:
-    bad = ~torch.isfinite(losses)
-    if bad.any():
-        raise NonFiniteLoss(epoch, int(bad.nonzero()[0]) + 1)
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: Split, cfg: Config, device: torch.device) -> Evaluation:
     model.eval()
     total_loss = torch.zeros((), device=device)
-    predictions = []
-    for start in range(0, len(data), cfg.data.test_batch_size):
-        x = _prepare(data.images[start : start + cfg.data.test_batch_size], cfg.train.channels_last)
-        y = data.labels[start : start + cfg.data.test_batch_size]
-        with autocast(device, cfg.train.precision):
-            out = model(x).float()
-        total_loss += F.nll_loss(out, y, reduction="sum")
+    predictions, bs = [], cfg.data.test_batch_size
+    for start in range(0, len(data), bs):
+        out = _forward(model, data.images[start : start + bs], cfg, device)
+        total_loss += F.nll_loss(out, data.labels[start : start + bs], reduction="sum")
         predictions.append(out.argmax(1))
     predictions = torch.cat(predictions)
     correct = (predictions == data.labels).sum().item()
@@ -213,13 +199,5 @@ def run_epoch(
         scheduler.step()
     elif cfg.scheduler.name == "plateau":
         scheduler.step(result.loss)
-    row = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        "test_loss": result.loss,
-        "test_acc": result.acc,
-        "lr": lr,
-        "seconds": time.perf_counter() - start,
-    }
-    return row, result
+    values = (epoch, train_loss, train_acc, result.loss, result.acc, lr, time.perf_counter() - start)
+    return dict(zip(METRIC_COLUMNS, values)), result

@@ -25,8 +25,7 @@ def choose_device(name: str) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    """What the run ran on, for run.json and the bench: the GPU's name, or the CPU's model and the
-    threads torch uses (machines of the same kind differ, and timings differ with them)."""
+    """For run.json and the bench: the GPU's name, or the CPU's model and torch's threads (timings differ with both)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     threads = torch.get_num_threads()
@@ -34,20 +33,11 @@ def device_name(device: torch.device) -> str:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python and torch (CPU and every CUDA device); numpy is not used for randomness."""
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # glibc mallopt parameters (malloc.h).
@@ -55,28 +45,24 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed blocks for reuse instead of handing them back to the kernel.
+    """Make glibc's malloc keep freed blocks (up to 32 MB, heap never trimmed) for the next batch.
 
-    torch has no caching allocator on the CPU: every activation and gradient of a batch is a fresh
-    malloc of 0.1-1.5 MB here. glibc hands such blocks back to the kernel on free (munmap, or a
-    trim of the heap's top) and takes them again for the next batch, which costs page faults and
-    page zeroing every batch. Blocks up to 32 MB now come from the heap, which is never trimmed:
-    the process keeps its peak heap size. Same numbers, fewer system calls; both pipelines of
-    `mnist-drill bench` got about 12 % faster (benchmarks/README.md). Returns False where the C
-    library has no mallopt (not glibc), and changes nothing there.
+    torch has no CPU caching allocator, so each batch's 0.1-1.5 MB activations were otherwise mapped,
+    faulted in and zeroed afresh: same numbers, about 12 % faster `mnist-drill bench` (benchmarks/README.md).
+    False, changing nothing, where the C library has no mallopt (not glibc).
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 def configure(cfg: TrainConfig) -> torch.device:
-    """Pick the device, seed everything, and set the numerics the config asks for."""
+    """Pick the device, seed Python and torch (CPU and every GPU; numpy draws nothing), set the numerics."""
     device = choose_device(cfg.device)
-    seed_everything(cfg.seed)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
     if device.type == "cpu":
         keep_freed_memory()
     if device.type == "cuda":
@@ -85,14 +71,9 @@ def configure(cfg: TrainConfig) -> torch.device:
 
 
 def deterministic_cuda() -> None:
-    """The same seed gives the same numbers on the same GPU, and --resume continues to them exactly.
-
-    fp32 means fp32 (TF32 would change results between GPU generations); cuDNN picks deterministic
-    kernels; cuBLAS needs a fixed workspace before its first call (CUDA's documented requirement for
-    reproducible GEMMs). `use_deterministic_algorithms` swaps in the deterministic variant where torch
-    has one; `warn_only` because a missing one (none in the blocks we ship) should warn, not stop a
-    run half-way: the `gpu` test tier checks that two runs of one seed agree to the last digit."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    """One seed, one GPU, the same numbers, also across --resume (the `gpu` tests check it). No TF32 (it differs
+    between GPU generations); `warn_only`: an op with no deterministic variant should warn, not stop a run."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it before its first call
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.deterministic = True
@@ -109,15 +90,12 @@ def place(model: torch.nn.Module, device: torch.device, cfg: TrainConfig) -> tor
 
 def autocast(device: torch.device, precision: str):
     """bf16 autocast when asked for (an explicit, result-changing speed option); otherwise nothing."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def rng_state(device: torch.device) -> dict:
-    """The generators a run draws from: Python's, the CPU's, and the training GPU's only. A CPU run never
-    touches CUDA (no context, no GPU memory in a CPU worker), and a checkpoint holds no state of GPUs it did
-    not use, so it resumes on a machine with fewer of them."""
+    """Python's, the CPU's and the training GPU's generators only: a CPU run never touches CUDA, and a
+    checkpoint holds no state of GPUs it did not use, so it resumes on a machine with fewer of them."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -125,7 +103,6 @@ def rng_state(device: torch.device) -> dict:
 
 
 def set_rng_state(state: dict, device: torch.device) -> None:
-    """Restore what rng_state saved. Every state is a CPU byte tensor, whatever the training device."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
@@ -134,9 +111,8 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 @contextlib.contextmanager
 def torch_threads(count: int | None):
-    """Train with `count` torch threads for the block (None: leave them), then restore the count before it.
-    CPU results depend on the thread count (how reductions are split), so a resumed run uses the count it
-    started with."""
+    """`count` torch threads (None: leave them) for the block. CPU results depend on the thread count
+    (how reductions are split), so a resumed run uses the count it started with."""
     before = torch.get_num_threads()
     if count:
         torch.set_num_threads(count)
