@@ -1,11 +1,8 @@
-"""One process per run folder: an exclusive lock, held while a run trains into the folder.
+"""One process per run folder: an exclusive `fcntl.flock` on <run folder>/.mnist-drill.lock while a run trains there.
 
-Two terminals starting the same step, or a run and a sweep trial writing one folder, would
-interleave their epochs in one metrics.csv and checkpoint. `run_lock` takes `fcntl.flock` on
-`<run folder>/.mnist-drill.lock`; the kernel releases a flock when its holder exits however it
-exits (SIGKILL, the OOM killer), so a lock left behind by a killed run never blocks: the next run
-takes it over with a note. The file records pid, host and start time for those two messages; it is
-removed when the run ends, and is not part of the run (runs/folder.holds_run ignores it).
+Two runs writing one folder would interleave their epochs in one metrics.csv. The kernel releases a flock however its
+holder exits (SIGKILL, the OOM killer), so a killed run's lock never blocks: the next run takes it over with a note.
+The file records pid, host and start time for the messages; it is removed when the run ends (not part of the run).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .files import remove_temp_files
+from .files import TEMP_SUFFIX
 
 try:
     import fcntl
@@ -55,7 +52,9 @@ def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
         if left_by is not None:
             echo(f"{run_dir}: took over the lock left by {_describe(left_by)}, which no longer runs")
         _record(fd)
-        remove_temp_files(run_dir)  # half-written files of a killed run; nobody else writes here now
+        for tmp in run_dir.glob(f".*{TEMP_SUFFIX}"):  # atomic writes a killed run left; nobody else writes here now
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         yield
     finally:
         _HELD.discard(path.resolve())
@@ -87,16 +86,13 @@ def lock_holder(path: Path) -> str | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken: nobody holds it (closing the file releases it)
     except OSError as err:
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             return _describe(_read(fd))
-        return None
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
     finally:
         os.close(fd)
+    return None
 
 
 def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
@@ -122,12 +118,9 @@ def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
             return None, err.strerror  # ENOLCK, EOPNOTSUPP: some network and FUSE file systems
         # The previous holder removes the file as it finishes; if it did so between our open and our
         # flock, we hold a file nobody else will open: start again with the file now at `path`.
-        try:
-            current = os.stat(path).st_ino
-        except FileNotFoundError:
-            current = None
-        if current == os.fstat(fd).st_ino:
-            return fd, _read(fd)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd, _read(fd)
         os.close(fd)
 
 
