@@ -1,10 +1,6 @@
-"""Benchmark mnist-drill's pipeline against the classic notebook loop on the same model.
-
-The classic loop is the course's: torchvision `datasets.MNIST` + per-sample PIL transforms + `DataLoader` + a tqdm
-bar with `loss.item()` every batch, `.item()` per test batch, and torch's nn.Dropout. Ours keeps the data on the
-device, augments whole batches and draws dropout masks the cheap way (fast_dropout.FastDropout). Both train a fresh
-copy of the same model with the same optimizer, interleaved (A B A B ...) after a warm-up, so noise hits both alike.
-"""
+"""Benchmark mnist-drill's pipeline against the course notebooks' loop on the same model: torchvision MNIST,
+per-sample PIL transforms, a DataLoader, nn.Dropout and an `.item()` every batch. The two are interleaved
+(A B A B ...) after a warm-up, so machine noise hits both alike."""
 
 from __future__ import annotations
 
@@ -39,14 +35,9 @@ def classic_loaders(cfg: Config, data_dir: Path, device: torch.device):
     a = cfg.augment
     augment = []
     if a.translate or a.scale != (1.0, 1.0) or a.shear:
+        translate = (a.translate, a.translate) if a.translate else None
         augment.append(
-            transforms.RandomAffine(
-                a.rotation,
-                translate=(a.translate, a.translate) if a.translate else None,
-                scale=a.scale,
-                shear=a.shear or None,
-                fill=0,
-            )
+            transforms.RandomAffine(a.rotation, translate=translate, scale=a.scale, shear=a.shear or None, fill=0)
         )
     elif a.rotation:
         augment.append(transforms.RandomRotation(a.rotation, fill=0))
@@ -124,23 +115,21 @@ def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict
     load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)  # verify (or download) before any timing
     ours = setup(cfg, data_dir)
     device, train, test, net, ours_opt = ours.device, ours.train, ours.test, ours.net, ours.optimizer
-    classic_train_loader, classic_test_loader = classic_loaders(cfg, data_dir, device)
+    train_loader, test_loader = classic_loaders(cfg, data_dir, device)
     classic_model = with_torch_dropout(build_model(cfg.model)[0].to(device))
     classic_opt = make_optimizer(classic_model, cfg)
 
     # Warm-up: allocator, cuDNN/oneDNN kernel choice, DataLoader worker start.
     n = WARMUP_BATCHES * cfg.data.batch_size
     train_epoch(net, Split(train.images[:n], train.labels[:n]), ours_opt, NoSchedule(), cfg, 0, device)
-    classic_train(classic_model, classic_train_loader, classic_opt, device, max_batches=WARMUP_BATCHES)
+    classic_train(classic_model, train_loader, classic_opt, device, max_batches=WARMUP_BATCHES)
 
     times = {"ours_train": [], "classic_train": [], "ours_test": [], "classic_test": []}
     for r in range(repeats):
         times["ours_train"].append(_timed(device, train_epoch, net, train, ours_opt, NoSchedule(), cfg, r + 1, device))
-        times["classic_train"].append(
-            _timed(device, classic_train, classic_model, classic_train_loader, classic_opt, device)
-        )
+        times["classic_train"].append(_timed(device, classic_train, classic_model, train_loader, classic_opt, device))
         times["ours_test"].append(_timed(device, evaluate, net, test, cfg, device))
-        times["classic_test"].append(_timed(device, classic_test, classic_model, classic_test_loader, device))
+        times["classic_test"].append(_timed(device, classic_test, classic_model, test_loader, device))
         echo(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
 
     macs = macs_per_image(build_model(cfg.model)[1])
@@ -175,8 +164,7 @@ def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict
     return result
 
 
-def report(result: dict) -> str:
-    r = result
+def report(r: dict) -> str:
     return "\n".join(
         [
             f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch']}; "

@@ -178,10 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args) -> list[str]:
-    extra = [
-        f"train.{k}={getattr(args, k)}" for k in ("epochs", "device", "seed") if getattr(args, k, None) is not None
-    ]
-    return [*args.overrides, *extra]
+    train = [f"train.{k}={v}" for k in ("epochs", "device", "seed") if (v := getattr(args, k, None)) is not None]
+    return [*args.overrides, *train]
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
@@ -215,11 +213,8 @@ def _run(args, sources: list[Path], progression: bool):
         args.data_dir,
         overrides=_overrides(args),
         seeds=parse_seeds(args.seeds),
-        overwrite=args.overwrite,
-        resume=args.resume,
         progression=progression,
-        workers=args.workers,
-        exact=args.exact,
+        **{option: getattr(args, option) for option in ("overwrite", "resume", "workers", "exact")},
     )
 
 
@@ -247,9 +242,8 @@ def cmd_runs(args) -> int:
 def cmd_compare(args) -> int:
     from .runs.listing import expand_runs
 
-    print(
-        compare_runs(expand_runs(args.runs, Path(args.runs_dir), REFERENCE if args.reference else None), Path(args.out))
-    )
+    runs = expand_runs(args.runs, Path(args.runs_dir), REFERENCE if args.reference else None)
+    print(compare_runs(runs, Path(args.out)))
     print(f"wrote {Path(args.out) / 'compare.md'} and compare.png")
     return 0
 
@@ -257,20 +251,14 @@ def cmd_compare(args) -> int:
 def cmd_sweep(args) -> int:
     from .runs.sweep import run_sweep
 
+    as_given = ("name", "data_dir", "workers", "threads", "executor", "address", "overwrite", "resume")
     result = run_sweep(
         find_config(args.config),
         args.vary,
         Path(args.out),
-        name=args.name,
         overrides=_overrides(args),
         seeds=parse_seeds(args.seeds),
-        data_dir=args.data_dir,
-        workers=args.workers,
-        threads=args.threads,
-        executor=args.executor,
-        address=args.address,
-        overwrite=args.overwrite,
-        resume=args.resume,
+        **{option: getattr(args, option) for option in as_given},  # run_sweep's keywords, named as the options
     )
     if result.stopped:
         return result.stopped

@@ -35,11 +35,9 @@ def load_run(run_dir: Path, device: str | None = None) -> tuple[Config, torch.nn
             f"{run_dir}: no config.yaml here; pass a run folder such as results/drill/step7_lr_scheduler/seed_1"
         )
     if not (run_dir / WEIGHTS).is_file():
-        still = (
-            f" yet, only {CHECKPOINT}: the run is in progress or was interrupted (finish it with --resume)"
-            if (run_dir / CHECKPOINT).is_file()
-            else ": the run did not finish"
-        )
+        still = ": the run did not finish"
+        if (run_dir / CHECKPOINT).is_file():
+            still = f" yet, only {CHECKPOINT}: the run is in progress or was interrupted (finish it with --resume)"
         raise UsageError(f"{run_dir}: no {WEIGHTS}{still}")
     cfg = load_config(run_dir / "config.yaml", [f"train.device={device}"] if device else [])
     device = configure(cfg.train)  # picks the device and the run's numerics (no TF32)
@@ -78,11 +76,9 @@ def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None 
 
 def eval_text(report: dict) -> str:
     """What `eval` prints: the totals, one row per digit, and the most frequent mistakes."""
-    which = (
-        "the full test set"
-        if report["test_set"] == "full"
-        else f"the first {report['images']:,}, data.test_subset as in training; --full scores them all"
-    )
+    which = "the full test set"
+    if report["test_set"] != "full":
+        which = f"the first {report['images']:,}, data.test_subset as in training; --full scores them all"
     lines = [
         f"{report['config']}: {report['images']:,} test images ({which}) on {report['device']}",
         f"test_acc {report['test_acc']:.2f} %  test_loss {report['test_loss']:.4f}",

@@ -1,9 +1,5 @@
-"""Writing results safely: atomic files, metrics.csv and run.json read back strictly, provenance.
-
-Every output goes through `atomic_path` (or `append_line` for train.log): a failed write leaves the previous file
-whole and no temporary file, and raises one StorageError line naming the file and the cause (exit 74). Reading a
-run folder back names a damaged file instead of failing on it with a traceback or using it silently.
-"""
+"""Writing results safely, reading metrics.csv and run.json back strictly (a damaged file is named), provenance.
+Every output goes through `atomic_path`: a failed write leaves the old file whole and raises one StorageError line."""
 
 from __future__ import annotations
 
@@ -80,11 +76,8 @@ def _sync(path: Path) -> None:
     """Readable as a plain file is, and on the disk before the rename: a full disk that only tells at flush time
     fails here, while the old file is still whole."""
     os.chmod(path, _file_mode())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -132,8 +125,7 @@ def write_metrics(path: Path, rows: list[dict], columns: tuple[str, ...]) -> Non
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _metric_text(v) for k, v in row.items()})
+    writer.writerows({k: _metric_text(v) for k, v in row.items()} for row in rows)
     write_text(path, buf.getvalue())
 
 
@@ -206,10 +198,8 @@ def git_commit(repo: Path) -> tuple[str | None, bool | None]:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return None, None
-        dirty = bool(
-            git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results").stdout.strip()
-        )
-        return head.stdout.strip(), dirty
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
+        return head.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
 

@@ -1,9 +1,5 @@
 """One process per run folder: an exclusive `fcntl.flock` on <run folder>/.mnist-drill.lock while a run trains there.
-
-Two runs writing one folder would interleave their epochs in one metrics.csv. The kernel releases a flock however its
-holder exits (SIGKILL, the OOM killer), so a killed run's lock never blocks: the next run takes it over with a note.
-The file records pid, host and start time for the messages; it is removed when the run ends (not part of the run).
-"""
+The kernel releases a flock however its holder exits: a killed run's lock never blocks, the next run takes it over."""
 
 from __future__ import annotations
 
@@ -68,8 +64,7 @@ def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
 
 def refuse_if_in_use(run_dir: Path) -> None:
     """UsageError when another live process holds `run_dir`'s lock: what is there is still changing."""
-    holder = lock_holder(run_dir / LOCK_NAME)
-    if holder is not None:
+    if (holder := lock_holder(run_dir / LOCK_NAME)) is not None:
         raise in_use(run_dir, holder)
 
 
@@ -125,28 +120,23 @@ def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
 
 
 def _record(fd: int) -> None:
-    info = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
-    }
+    since = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
     with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, only the note is lost
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
 
 
 def _read(fd: int) -> dict | None:
+    """What the holder recorded; {} for what is not our record, None for an empty or unreadable file."""
     try:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        info = json.loads(text) if text else None
     except OSError:
         return None
-    if not text:
-        return None
-    try:
-        info = json.loads(text)
     except ValueError:
         return {}
-    return info if isinstance(info, dict) else {}
+    return info if isinstance(info, dict) or not text else {}
 
 
 def _describe(info: dict | None) -> str:
