@@ -51,10 +51,8 @@ def classic_loaders(cfg: Config, data_dir: Path, device: torch.device):
             (raw / name).write_bytes(read_bytes(locate(data_dir, name)))
         train = datasets.MNIST(root, train=True, transform=transforms.Compose(augment + to_tensor))
         test = datasets.MNIST(root, train=False, transform=transforms.Compose(to_tensor))
-    if cfg.data.train_subset:
-        train = Subset(train, range(cfg.data.train_subset))
-    if cfg.data.test_subset:
-        test = Subset(test, range(cfg.data.test_subset))
+    train = Subset(train, range(cfg.data.train_subset)) if cfg.data.train_subset else train
+    test = Subset(test, range(cfg.data.test_subset)) if cfg.data.test_subset else test
     # The course notebooks' loader settings.
     kwargs = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
     return tuple(DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, **kwargs) for data in (train, test))
@@ -132,7 +130,7 @@ def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict
         times["classic_test"].append(_timed(device, classic_test, classic_model, test_loader, device))
         echo(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
 
-    macs = macs_per_image(build_model(cfg.model)[1])
+    macs = macs_per_image(ours.layers)
     images = {"train": len(train), "test": len(test)}
     result = {
         "config": cfg.name,

@@ -142,9 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", dest="runs_dir", default=DEFAULT_OUT, help=f"where step names are looked up ({DEFAULT_OUT}/)"
     )
     p.add_argument(
-        "--reference",
-        action="store_true",
-        help=f"add each named step's committed reference run ({REFERENCE}/<step>)",
+        "--reference", action="store_true", help=f"add each named step's committed reference run ({REFERENCE}/<step>)"
     )
     out = f"{DEFAULT_OUT}/compare"
     p.add_argument("--out", default=out, help=f"folder for compare.md and compare.png (default: {out}/)")
@@ -275,8 +273,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_summary(args) -> int:
     cfg = load_config(find_config(args.config), args.overrides)
-    model, layers = build_model(cfg.model)
-    print(summary_text(cfg, model, layers))
+    print(summary_text(cfg, *build_model(cfg.model)))
     return 0
 
 
@@ -298,15 +295,14 @@ def cmd_diff(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import report as bench_report
-    from .bench import run_bench
+    from . import bench
     from .training.data import resolve_dir
 
     cfg = load_config(find_config(args.config), _overrides(args))
     if args.repeats < 1:
         raise UsageError(f"--repeats {args.repeats}: must be >= 1")
-    result = run_bench(cfg, resolve_dir(args.data_dir, cfg.data.dir), args.repeats)
-    print(bench_report(result))
+    result = bench.run_bench(cfg, resolve_dir(args.data_dir, cfg.data.dir), args.repeats)
+    print(bench.report(result))
     if args.json:
         write_json(Path(args.json), result)
         print(f"wrote {args.json}")
@@ -314,15 +310,25 @@ def cmd_bench(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """Print the report; write eval.json and confusion.png under --out."""
-    from .inference import eval_text, evaluate_run
+    from .inference import evaluate_run
     from .reporting import plots
 
     result = evaluate_run(Path(args.run_dir), args.data_dir, args.device, args.full)
+    which = "the full test set"
+    if result["test_set"] != "full":
+        which = f"the first {result['images']:,}, data.test_subset as in training; --full scores them all"
+    print(f"{result['config']}: {result['images']:,} test images ({which}) on {result['device']}")
+    print(f"test_acc {result['test_acc']:.2f} %  test_loss {result['test_loss']:.4f}")
+    print("digit  images  correct   acc %")
+    for c in result["per_class"]:
+        print(f"{c['digit']:>5}  {c['images']:>6}  {c['correct']:>7}  {c['acc']:6.2f}")
+    cells = [(count, true, pred) for true, row in enumerate(result["confusion"]) for pred, count in enumerate(row)]
+    mistakes = sorted(((c, t, p) for c, t, p in cells if c and t != p), reverse=True)
+    if mistakes:
+        print("most confused (true->predicted): " + ", ".join(f"{t}->{p} x{c}" for c, t, p in mistakes[:5]))
     run = Path(args.run_dir).resolve()
     name = f"{run.parent.name}_{run.name}" if run.name.startswith("seed_") else run.name  # step7_..._seed_1
     folder = Path(args.out or Path(DEFAULT_OUT, "eval", name))
-    print(eval_text(result))
     write_json(folder / "eval.json", result)  # a failed write: StorageError (atomic_path), exit 74
     title = f"{result['config']}: {result['images']:,} test images"
     plots.confusion_matrix(result["confusion"], folder / "confusion.png", title)
@@ -331,8 +337,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    """One line per image, in order; an image that cannot be read gets one `path: error: ...` line on stderr
-    and the others are still answered. Exit 0, or 2 if any failed."""
+    """One line per image; one that cannot be read gets a `path: error: ...` line on stderr, the others an answer."""
     from .inference import classify, load_run, prepare_digit, read_image
 
     cfg, model, device = load_run(Path(args.run_dir), args.device)

@@ -74,24 +74,6 @@ def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None 
     }  # rows: true digit, columns: predicted digit
 
 
-def eval_text(report: dict) -> str:
-    """What `eval` prints: the totals, one row per digit, and the most frequent mistakes."""
-    which = "the full test set"
-    if report["test_set"] != "full":
-        which = f"the first {report['images']:,}, data.test_subset as in training; --full scores them all"
-    lines = [
-        f"{report['config']}: {report['images']:,} test images ({which}) on {report['device']}",
-        f"test_acc {report['test_acc']:.2f} %  test_loss {report['test_loss']:.4f}",
-        "digit  images  correct   acc %",
-    ]
-    lines += [f"{c['digit']:>5}  {c['images']:>6}  {c['correct']:>7}  {c['acc']:6.2f}" for c in report["per_class"]]
-    cells = [(count, true, pred) for true, row in enumerate(report["confusion"]) for pred, count in enumerate(row)]
-    mistakes = sorted(((c, t, p) for c, t, p in cells if c and t != p), reverse=True)
-    if mistakes:
-        lines.append("most confused (true->predicted): " + ", ".join(f"{t}->{p} x{c}" for c, t, p in mistakes[:5]))
-    return "\n".join(lines)
-
-
 def read_image(path: Path) -> torch.Tensor:
     """The picture in `path` as grayscale (H, W) in [0, 1]; UsageError saying why it cannot be read."""
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this and refuses above twice this

@@ -177,14 +177,12 @@ def read_run_json(path: Path, strict: bool = True) -> dict | None:
         return None
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         why = err.strerror if isinstance(err, OSError) else f"not JSON: {first_line(err)}"
-    if why is None:
-        return data
-    if not strict:
-        return None
-    raise UsageError(
-        f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
-        "if there is one), or pass --overwrite to train the run afresh"
-    )
+    if why is not None and strict:
+        raise UsageError(
+            f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
+            "if there is one), or pass --overwrite to train the run afresh"
+        )
+    return data if why is None else None
 
 
 def git_commit(repo: Path) -> tuple[str | None, bool | None]:

@@ -27,18 +27,17 @@ _HELD: set[Path] = set()  # lock files this process holds: lock_holder() does no
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
-    """Hold `run_dir`'s lock for the block, creating the folder if needed (and removing the folders it
-    created if they are still empty at the end, so a run refused before writing leaves no trace).
-    Another live holder: UsageError naming it (pid, host, since when)."""
+    """Hold `run_dir`'s lock for the block, creating the folder (and removing the folders it created if they are
+    still empty at the end: a run refused before writing leaves no trace). Another live holder: UsageError."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"{run_dir}: exists and is not a folder")
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    path = run_dir / LOCK_NAME
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        fd, left_by = _acquire(path, run_dir)  # OSError: the lock file cannot be created
     except OSError as err:
         raise UsageError(f"{run_dir}: cannot write here ({err.strerror})") from None
-    path = run_dir / LOCK_NAME
-    fd, left_by = _acquire(path, run_dir)
     if fd is None:  # no locks on this file system: run as before locks existed, and say so
         echo(f"{run_dir}: cannot be locked here ({left_by}); a second run of this folder would not be refused")
         yield
@@ -96,10 +95,7 @@ def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
     if fcntl is None:
         return None, "no file locks on this system"
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise UsageError(f"{run_dir}: cannot write here ({err.strerror})") from None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
