@@ -25,7 +25,6 @@ from mnist_drill.storage.files import (
     provenance,
     read_metrics,
     read_run_json,
-    remove_temp_files,
     save_torch,
     write_json,
     write_metrics,
@@ -349,8 +348,8 @@ def test_overwrite_refuses_while_another_process_holds_a_seed_folder(tmp_path):
         os.close(fd)
 
 
-def test_a_stale_temporary_file_is_removed_and_nothing_else(tmp_path):
+def test_taking_the_lock_removes_a_stale_temporary_file_and_nothing_else(tmp_path):
     (tmp_path / ".metrics.csv.abc123.tmp").write_text("half")
     (tmp_path / "metrics.csv").write_text("whole")
-    assert remove_temp_files(tmp_path) == [tmp_path / ".metrics.csv.abc123.tmp"]
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+    with run_lock(tmp_path, echo=print):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "metrics.csv"]

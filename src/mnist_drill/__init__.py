@@ -1,9 +1,5 @@
-"""mnist-drill: a staged CNN design drill on MNIST.
-
-From Python (a notebook): `mnist_drill.run("step3", overrides={"model.dropout": 0.05})`, `load_run(path)`,
-`sweep(...)`, `compare(...)` and the `Run` they return live in mnist_drill.api, imported on first use so that
-`import mnist_drill` (and the CLI's `--version`) does not import torch.
-"""
+"""mnist-drill: a staged CNN design drill on MNIST. The Python API (`run`, `load_run`, `sweep`, `compare`, `Run`)
+lives in mnist_drill.api, imported on first use so that `import mnist_drill` (and `--version`) does not import torch."""
 
 import importlib
 

@@ -1,7 +1,5 @@
 """`python -m mnist_drill` is the `mnist-drill` command."""
 
-import sys
-
 from .cli import main
 
-sys.exit(main())
+raise SystemExit(main())

@@ -1,15 +1,10 @@
-"""Benchmark mnist-drill's pipeline against the classic notebook loop on the same model.
-
-The classic loop is the course's: torchvision `datasets.MNIST` + per-sample PIL transforms +
-`DataLoader` + a tqdm bar with `loss.item()` every batch; test with `.item()` per batch. Ours keeps
-the data on the device and augments whole batches; its model draws dropout masks the cheap way
-(fast_dropout.FastDropout), where the classic model has torch's nn.Dropout as the notebooks do. Both train a
-fresh copy of the same model with
-the same optimizer, interleaved (A B A B ...) after a warm-up, so machine noise hits both alike.
-"""
+"""Benchmark mnist-drill's pipeline against the course notebooks' loop on the same model: torchvision MNIST,
+per-sample PIL transforms, a DataLoader, nn.Dropout and an `.item()` every batch. The two are interleaved
+(A B A B ...) after a warm-up, so machine noise hits both alike."""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import tempfile
 import time
@@ -33,48 +28,34 @@ from .training.runtime import device_name
 WARMUP_BATCHES = 20
 
 
-def _classic_root(data_dir: Path, root: Path) -> Path:
-    """torchvision's MNIST wants the decompressed files in <root>/MNIST/raw: put them there."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in FILES:
-        (raw / name).write_bytes(read_bytes(locate(data_dir, name)))
-    return root
-
-
-def classic_loaders(root: Path, cfg: Config, device: torch.device):
+def classic_loaders(cfg: Config, data_dir: Path, device: torch.device):
+    """The notebooks' train and test DataLoaders, on torchvision's MNIST (read at once from a temporary copy)."""
     from torchvision import datasets, transforms
 
     a = cfg.augment
     augment = []
-    if a.rotation and not (a.translate or a.scale != (1.0, 1.0) or a.shear):
-        augment.append(transforms.RandomRotation(a.rotation, fill=0))
-    elif a.rotation or a.translate or a.scale != (1.0, 1.0) or a.shear:
+    if a.translate or a.scale != (1.0, 1.0) or a.shear:
+        translate = (a.translate, a.translate) if a.translate else None
         augment.append(
-            transforms.RandomAffine(
-                a.rotation,
-                translate=(a.translate, a.translate) if a.translate else None,
-                scale=a.scale,
-                shear=a.shear or None,
-                fill=0,
-            )
+            transforms.RandomAffine(a.rotation, translate=translate, scale=a.scale, shear=a.shear or None, fill=0)
         )
+    elif a.rotation:
+        augment.append(transforms.RandomRotation(a.rotation, fill=0))
     if a.brightness or a.contrast:
         augment.append(transforms.ColorJitter(brightness=a.brightness, contrast=a.contrast))
     to_tensor = [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
-    train = datasets.MNIST(str(root), train=True, transform=transforms.Compose(augment + to_tensor))
-    test = datasets.MNIST(str(root), train=False, transform=transforms.Compose(to_tensor))
-    if cfg.data.train_subset:
-        train = Subset(train, range(cfg.data.train_subset))
-    if cfg.data.test_subset:
-        test = Subset(test, range(cfg.data.test_subset))
+    with tempfile.TemporaryDirectory(prefix="mnist-drill-bench-") as root:
+        raw = Path(root, "MNIST", "raw")  # where torchvision wants the decompressed files
+        raw.mkdir(parents=True)
+        for name in FILES:
+            (raw / name).write_bytes(read_bytes(locate(data_dir, name)))
+        train = datasets.MNIST(root, train=True, transform=transforms.Compose(augment + to_tensor))
+        test = datasets.MNIST(root, train=False, transform=transforms.Compose(to_tensor))
+    train = Subset(train, range(cfg.data.train_subset)) if cfg.data.train_subset else train
+    test = Subset(test, range(cfg.data.test_subset)) if cfg.data.test_subset else test
     # The course notebooks' loader settings.
     kwargs = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
-    bs = cfg.data.batch_size
-    return (
-        DataLoader(train, batch_size=bs, shuffle=True, **kwargs),
-        DataLoader(test, batch_size=bs, shuffle=True, **kwargs),
-    )
+    return tuple(DataLoader(data, batch_size=cfg.data.batch_size, shuffle=True, **kwargs) for data in (train, test))
 
 
 def with_torch_dropout(model: nn.Module) -> nn.Module:
@@ -86,13 +67,10 @@ def with_torch_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def classic_train(model, loader, optimizer, device, max_batches: int | None = None) -> int:
+def classic_train(model, loader, optimizer, device, max_batches: int | None = None) -> None:
     model.train()
     pbar = tqdm(loader, disable=True)  # the notebook's bar, minus drawing (a log file here)
-    seen = 0
-    for batch_idx, (data, target) in enumerate(pbar):
-        if max_batches is not None and batch_idx >= max_batches:
-            break
+    for batch_idx, (data, target) in enumerate(itertools.islice(pbar, max_batches)):
         data, target = data.to(device), target.to(device)
         optimizer.zero_grad()
         output = model(data)
@@ -100,72 +78,60 @@ def classic_train(model, loader, optimizer, device, max_batches: int | None = No
         loss.backward()
         optimizer.step()
         pbar.set_description(desc=f"loss={loss.item()} batch_id={batch_idx}")
-        seen += len(target)
-    return seen
 
 
-def classic_test(model, loader, device) -> int:
+def classic_test(model, loader, device) -> None:
     model.eval()
-    test_loss, correct = 0.0, 0
+    test_loss, correct = 0.0, 0  # summed with an .item() per batch, as the notebook does: its syncs are timed too
     with torch.no_grad():
         for data, target in loader:
             data, target = data.to(device), target.to(device)
             output = model(data)
             test_loss += F.nll_loss(output, target, reduction="sum").item()
             correct += output.argmax(dim=1).eq(target).sum().item()
-    return len(loader.dataset)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device) -> float:
-    _sync(device)
+def _timed(device: torch.device, fn, *args) -> float:
+    """Seconds that fn(*args) takes, the GPU's queued work included."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    sync()
     start = time.perf_counter()
-    fn()
-    _sync(device)
+    fn(*args)
+    sync()
     return time.perf_counter() - start
+
+
+class NoSchedule:
+    """Stands in for the scheduler: timing must not walk a schedule past its end."""
+
+    def step(self):
+        pass
 
 
 def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict:
     """Time both pipelines on cfg's model and data (data.train_subset / test_subset shrink the sets)."""
     load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)  # verify (or download) before any timing
-    with tempfile.TemporaryDirectory(prefix="mnist-drill-bench-") as tmp:
-        return _bench(cfg, data_dir, repeats, echo, _classic_root(data_dir, Path(tmp)))
-
-
-def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     ours = setup(cfg, data_dir)
     device, train, test, net, ours_opt = ours.device, ours.train, ours.test, ours.net, ours.optimizer
-    classic_train_loader, classic_test_loader = classic_loaders(root, cfg, device)
+    train_loader, test_loader = classic_loaders(cfg, data_dir, device)
     classic_model = with_torch_dropout(build_model(cfg.model)[0].to(device))
     classic_opt = make_optimizer(classic_model, cfg)
 
     # Warm-up: allocator, cuDNN/oneDNN kernel choice, DataLoader worker start.
-    warm = Split(
-        train.images[: WARMUP_BATCHES * cfg.data.batch_size], train.labels[: WARMUP_BATCHES * cfg.data.batch_size]
-    )
-    train_epoch(net, warm, ours_opt, NoSchedule(), cfg, 0, device)
-    classic_train(classic_model, classic_train_loader, classic_opt, device, max_batches=WARMUP_BATCHES)
+    n = WARMUP_BATCHES * cfg.data.batch_size
+    train_epoch(net, Split(train.images[:n], train.labels[:n]), ours_opt, NoSchedule(), cfg, 0, device)
+    classic_train(classic_model, train_loader, classic_opt, device, max_batches=WARMUP_BATCHES)
 
     times = {"ours_train": [], "classic_train": [], "ours_test": [], "classic_test": []}
     for r in range(repeats):
-        times["ours_train"].append(
-            _timed(lambda: train_epoch(net, train, ours_opt, NoSchedule(), cfg, r + 1, device), device)  # noqa: B023
-        )
-        times["classic_train"].append(
-            _timed(lambda: classic_train(classic_model, classic_train_loader, classic_opt, device), device)
-        )
-        times["ours_test"].append(_timed(lambda: evaluate(net, test, cfg, device), device))
-        times["classic_test"].append(_timed(lambda: classic_test(classic_model, classic_test_loader, device), device))
+        times["ours_train"].append(_timed(device, train_epoch, net, train, ours_opt, NoSchedule(), cfg, r + 1, device))
+        times["classic_train"].append(_timed(device, classic_train, classic_model, train_loader, classic_opt, device))
+        times["ours_test"].append(_timed(device, evaluate, net, test, cfg, device))
+        times["classic_test"].append(_timed(device, classic_test, classic_model, test_loader, device))
         echo(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
 
-    layers = build_model(cfg.model)[1]
-    macs = macs_per_image(layers)
-    n_train, n_test = len(train), len(test)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    macs = macs_per_image(ours.layers)
+    images = {"train": len(train), "test": len(test)}
     result = {
         "config": cfg.name,
         "device": str(device),
@@ -174,8 +140,8 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
         "threads": torch.get_num_threads(),
         "params": count_params(ours.model)[0],
         "macs_per_image": macs,
-        "train_images": n_train,
-        "test_images": n_test,
+        "train_images": images["train"],
+        "test_images": images["test"],
         "repeats": repeats,
         "precision": cfg.train.precision,
         "channels_last": cfg.train.channels_last,
@@ -184,10 +150,8 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
         "batch_size": cfg.data.batch_size,
         "test_batch_size": cfg.data.test_batch_size,
         "seconds": times,
-        "ours_train_img_s": n_train / med["ours_train"],
-        "classic_train_img_s": n_train / med["classic_train"],
-        "ours_test_img_s": n_test / med["ours_test"],
-        "classic_test_img_s": n_test / med["classic_test"],
+        # ours_train_img_s, classic_train_img_s, ours_test_img_s, classic_test_img_s: from the median time
+        **{f"{k}_img_s": images[k.split("_")[1]] / statistics.median(v) for k, v in times.items()},
     }
     result["train_ratio"] = result["ours_train_img_s"] / result["classic_train_img_s"]
     result["test_ratio"] = result["ours_test_img_s"] / result["classic_test_img_s"]
@@ -198,15 +162,7 @@ def _bench(cfg: Config, data_dir: Path, repeats: int, echo, root: Path) -> dict:
     return result
 
 
-class NoSchedule:
-    """Stands in for the scheduler: timing must not walk a schedule past its end."""
-
-    def step(self):
-        pass
-
-
-def report(result: dict) -> str:
-    r = result
+def report(r: dict) -> str:
     return "\n".join(
         [
             f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch']}; "

@@ -1,8 +1,5 @@
 """The command line: the parser, one small function per command, and the exit codes (errors.py).
-
-Each command hands its work to the module that owns it (runner, config, summary, bench, inference); this file
-only reads options and chooses what to print.
-"""
+Each command hands its work to the module that owns it; this file only reads options and chooses what to print."""
 
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillErr
 from .nn.model import build_model
 from .nn.summary import summary_text
 from .runs.steps import compare_runs, exit_code, run_steps
-from .storage.files import DEFAULT_OUT
+from .storage.files import DEFAULT_OUT, write_json
 from .training.data import LOOKUP_ORDER
 
 
@@ -35,65 +32,65 @@ class Parser(argparse.ArgumentParser):
 DEVICES = ["auto", "cpu", "cuda"]
 REFERENCE = Path("results/drill")  # the committed reference drill, what `compare --reference` adds
 RUN_DIR_HELP = "a run folder with config.yaml and model.pt, e.g. results/drill/step7_lr_scheduler/seed_1"
-
-
-def _common(p: argparse.ArgumentParser, training: bool, writes: bool = True) -> None:
-    p.add_argument(
-        "--set",
+# The options several commands share, as each command's --help lists them.
+OPTIONS = {
+    "--set": dict(
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set model.dropout=0.05 or --set model.blocks[2].out=12 (repeatable)",
-    )
-    if not training:
-        return
-    if writes:
-        p.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
-    p.add_argument("--device", choices=DEVICES, help="training device (train.device)")
-    p.add_argument("--seed", type=int, help="random seed (train.seed)")
-    p.add_argument(
-        "--data-dir",
-        help=f"folder with the four MNIST IDX files (default: {LOOKUP_ORDER}; downloaded there when missing)",
-    )
-    if not writes:
-        return
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the run folders (default: {DEFAULT_OUT}/)")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace what the folder holds (run, run-all: with --exact)"
-    )
-    p.add_argument(
-        "--resume",
+    ),
+    "--epochs": dict(type=int, help="number of epochs (train.epochs)"),
+    "--device": dict(choices=DEVICES, help="training device (train.device)"),
+    "--seed": dict(type=int, help="random seed (train.seed)"),
+    "--data-dir": dict(
+        help=f"folder with the four MNIST IDX files (default: {LOOKUP_ORDER}; downloaded there when missing)"
+    ),
+    "--out": dict(default=DEFAULT_OUT, help=f"folder for the run folders (default: {DEFAULT_OUT}/)"),
+    "--overwrite": dict(action="store_true", help="replace what the folder holds (run, run-all: with --exact)"),
+    "--resume": dict(
         action="store_true",
         help="continue an interrupted run from its last checkpoint (run, run-all: the newest unfinished attempt); "
         "reuse one that finished",
-    )
-
-
-def _step(p: argparse.ArgumentParser, what: str = "a step config or a step's name") -> None:
-    p.add_argument("config", help=f"{what}, e.g. configs/step3_dropout.yaml or step3")
-
-
-def _workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workers",
+    ),
+    "--workers": dict(
         type=int,
         default=1,
         help="with --seeds: train this many seeds at once, each in its own process (default 1: one after "
         "another in this process)",
-    )
-    p.add_argument(
-        "--exact",
+    ),
+    "--exact": dict(
         action="store_true",
         help="write to --out DIR/<step>/ itself instead of a new attempt_<n>/ (curated evidence, as results/ is "
         "made); a run there is refused unless --resume or --overwrite",
-    )
-    _common(p, training=True)
+    ),
+}
+TRAINING = ["--set", "--epochs", "--device", "--seed", "--data-dir", "--out", "--overwrite", "--resume"]
 
 
-def _add_sweep(sub) -> None:
+def _add(p: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        p.add_argument(name, **OPTIONS[name])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="mnist-drill", description="A staged CNN design drill on MNIST.")
+    parser.add_argument("--version", action="version", version=f"mnist-drill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("run", help="train one step")
+    p.add_argument("config", help="a step config or a step's name, e.g. configs/step3_dropout.yaml or step3")
+    p.add_argument("--seeds", help="train once per seed, e.g. 1,2,3, and tabulate mean and spread")
+    _add(p, "--workers", "--exact", *TRAINING)
+    p = sub.add_parser("run-all", help="train every configs/step*.yaml in order and write progression.md")
+    p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
+    p.add_argument("--seeds", help="train every step once per seed, e.g. 1,2,3")
+    _add(p, "--workers", "--exact", *TRAINING)
+
     p = sub.add_parser("sweep", help="train a grid of config variants x seeds, in parallel, and tabulate them")
-    _step(p, "the config the variants start from")
+    p.add_argument("config", help="the config the variants start from, e.g. configs/step3_dropout.yaml or step3")
     p.add_argument(
         "--vary",
         action="append",
@@ -121,24 +118,7 @@ def _add_sweep(sub) -> None:
         "--address",
         help="with --executor ray: the cluster, e.g. auto or ray://host:10001 (default: start a local Ray instance)",
     )
-    _common(p, training=True)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="mnist-drill", description="A staged CNN design drill on MNIST.")
-    parser.add_argument("--version", action="version", version=f"mnist-drill {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-
-    p = sub.add_parser("run", help="train one step")
-    _step(p)
-    p.add_argument("--seeds", help="train once per seed, e.g. 1,2,3, and tabulate mean and spread")
-    _workers(p)
-    p = sub.add_parser("run-all", help="train every configs/step*.yaml in order and write progression.md")
-    p.add_argument("--configs", default="configs", help="folder of step*.yaml files (default: configs/)")
-    p.add_argument("--seeds", help="train every step once per seed, e.g. 1,2,3")
-    _workers(p)
-    _add_sweep(sub)
+    _add(p, *TRAINING)
 
     p = sub.add_parser("runs", help="every run in a folder, newest first: status, accuracy, what differs")
     p.add_argument("dir", nargs="?", default=DEFAULT_OUT, help=f"the folder to list (default: {DEFAULT_OUT}/)")
@@ -162,9 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", dest="runs_dir", default=DEFAULT_OUT, help=f"where step names are looked up ({DEFAULT_OUT}/)"
     )
     p.add_argument(
-        "--reference",
-        action="store_true",
-        help=f"add each named step's committed reference run ({REFERENCE}/<step>)",
+        "--reference", action="store_true", help=f"add each named step's committed reference run ({REFERENCE}/<step>)"
     )
     out = f"{DEFAULT_OUT}/compare"
     p.add_argument("--out", default=out, help=f"folder for compare.md and compare.png (default: {out}/)")
@@ -172,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--repeats", type=int, default=2, help="interleaved timed epochs per pipeline (default 2)")
     p.add_argument("--json", help="also write the figures to this JSON file")
-    _common(p, training=True, writes=False)
+    _add(p, "--set", "--device", "--seed", "--data-dir")
 
     for name, positionals, text in (
         ("summary", ["config"], "the model layer by layer (shapes, params, receptive field); no data"),
@@ -182,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         for positional in positionals:
             p.add_argument(positional)
-        _common(p, training=False)
+        _add(p, "--set")
 
     p = sub.add_parser("eval", help="score a run's model.pt on the MNIST test set, per digit too")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
@@ -198,10 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args) -> list[str]:
-    extra = [
-        f"train.{k}={getattr(args, k)}" for k in ("epochs", "device", "seed") if getattr(args, k, None) is not None
-    ]
-    return [*args.overrides, *extra]
+    train = [f"train.{k}={v}" for k in ("epochs", "device", "seed") if (v := getattr(args, k, None)) is not None]
+    return [*args.overrides, *train]
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
@@ -224,26 +200,19 @@ def step_configs(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _check_workers(args) -> int:
-    if args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: must be >= 1")
-    return args.workers
-
-
 def _run(args, sources: list[Path], progression: bool):
     if args.exact and args.out == DEFAULT_OUT:
         raise UsageError(f"--exact writes into a folder of your choice: pass --out DIR ({DEFAULT_OUT}/ holds attempts)")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: must be >= 1")
     return run_steps(
         sources,
         Path(args.out),
         args.data_dir,
         overrides=_overrides(args),
         seeds=parse_seeds(args.seeds),
-        overwrite=args.overwrite,
-        resume=args.resume,
         progression=progression,
-        workers=_check_workers(args),
-        exact=args.exact,
+        **{option: getattr(args, option) for option in ("overwrite", "resume", "workers", "exact")},
     )
 
 
@@ -271,9 +240,8 @@ def cmd_runs(args) -> int:
 def cmd_compare(args) -> int:
     from .runs.listing import expand_runs
 
-    print(
-        compare_runs(expand_runs(args.runs, Path(args.runs_dir), REFERENCE if args.reference else None), Path(args.out))
-    )
+    runs = expand_runs(args.runs, Path(args.runs_dir), REFERENCE if args.reference else None)
+    print(compare_runs(runs, Path(args.out)))
     print(f"wrote {Path(args.out) / 'compare.md'} and compare.png")
     return 0
 
@@ -281,20 +249,14 @@ def cmd_compare(args) -> int:
 def cmd_sweep(args) -> int:
     from .runs.sweep import run_sweep
 
+    as_given = ("name", "data_dir", "workers", "threads", "executor", "address", "overwrite", "resume")
     result = run_sweep(
         find_config(args.config),
         args.vary,
         Path(args.out),
-        name=args.name,
         overrides=_overrides(args),
         seeds=parse_seeds(args.seeds),
-        data_dir=args.data_dir,
-        workers=args.workers,
-        threads=args.threads,
-        executor=args.executor,
-        address=args.address,
-        overwrite=args.overwrite,
-        resume=args.resume,
+        **{option: getattr(args, option) for option in as_given},  # run_sweep's keywords, named as the options
     )
     if result.stopped:
         return result.stopped
@@ -311,8 +273,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_summary(args) -> int:
     cfg = load_config(find_config(args.config), args.overrides)
-    model, layers = build_model(cfg.model)
-    print(summary_text(cfg, model, layers))
+    print(summary_text(cfg, *build_model(cfg.model)))
     return 0
 
 
@@ -334,16 +295,14 @@ def cmd_diff(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import report as bench_report
-    from .bench import run_bench
-    from .storage.files import write_json
+    from . import bench
     from .training.data import resolve_dir
 
     cfg = load_config(find_config(args.config), _overrides(args))
     if args.repeats < 1:
         raise UsageError(f"--repeats {args.repeats}: must be >= 1")
-    result = run_bench(cfg, resolve_dir(args.data_dir, cfg.data.dir), args.repeats)
-    print(bench_report(result))
+    result = bench.run_bench(cfg, resolve_dir(args.data_dir, cfg.data.dir), args.repeats)
+    print(bench.report(result))
     if args.json:
         write_json(Path(args.json), result)
         print(f"wrote {args.json}")
@@ -351,30 +310,52 @@ def cmd_bench(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .inference import run_eval
+    from .inference import evaluate_run
+    from .reporting import plots
 
-    return run_eval(Path(args.run_dir), args.data_dir, args.device, args.out, args.full)
+    result = evaluate_run(Path(args.run_dir), args.data_dir, args.device, args.full)
+    which = "the full test set"
+    if result["test_set"] != "full":
+        which = f"the first {result['images']:,}, data.test_subset as in training; --full scores them all"
+    print(f"{result['config']}: {result['images']:,} test images ({which}) on {result['device']}")
+    print(f"test_acc {result['test_acc']:.2f} %  test_loss {result['test_loss']:.4f}")
+    print("digit  images  correct   acc %")
+    for c in result["per_class"]:
+        print(f"{c['digit']:>5}  {c['images']:>6}  {c['correct']:>7}  {c['acc']:6.2f}")
+    cells = [(count, true, pred) for true, row in enumerate(result["confusion"]) for pred, count in enumerate(row)]
+    mistakes = sorted(((c, t, p) for c, t, p in cells if c and t != p), reverse=True)
+    if mistakes:
+        print("most confused (true->predicted): " + ", ".join(f"{t}->{p} x{c}" for c, t, p in mistakes[:5]))
+    run = Path(args.run_dir).resolve()
+    name = f"{run.parent.name}_{run.name}" if run.name.startswith("seed_") else run.name  # step7_..._seed_1
+    folder = Path(args.out or Path(DEFAULT_OUT, "eval", name))
+    write_json(folder / "eval.json", result)  # a failed write: StorageError (atomic_path), exit 74
+    title = f"{result['config']}: {result['images']:,} test images"
+    plots.confusion_matrix(result["confusion"], folder / "confusion.png", title)
+    print(f"wrote {folder / 'eval.json'} and {folder / 'confusion.png'}")
+    return 0
 
 
 def cmd_predict(args) -> int:
-    from .inference import run_predict
+    """One line per image; one that cannot be read gets a `path: error: ...` line on stderr, the others an answer."""
+    from .inference import classify, load_run, prepare_digit, read_image
 
-    return run_predict(Path(args.run_dir), [Path(p) for p in args.images], args.device)
+    cfg, model, device = load_run(Path(args.run_dir), args.device)
+    failed = 0
+    for path in map(Path, args.images):
+        try:
+            probs = classify(model, cfg, device, prepare_digit(read_image(path))[None])[0]
+        except UsageError as err:
+            print(f"{path}: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        p, d = probs.topk(2)
+        print(f"{path}: digit {d[0].item()} (p={p[0].item():.2f}; next {d[1].item()}, p={p[1].item():.2f})")
+    return EXIT_USAGE if failed else 0
 
 
-COMMANDS = {
-    "run": cmd_run,
-    "run-all": cmd_run_all,
-    "bench": cmd_bench,
-    "summary": cmd_summary,
-    "show": cmd_show,
-    "diff": cmd_diff,
-    "runs": cmd_runs,
-    "compare": cmd_compare,
-    "eval": cmd_eval,
-    "predict": cmd_predict,
-    "sweep": cmd_sweep,
-}
+# Each cmd_<name> above is the command <name>, with a hyphen for the underscore (cmd_run_all: run-all).
+COMMANDS = {name[4:].replace("_", "-"): fn for name, fn in list(globals().items()) if name.startswith("cmd_")}
 
 
 def _raise_terminated(signum, frame):
@@ -396,7 +377,3 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SIGTERM
     except BrokenPipeError:
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

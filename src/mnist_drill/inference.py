@@ -1,15 +1,9 @@
-"""Using a trained model: `eval` scores a run's model.pt on the MNIST test set, `predict` reads the
-digit in image files.
-
-Both rebuild the network from the run's config.yaml and read model.pt weights-only (checkpoint.py),
-so a model.pt from someone else cannot run code here. `predict` first turns any picture of one digit
-into an MNIST-like 28x28 image (`prepare_digit`): the model has never seen anything else.
-"""
+"""Using a trained model: `eval` scores a run's model.pt on the MNIST test set, `predict` reads the digit in
+image files. model.pt is read weights-only (checkpoint.py), so a model.pt from someone else cannot run code here."""
 
 from __future__ import annotations
 
 import re
-import sys
 import warnings
 from pathlib import Path
 
@@ -19,12 +13,10 @@ from PIL import Image, ImageOps
 
 from .config.loader import load_config
 from .config.schema import Config
-from .errors import EXIT_USAGE, DataError, StorageError, UsageError, first_line
+from .errors import DataError, UsageError, first_line
 from .nn.model import build_model
-from .reporting import plots
-from .storage.files import DEFAULT_OUT, write_json
 from .training.checkpoint import CHECKPOINT, WEIGHTS, load_weights
-from .training.data import Split, load_mnist, load_split, normalize, resolve_dir, to_device
+from .training.data import load_mnist, load_split, normalize, resolve_dir, to_device
 from .training.loop import evaluate
 from .training.runtime import autocast, configure, place
 
@@ -32,9 +24,6 @@ MAX_PIXELS = 40_000_000  # larger images are refused: a digit needs far fewer, a
 SIZE, BOX = 28, 20  # px: MNIST fitted each digit into a 20x20 box, then centred it by mass in 28x28
 INK = 0.2  # after stretching the ink to [0, 1]: fainter pixels (noise, JPEG artefacts) do not widen the crop
 BLANK = 0.1  # ink that stands out from the background by less than this (of full scale) is no digit
-
-
-# ---------------------------------------------------------------- a run's model
 
 
 def load_run(run_dir: Path, device: str | None = None) -> tuple[Config, torch.nn.Module, torch.device]:
@@ -46,11 +35,9 @@ def load_run(run_dir: Path, device: str | None = None) -> tuple[Config, torch.nn
             f"{run_dir}: no config.yaml here; pass a run folder such as results/drill/step7_lr_scheduler/seed_1"
         )
     if not (run_dir / WEIGHTS).is_file():
-        still = (
-            f" yet, only {CHECKPOINT}: the run is in progress or was interrupted (finish it with --resume)"
-            if (run_dir / CHECKPOINT).is_file()
-            else ": the run did not finish"
-        )
+        still = ": the run did not finish"
+        if (run_dir / CHECKPOINT).is_file():
+            still = f" yet, only {CHECKPOINT}: the run is in progress or was interrupted (finish it with --resume)"
         raise UsageError(f"{run_dir}: no {WEIGHTS}{still}")
     cfg = load_config(run_dir / "config.yaml", [f"train.device={device}"] if device else [])
     device = configure(cfg.train)  # picks the device and the run's numerics (no TF32)
@@ -58,16 +45,16 @@ def load_run(run_dir: Path, device: str | None = None) -> tuple[Config, torch.nn
     return cfg, place(model, device, cfg.train).eval(), device
 
 
-# ---------------------------------------------------------------- eval
-
-
 def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None = None, full: bool = False) -> dict:
-    """Test loss and accuracy, per-class accuracy and the confusion matrix of the run's model on the
-    test set it was tested on while training (data.test_subset; all 10,000 images unless set), or with
-    `full` on all of them; `test_set` says which: "full" or "subset" (the first data.test_subset)."""
+    """Test loss and accuracy, per digit too, and the confusion matrix, on the test images the run was tested on
+    (data.test_subset) or with `full` on all 10,000; `test_set` says which: "full" or "subset"."""
     cfg, model, device = load_run(run_dir, device)
-    subset = None if full else cfg.data.test_subset
-    test = to_device(_test_split(resolve_dir(data_dir, cfg.data.dir), subset), device)
+    subset, root = None if full else cfg.data.test_subset, resolve_dir(data_dir, cfg.data.dir)
+    try:
+        test = load_split(root, train=False, subset=subset)  # the test files alone: 0.1 s instead of 0.6 s
+    except DataError:
+        test = load_mnist(root, 1, subset)[1]  # downloads missing files as `run` does; other errors recur
+    test = to_device(test, device)
     result = evaluate(model, test, cfg, device)
     n = cfg.model.num_classes
     confusion = torch.bincount(test.labels * n + result.predictions, minlength=n * n).reshape(n, n).cpu()
@@ -80,71 +67,11 @@ def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None 
         "test_loss": result.loss,
         "test_acc": result.acc,
         "per_class": [
-            {
-                "digit": d,
-                "images": int(confusion[d].sum()),
-                "correct": int(confusion[d, d]),
-                "acc": 100.0 * int(confusion[d, d]) / max(1, int(confusion[d].sum())),
-            }
-            for d in range(n)
+            {"digit": d, "images": images, "correct": correct, "acc": 100.0 * correct / max(1, images)}
+            for d, (images, correct) in enumerate(zip(confusion.sum(1).tolist(), confusion.diag().tolist()))
         ],
         "confusion": confusion.tolist(),
     }  # rows: true digit, columns: predicted digit
-
-
-def _test_split(root: Path, subset: int | None) -> Split:
-    try:
-        return load_split(root, train=False, subset=subset)  # the test files alone: 0.1 s instead of 0.6 s
-    except DataError:
-        return load_mnist(root, 1, subset)[1]  # downloads missing files as `run` does; other errors recur
-
-
-def eval_text(report: dict) -> str:
-    """What `eval` prints: the totals, one row per digit, and the most frequent mistakes."""
-    which = (
-        "the full test set"
-        if report["test_set"] == "full"
-        else f"the first {report['images']:,}, data.test_subset as in training; --full scores them all"
-    )
-    lines = [
-        f"{report['config']}: {report['images']:,} test images ({which}) on {report['device']}",
-        f"test_acc {report['test_acc']:.2f} %  test_loss {report['test_loss']:.4f}",
-        "digit  images  correct   acc %",
-    ]
-    lines += [f"{c['digit']:>5}  {c['images']:>6}  {c['correct']:>7}  {c['acc']:6.2f}" for c in report["per_class"]]
-    mistakes = sorted(
-        (
-            (count, true, pred)
-            for true, row in enumerate(report["confusion"])
-            for pred, count in enumerate(row)
-            if count and true != pred
-        ),
-        reverse=True,
-    )
-    if mistakes:
-        lines.append("most confused (true->predicted): " + ", ".join(f"{t}->{p} x{c}" for c, t, p in mistakes[:5]))
-    return "\n".join(lines)
-
-
-def run_eval(run_dir: Path, data_dir: str | None, device: str | None, out: str | None, full: bool = False) -> int:
-    """`mnist-drill eval`: print the report; write eval.json and confusion.png under `out`. `full`: score all
-    the test images, also for a run tested on data.test_subset (`eval --full`)."""
-    report = evaluate_run(run_dir, data_dir, device, full)
-    run = run_dir.resolve()
-    name = f"{run.parent.name}_{run.name}" if run.name.startswith("seed_") else run.name  # step7_..._seed_1
-    folder = Path(out) if out else Path(DEFAULT_OUT) / "eval" / name
-    print(eval_text(report))
-    try:
-        write_json(folder / "eval.json", report)
-        title = f"{report['config']}: {report['images']:,} test images"
-        plots.confusion_matrix(report["confusion"], folder / "confusion.png", title)
-    except OSError as err:
-        raise StorageError(f"{folder}: cannot write the eval outputs ({err.strerror or err}); pass --out DIR") from None
-    print(f"wrote {folder / 'eval.json'} and {folder / 'confusion.png'}")
-    return 0
-
-
-# ---------------------------------------------------------------- predict
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -190,16 +117,10 @@ def _tensor(image: Image.Image) -> torch.Tensor:
 
 
 def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
-    """A grayscale picture of one digit, (H, W) in [0, 1], made the way MNIST's digits were: light ink
-    on black, cropped to the ink, fitted into 20x20 keeping its aspect ratio (antialiased), and placed
-    in 28x28 with its centre of mass at pixel (14, 14). Returns (28, 28) in [0, 1].
-
-    Polarity: a picture of a digit is mostly background, and so is most of its 1-pixel border, whose
-    median is therefore the background's brightness. The ink pulls the whole picture's mean away from
-    it: a mean darker than the background means dark ink on light paper, and the picture is inverted
-    (when they are equal, a background brighter than mid-grey decides). The background is then
-    subtracted and the ink stretched so its brightest pixel is 1, as MNIST's strokes are.
-    """
+    """A grayscale picture of one digit, (H, W) in [0, 1], made the way MNIST's digits were: light ink on black,
+    cropped to the ink, fitted into 20x20 keeping its aspect ratio, centred by mass in 28x28. Returns (28, 28)."""
+    # The border's median is the background (a digit's picture is mostly background); ink darker than it
+    # pulls the mean below it: dark ink on light paper, so invert (equal: a bright background decides).
     background = torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).median()
     if gray.mean() < background or (gray.mean() == background and background > 0.5):
         gray, background = 1 - gray, 1 - background
@@ -230,20 +151,3 @@ def classify(model: torch.nn.Module, cfg: Config, device: torch.device, digits: 
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(device, cfg.train.precision):
         return model(x).float().exp().cpu()
-
-
-def run_predict(run_dir: Path, paths: list[Path], device: str | None = None) -> int:
-    """`mnist-drill predict`: one line per image, in order; an image that cannot be read gets one
-    `path: error: ...` line on stderr and the others are still answered. Exit 0, or 2 if any failed."""
-    cfg, model, device = load_run(run_dir, device)
-    failed = 0
-    for path in paths:
-        try:
-            probs = classify(model, cfg, device, prepare_digit(read_image(path))[None])[0]
-        except UsageError as err:
-            print(f"{path}: error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        p, d = probs.topk(2)
-        print(f"{path}: digit {d[0].item()} (p={p[0].item():.2f}; next {d[1].item()}, p={p[1].item():.2f})")
-    return EXIT_USAGE if failed else 0

@@ -1,11 +1,5 @@
-"""Writing results safely: atomic files, metrics.csv and run.json read back strictly, provenance.
-
-Every output goes through `atomic_path` (or `append_line` for train.log), so a write that fails
-(disk full, file-size limit, permission lost, folder gone) leaves the previous file whole, no
-temporary file behind, and raises one StorageError line naming the file and the cause (exit 74).
-Reading a run folder back (`read_metrics`, `read_run_json`) names a damaged file instead of
-failing on it with a traceback or using it silently.
-"""
+"""Writing results safely, reading metrics.csv and run.json back strictly (a damaged file is named), provenance.
+Every output goes through `atomic_path`: a failed write leaves the old file whole and raises one StorageError line."""
 
 from __future__ import annotations
 
@@ -58,9 +52,8 @@ def _file_mode() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: Path):
-    """Yields a temporary path beside `path`; renames it over `path` only if the block succeeds,
-    so a reader never sees a half-written file. On any failure the temporary file is removed and
-    the old `path` is left as it was; a failed write (disk full, no permission) raises StorageError."""
+    """Yields a temporary path beside `path` and renames it over `path` only if the block succeeds, so a reader
+    never sees a half-written file; on a failure the old `path` stays, and an OSError becomes StorageError."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,14 +73,11 @@ def atomic_path(path: Path):
 
 
 def _sync(path: Path) -> None:
-    """Readable everywhere a plain file is, and on the disk before the rename makes it the file:
-    a full disk that only tells at flush time fails here, while the old file is still whole."""
+    """Readable as a plain file is, and on the disk before the rename: a full disk that only tells at flush time
+    fails here, while the old file is still whole."""
     os.chmod(path, _file_mode())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -104,8 +94,8 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def save_torch(path: Path, obj) -> None:
-    """torch.save into memory, then an ordinary atomic write: a full disk is then an OSError with its
-    errno, never torch's zip writer failing half-way through a file."""
+    """torch.save into memory, then an atomic write: a full disk is then an OSError with its errno, never torch's
+    zip writer failing half-way through a file."""
     import torch
 
     buf = io.BytesIO()
@@ -135,15 +125,13 @@ def write_metrics(path: Path, rows: list[dict], columns: tuple[str, ...]) -> Non
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _metric_text(v) for k, v in row.items()})
+    writer.writerows({k: _metric_text(v) for k, v in row.items()} for row in rows)
     write_text(path, buf.getvalue())
 
 
 def read_metrics(path: Path, columns: tuple[str, ...] | None = None) -> list[dict]:
-    """The rows of a metrics.csv: epoch an int, every other column a float. A file that is not one
-    mnist-drill wrote (another header, a cell that is not a number, epochs not 1, 2, 3, ...) raises
-    UsageError naming the file, the row and the column; `columns` is the header it must have."""
+    """The rows of a metrics.csv: epoch an int, the other columns floats; `columns`: the header it must have.
+    A file mnist-drill did not write (another header, not a number, epochs not 1, 2, 3, ...) raises UsageError."""
 
     def damaged(why: str) -> UsageError:
         return UsageError(
@@ -180,8 +168,8 @@ def read_metrics(path: Path, columns: tuple[str, ...] | None = None) -> list[dic
 
 
 def read_run_json(path: Path, strict: bool = True) -> dict | None:
-    """A run folder's run.json, or None when there is none; UsageError when it is not a JSON object
-    (`strict` False: None then too, for what only informs, such as a trial's note in a sweep table)."""
+    """A run folder's run.json, or None when there is none; UsageError when it is not a JSON object (`strict`
+    False: None then too, for what only informs, such as a trial's note in a sweep table)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         why = None if isinstance(data, dict) else f"a JSON {type(data).__name__}, not an object"
@@ -189,33 +177,17 @@ def read_run_json(path: Path, strict: bool = True) -> dict | None:
         return None
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         why = err.strerror if isinstance(err, OSError) else f"not JSON: {first_line(err)}"
-    if why is None:
-        return data
-    if not strict:
-        return None
-    raise UsageError(
-        f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
-        "if there is one), or pass --overwrite to train the run afresh"
-    )
-
-
-def remove_temp_files(folder: Path) -> list[Path]:
-    """Remove the temporary files of atomic writes that a killed process left in `folder`; call only
-    while holding the folder's lock (lock.py), when no other process can be writing there."""
-    removed = []
-    for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            removed.append(tmp)
-    return removed
+    if why is not None and strict:
+        raise UsageError(
+            f"{path}: damaged ({why}); remove it (--resume then continues from checkpoint.pt, "
+            "if there is one), or pass --overwrite to train the run afresh"
+        )
+    return data if why is None else None
 
 
 def git_commit(repo: Path) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding `repo`, or (None, None) outside git.
-
-    Dirty means a tracked file outside results/ differs from the commit: regenerating the committed
-    results in place must not mark the runs that do it as made from modified code.
-    """
+    """(commit, dirty) of the checkout holding `repo`, or (None, None) outside git. Dirty: a tracked file outside
+    results/ differs, so regenerating the committed results does not mark those runs as made from modified code."""
 
     def git(*args):
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
@@ -224,10 +196,8 @@ def git_commit(repo: Path) -> tuple[str | None, bool | None]:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return None, None
-        dirty = bool(
-            git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results").stdout.strip()
-        )
-        return head.stdout.strip(), dirty
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
+        return head.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
 

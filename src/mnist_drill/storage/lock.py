@@ -1,12 +1,5 @@
-"""One process per run folder: an exclusive lock, held while a run trains into the folder.
-
-Two terminals starting the same step, or a run and a sweep trial writing one folder, would
-interleave their epochs in one metrics.csv and checkpoint. `run_lock` takes `fcntl.flock` on
-`<run folder>/.mnist-drill.lock`; the kernel releases a flock when its holder exits however it
-exits (SIGKILL, the OOM killer), so a lock left behind by a killed run never blocks: the next run
-takes it over with a note. The file records pid, host and start time for those two messages; it is
-removed when the run ends, and is not part of the run (runs/folder.holds_run ignores it).
-"""
+"""One process per run folder: an exclusive `fcntl.flock` on <run folder>/.mnist-drill.lock while a run trains there.
+The kernel releases a flock however its holder exits: a killed run's lock never blocks, the next run takes it over."""
 
 from __future__ import annotations
 
@@ -21,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .files import remove_temp_files
+from .files import TEMP_SUFFIX
 
 try:
     import fcntl
@@ -34,18 +27,17 @@ _HELD: set[Path] = set()  # lock files this process holds: lock_holder() does no
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
-    """Hold `run_dir`'s lock for the block, creating the folder if needed (and removing the folders it
-    created if they are still empty at the end, so a run refused before writing leaves no trace).
-    Another live holder: UsageError naming it (pid, host, since when)."""
+    """Hold `run_dir`'s lock for the block, creating the folder (and removing the folders it created if they are
+    still empty at the end: a run refused before writing leaves no trace). Another live holder: UsageError."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"{run_dir}: exists and is not a folder")
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    path = run_dir / LOCK_NAME
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        fd, left_by = _acquire(path, run_dir)  # OSError: the lock file cannot be created
     except OSError as err:
         raise UsageError(f"{run_dir}: cannot write here ({err.strerror})") from None
-    path = run_dir / LOCK_NAME
-    fd, left_by = _acquire(path, run_dir)
     if fd is None:  # no locks on this file system: run as before locks existed, and say so
         echo(f"{run_dir}: cannot be locked here ({left_by}); a second run of this folder would not be refused")
         yield
@@ -55,7 +47,9 @@ def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
         if left_by is not None:
             echo(f"{run_dir}: took over the lock left by {_describe(left_by)}, which no longer runs")
         _record(fd)
-        remove_temp_files(run_dir)  # half-written files of a killed run; nobody else writes here now
+        for tmp in run_dir.glob(f".*{TEMP_SUFFIX}"):  # atomic writes a killed run left; nobody else writes here now
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         yield
     finally:
         _HELD.discard(path.resolve())
@@ -69,8 +63,7 @@ def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
 
 def refuse_if_in_use(run_dir: Path) -> None:
     """UsageError when another live process holds `run_dir`'s lock: what is there is still changing."""
-    holder = lock_holder(run_dir / LOCK_NAME)
-    if holder is not None:
+    if (holder := lock_holder(run_dir / LOCK_NAME)) is not None:
         raise in_use(run_dir, holder)
 
 
@@ -87,16 +80,13 @@ def lock_holder(path: Path) -> str | None:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken: nobody holds it (closing the file releases it)
     except OSError as err:
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             return _describe(_read(fd))
-        return None
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
     finally:
         os.close(fd)
+    return None
 
 
 def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
@@ -105,10 +95,7 @@ def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
     if fcntl is None:
         return None, "no file locks on this system"
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise UsageError(f"{run_dir}: cannot write here ({err.strerror})") from None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -122,38 +109,30 @@ def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
             return None, err.strerror  # ENOLCK, EOPNOTSUPP: some network and FUSE file systems
         # The previous holder removes the file as it finishes; if it did so between our open and our
         # flock, we hold a file nobody else will open: start again with the file now at `path`.
-        try:
-            current = os.stat(path).st_ino
-        except FileNotFoundError:
-            current = None
-        if current == os.fstat(fd).st_ino:
-            return fd, _read(fd)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd, _read(fd)
         os.close(fd)
 
 
 def _record(fd: int) -> None:
-    info = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
-    }
+    since = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
     with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, only the note is lost
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
 
 
 def _read(fd: int) -> dict | None:
+    """What the holder recorded; {} for what is not our record, None for an empty or unreadable file."""
     try:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        info = json.loads(text) if text else None
     except OSError:
         return None
-    if not text:
-        return None
-    try:
-        info = json.loads(text)
     except ValueError:
         return {}
-    return info if isinstance(info, dict) else {}
+    return info if isinstance(info, dict) or not text else {}
 
 
 def _describe(info: dict | None) -> str:
