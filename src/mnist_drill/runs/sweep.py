@@ -1,6 +1,5 @@
 """Sweeps: a grid of config variants x seeds in one command, each trial an ordinary run folder
-(`<point>/seed_<n>/`), and the tables that compare them: sweep.csv, sweep.md, sweep.png (docs/cli.md).
-"""
+(`<point>/seed_<n>/`), and the tables that compare them: sweep.csv, sweep.md, sweep.png (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -37,8 +36,6 @@ TRIAL_COLUMNS = (  # sweep.csv's columns after the point and its varied keys
 
 @dataclass(frozen=True)
 class Vary:
-    """One --vary: the dotted key and its values as YAML texts, in the order given."""
-
     arg: str  # as given, for error messages: 'model.dropout=0,0.05'
     key: str
     texts: tuple[str, ...]
@@ -156,8 +153,7 @@ def _acc(value: float | None) -> str:
 
 
 def trial_threads(info: dict) -> int | None:
-    """The torch threads a trial trained with: run.json's `threads`, else (an older run.json) the count its
-    device_name ends with ('..., 1 thread')."""
+    """The torch threads a trial trained with: run.json's `threads`, else (an older run.json) its device_name's."""
     if isinstance(info.get("threads"), int):
         return info["threads"]
     found = re.search(r", (\d+) threads?$", str(info.get("device_name", "")))
@@ -203,7 +199,6 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
 
 
 def _completed(ends: dict[tuple[int, int], TrialEnd], p: int, seeds: list[int]) -> dict[int, Outcome]:
-    """The outcomes of point p's completed trials, by seed."""
     return {
         seed: e.outcome
         for s, seed in enumerate(seeds)
@@ -216,13 +211,11 @@ def _against_best(stats: StepStats, best: StepStats, is_best: bool) -> str:
     if is_best:
         return "best"
     d = difference("test accuracy", best.final_test_acc, stats.final_test_acc)
-    if d.direction:
-        return f"**{d.delta:+.2f}** (beyond noise ±{d.threshold:.2f})"
-    return f"{d.delta:+.2f} (within noise ±{d.threshold:.2f})"
+    change = f"**{d.change}**" if d.direction else d.change
+    return f"{change} ({'beyond' if d.direction else 'within'} noise ±{d.threshold:.2f})"
 
 
 def _threads_line(ends: dict[tuple[int, int], TrialEnd]) -> list[str]:
-    """Which torch thread counts the trials trained with (run.json), and why it may not be `run`'s."""
     infos = [read_run_json(e.trial.run_dir / "run.json", strict=False) or {} for e in ends.values()]
     counts = sorted({n for info in infos if (n := trial_threads(info))})
     if not counts:
@@ -311,7 +304,6 @@ class SweepPlan:
         self.write_tables()
 
     def write_tables(self) -> None:
-        """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
         points, ends, seeds = self.points, self.done, self.seeds
         figure = [
             plots.SweepPoint(
@@ -339,12 +331,9 @@ class SweepPlan:
         return [e for e in self.ends if e.status in ("failed", "diverged")]
 
     @property
-    def stopped(self) -> int:
-        """EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0."""
-        for e in self.ends:
-            if e.status == "interrupted" and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
-                return e.exit_code
-        return 0
+    def stopped(self) -> int:  # EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0
+        stops = [e.exit_code for e in self.ends if e.status == "interrupted"]
+        return next((code for code in stops if code in (EXIT_SIGINT, EXIT_SIGTERM)), 0)
 
 
 def _trial(sweep_dir: Path, point: Point, seed: int) -> Trial:
@@ -354,8 +343,8 @@ def _trial(sweep_dir: Path, point: Point, seed: int) -> Trial:
 def sweep_markdown_from_files(
     sweep_dir: Path, config: Path, vary_args: list[str], overrides: list[str], seeds: list[int]
 ) -> str:
-    """The sweep.md that `sweep --resume` writes for the sweep in `sweep_dir`, from its trial folders' files alone
-    (config.yaml, metrics.csv, run.json: no weights); the arguments are the sweep command's."""
+    """The sweep.md that `sweep --resume` writes for the sweep in `sweep_dir`, from its trial folders' files alone;
+    the arguments are the sweep command's."""
     points, ends = expand(config, [parse_vary(a) for a in vary_args], overrides), {}
     for (p, point), (s, seed) in itertools.product(enumerate(points), enumerate(seeds)):
         trial = _trial(sweep_dir, point, seed)
@@ -459,8 +448,7 @@ def run_sweep(
     echo: Echo = print,
 ) -> SweepPlan:
     """Train every (grid point, seed) into `out/<name>/<point>/seed_<n>/` and write the sweep's tables. A user's
-    mistake raises before anything is written; a failed trial is recorded and the others go on; Ctrl-C or
-    SIGTERM keeps what finished (and is raised again)."""
+    mistake raises before anything is written; a failed trial is recorded and the others go on."""
     name = name or f"sweep_{Path(config).stem}"
     _check_options(name, workers, threads, executor, address)
     plan = plan_sweep(config, vary_args, out / name, overrides, seeds, overwrite, resume)
