@@ -20,8 +20,6 @@ from .runs.folder import outcome as assess
 from .runs.steps import compare_runs, run_steps
 from .storage.files import DEFAULT_OUT, read_metrics, read_run_json
 
-FIGURES = ("curves.png", "misclassified.png")
-
 
 @dataclass(frozen=True)
 class Run:
@@ -86,7 +84,9 @@ class Run:
 
     def show(self) -> None:
         """analysis.md, then each seed's curves.png and misclassified.png, inline in a notebook, else their paths."""
-        files = [self.dir / "analysis.md"] + [r.dir / name for r in self._runs() for name in FIGURES]
+        files = [self.dir / "analysis.md"] + [
+            r.dir / name for r in self._runs() for name in ("curves.png", "misclassified.png")
+        ]
         _display(files, f"{self.dir}: no analysis.md or figures yet")
 
     def __repr__(self) -> str:

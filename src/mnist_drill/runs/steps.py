@@ -36,6 +36,10 @@ class StepReport:
         return {r.trial.cfg.train.seed: r.outcome for r in self.results if r.outcome is not None}
 
     @property
+    def status(self) -> str:  # the first seed's that did not complete, else completed
+        return next((r.status for r in self.results if r.status not in ("completed", "reused")), "completed")
+
+    @property
     def exit_code(self) -> int:
         return EXIT_FAILED if self.error else max((r.exit_code for r in self.results), default=0)
 
@@ -131,7 +135,7 @@ def _run_one_step(
         finished = step.outcomes()
         if seeds and finished:
             rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
-            text = markdown.step_markdown(cfg, finished, rows, previous, _step_status(step), written=step.written)
+            text = markdown.step_markdown(cfg, finished, rows, previous, step.status, written=step.written)
             write_text(step_dir / "analysis.md", text)
             echo(f"wrote {step_dir / 'analysis.md'}")
 
@@ -143,7 +147,7 @@ def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None
         echo("no step ran, so no progression was written")
         return
     # A step that could not train keeps its row, with no results: no step is compared across a missing one.
-    ran = [(r.cfg, r.outcomes() or None, _step_status(r) if r.results else "failed") for r in reports if r.cfg]
+    ran = [(r.cfg, r.outcomes() or None, r.status if r.results else "failed") for r in reports if r.cfg]
     missing = [(r.source, r.error or "not run") for r in reports if not r.results]
     text = markdown.progression_markdown(ran)
     if missing:
@@ -162,10 +166,6 @@ def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None
         ]
         plots.progression(points, out / "progression.png", done[-1][0].target.test_acc)
     echo(f"wrote {out / 'progression.md'}")
-
-
-def _step_status(step: StepReport) -> str:
-    return next((r.status for r in step.results if r.status not in ("completed", "reused")), "completed")
 
 
 # ---------------------------------------------------------------- reading finished runs

@@ -76,12 +76,6 @@ def parse_vary(arg: str) -> Vary:
     return Vary(arg, key, tuple(texts))
 
 
-def _value(cfg: Config, key: str, text: str) -> object:
-    """The value `key` has in the built config (typed: 0 -> 0.0 for a float key), else the YAML of `text`."""
-    flat = flatten(to_dict(cfg))
-    return flat[key] if key in flat else set_path(f"{key}={text}")[1]
-
-
 def _short_key(key: str) -> str:
     """'model.dropout' -> 'dropout', 'model.blocks[1].out' -> 'blocks1.out': the key without its section."""
     parts = key.split(".")
@@ -124,10 +118,11 @@ def expand(config: Path, varies: list[Vary], overrides: list[str] = ()) -> list[
         items = []
         for text in vary.texts:
             item = f"{vary.key}={text}"
-            try:
-                value = _value(load_config(config, [*overrides, item]), vary.key, text)
+            try:  # the value as the built config holds it (typed: 0 -> 0.0 for a float key), else the YAML of text
+                flat = flatten(to_dict(load_config(config, [*overrides, item])))
             except ConfigError as err:
                 raise _vary_error(err, [item], [vary.arg]) from None
+            value = flat[vary.key] if vary.key in flat else set_path(item)[1]
             if yaml_value(value) in seen:
                 raise ConfigError(f"--vary {vary.arg}: {text} is the same value as {seen[yaml_value(value)]}")
             seen[yaml_value(value)] = text
@@ -160,17 +155,13 @@ def trial_threads(info: dict) -> int | None:
     return int(found[1]) if found else None
 
 
-def csv_columns(keys: list[str]) -> list[str]:
-    return ["point", *keys, *TRIAL_COLUMNS]
-
-
 def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]) -> str:
     """A row per trial that ended, in grid order. min_last_test_acc: the lowest test_acc of the last
     target.consistent_epochs epochs; seconds: the run's training time (run.json), or the trial's wall time."""
     keys = list(points[0].values)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(csv_columns(keys))
+    writer.writerow(["point", *keys, *TRIAL_COLUMNS])
     for (p, s), end in sorted(ends.items()):
         o, info = end.outcome, read_run_json(end.trial.run_dir / "run.json", strict=False) or {}
         writer.writerow(
@@ -382,9 +373,8 @@ def plan_sweep(
     with --resume a trial stopped before its first epoch trains afresh). Writes nothing."""
     refuse_contradiction(overwrite, resume)
     varies = [parse_vary(a) for a in vary_args]
-    base = load_config(config, overrides)
     points = expand(config, varies, overrides)
-    seeds = seeds or [base.train.seed]
+    seeds = seeds or [points[0].cfg.train.seed]  # train.seed is never varied
     if not resume and not overwrite and sweep_dir.is_dir() and any(sweep_dir.iterdir()):
         raise UsageError(
             f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "

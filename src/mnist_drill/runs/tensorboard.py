@@ -13,7 +13,6 @@ from ..storage.files import as_written
 
 SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")  # metrics.csv's columns, its spelling
 METRICS = ("best_test_acc", "final_test_acc")  # the hparams' metrics, analysis.Outcome's fields
-EVENTS_GLOB = "events.out.tfevents.*"
 
 
 def hparams(cfg: Config) -> dict[str, float | int | str | bool]:
@@ -72,7 +71,7 @@ def open_board(run_dir: Path, cfg: Config, rows: list[dict]) -> Board:
     except ImportError:  # the tensorboard extra is not installed
         return Board()
     try:
-        for old in run_dir.glob(EVENTS_GLOB):
+        for old in run_dir.glob("events.out.tfevents.*"):
             old.unlink()
     except OSError:
         return Board()
