@@ -25,10 +25,8 @@ ATTEMPT = "attempt_"  # each run of a step gets a folder of its own: <out>/<step
 
 def attempts(parent: Path) -> list[Path]:
     """The attempt folders in `parent`, oldest first (by number)."""
-    numbered = [
-        (int(p.name[len(ATTEMPT) :]), p) for p in parent.glob(f"{ATTEMPT}*") if p.name[len(ATTEMPT) :].isdigit()
-    ]
-    return [p for _, p in sorted(numbered)]
+    found = [p for p in parent.glob(f"{ATTEMPT}*") if p.name[len(ATTEMPT) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(ATTEMPT) :]))
 
 
 def run_folders(path: Path) -> list[Path]:
