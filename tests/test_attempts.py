@@ -10,7 +10,7 @@ import pytest
 
 from mnist_drill.errors import UsageError
 from mnist_drill.runs.folder import attempt_dir
-from mnist_drill.runs.listing import expand_runs, list_runs
+from mnist_drill.runs.listing import expand_runs, list_runs, runs_table
 from mnist_drill.runs.steps import run_steps
 
 from helpers import run_cli, tiny_config, write_yaml
@@ -72,7 +72,9 @@ def test_runs_lists_every_attempt_newest_first_with_what_differs(tmp_path, steps
         ("step1_second", "attempt_1", "finished"),
     ]
     assert lines[0].changes == ("model.dropout=0.1", "train.epochs=2") and lines[1].changes == ()
-    assert lines[0].epochs == "2/2" and lines[0].params == 1432 and 0 < lines[0].final_test_acc <= 100
+    (newest,) = lines[0].outcomes
+    assert newest.epochs == 2 and newest.params == 1432 and 0 < newest.final_test_acc <= 100
+    assert runs_table(lines).splitlines()[1].split()[6:8] == ["1,432", "2/2"]
     assert [line.attempt for line in list_runs(out, tmp_path / "configs", where=("model.dropout=0.1",))] == [
         "attempt_2"
     ]

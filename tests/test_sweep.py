@@ -27,8 +27,8 @@ from mnist_drill.errors import ConfigError, UsageError
 from mnist_drill.reporting.analysis import assess
 from mnist_drill.runs.run import Trial, TrialEnd
 from mnist_drill.runs.sweep import (
+    TRIAL_COLUMNS,
     Point,
-    csv_columns,
     expand,
     parse_vary,
     point_names,
@@ -418,7 +418,7 @@ def test_a_sweep_writes_a_run_folder_per_trial_and_its_tables(sweeps):
     assert done["full"].returncode == 0, done["full"].stderr
     sweep_dir = tmp / "full" / "sweep_tiny"
     table = rows(sweep_dir)
-    assert list(table[0]) == csv_columns(["model.dropout"])
+    assert list(table[0]) == ["point", "model.dropout", *TRIAL_COLUMNS]
     assert [(r["point"], r["model.dropout"], r["seed"], r["status"]) for r in table] == [
         ("dropout_0.0", "0.0", "1", "completed"),
         ("dropout_0.0", "0.0", "2", "completed"),

@@ -20,14 +20,11 @@ from .runs.folder import outcome as assess
 from .runs.steps import compare_runs, run_steps
 from .storage.files import DEFAULT_OUT, read_metrics, read_run_json
 
-FIGURES = ("curves.png", "misclassified.png")
-
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder read back: one run, or a step run once per seed (`seeds` then holds one Run per seed_<n>/).
-    Over the seeds, `metrics` has every seed's rows with a `seed` key, and the outcome is the means and the step's
-    verdict (analysis.aggregate); None before a finished epoch."""
+    """A run folder read back: one run, or a step run once per seed (`seeds` then holds one Run per seed_<n>/, and
+    `metrics` every seed's rows with a `seed` key). Results are None before a finished epoch."""
 
     dir: Path
     config: Config
@@ -38,7 +35,7 @@ class Run:
 
     @property
     def stats(self) -> analysis.StepStats | None:
-        """Mean ± sd over the seeds (analysis.aggregate, as the step's analysis.md has them); None if none ran."""
+        """Mean ± sd over the seeds, as the step's analysis.md has them; None before a finished epoch."""
         outcomes = {r.config.train.seed: r.outcome for r in self._runs() if r.outcome is not None}
         return analysis.aggregate(self.config, outcomes) if outcomes else None
 
@@ -65,17 +62,15 @@ class Run:
     def targets(self) -> dict[str, bool]:
         """Target name -> met (over the seeds: met by every seed). Empty before a finished epoch."""
         done = [r.outcome for r in self._runs() if r.outcome is not None]
-        if not done or len(done) < len(self._runs()):
-            return {name: False for name in (done[0].targets if done else {})}
-        return {name: all(o.targets[name] for o in done) for name in done[0].targets}
+        every = len(done) == len(self._runs())
+        return {name: every and all(o.targets[name] for o in done) for name in (done[0].targets if done else {})}
 
     @property
     def all_met(self) -> bool:
         return bool(self.targets) and all(self.targets.values())
 
     def model(self, seed: int | None = None):
-        """The trained network from model.pt: a torch.nn.Module on the CPU, in eval mode (inference.load_run).
-        A seeds run: the model of `seed` (default: its first seed)."""
+        """The trained network from model.pt, on the CPU in eval mode; a seeds run's of `seed` (default: its first)."""
         if self.seeds:
             runs = {r.config.train.seed: r for r in self.seeds}
             if seed is not None and seed not in runs:
@@ -88,10 +83,11 @@ class Run:
         return load_model(self.dir, "cpu")[1]
 
     def show(self) -> None:
-        """analysis.md, curves.png and misclassified.png, inline in a notebook (IPython.display), else their paths.
-        A seeds run: the step's analysis.md, then each seed's figures."""
-        files = [self.dir / "analysis.md"] + [r.dir / name for r in self._runs() for name in FIGURES]
-        _display([f for f in files if f.is_file()], f"{self.dir}: no analysis.md or figures yet")
+        """analysis.md, then each seed's curves.png and misclassified.png, inline in a notebook, else their paths."""
+        files = [self.dir / "analysis.md"] + [
+            r.dir / name for r in self._runs() for name in ("curves.png", "misclassified.png")
+        ]
+        _display(files, f"{self.dir}: no analysis.md or figures yet")
 
     def __repr__(self) -> str:
         seeds = f", seeds {','.join(str(r.config.train.seed) for r in self.seeds)}" if self.seeds else ""
@@ -106,14 +102,14 @@ class Run:
 
 
 def _shown(path: Path) -> str:
-    """A folder as a repr shows it: relative to the current folder when inside it, else absolute."""
     relative = os.path.relpath(path.resolve(), Path.cwd().resolve())
     return str(path.resolve()) if relative.startswith("..") else relative
 
 
 def _display(files: list[Path], none: str) -> None:
-    """Markdown files and images inline with IPython.display (a markdown file's image links are relative to its
+    """Those of `files` that exist, inline with IPython.display (a markdown file's image links are relative to its
     folder, so they are left out: the figures are among `files`); without IPython, their paths."""
+    files = [f for f in files if f.is_file()]
     try:
         from IPython.display import Image, Markdown, display
     except ImportError:
@@ -153,8 +149,8 @@ def _single(path: Path) -> Run:
 
 
 def config_path(config: str | Path) -> Path:
-    """A config file, or a step's name ('step3', 'step3_dropout') looked up in configs/ of the current folder or
-    the nearest folder above that has one, else of the checkout mnist-drill was installed from (pip install -e)."""
+    """A config file, or a step's name ('step3') looked up in the nearest configs/ from here up, else in the checkout
+    mnist-drill was installed from (pip install -e)."""
     if isinstance(config, Path) or re.search(r"\.ya?ml$|/", str(config)) or Path(config).exists():
         return find_config(str(config))
     here = Path.cwd()
@@ -170,8 +166,7 @@ def override_items(
     seed: int | None = None,
     device: str | None = None,
 ) -> list[str]:
-    """{'model.dropout': 0.05} -> ['model.dropout=0.05'], values written as YAML (what --set reads back), then the
-    train.epochs / train.seed / train.device settings as the CLI's --epochs, --seed and --device add them."""
+    """{'model.dropout': 0.05} -> ['model.dropout=0.05'] (what --set reads), then --epochs, --seed and --device's."""
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ConfigError(f"overrides {overrides!r}: expected a dict such as {{'model.dropout': 0.05}}")
     items = [f"{key}={yaml_value(value)}" for key, value in (overrides or {}).items()]
@@ -202,8 +197,7 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
 ) -> Run:
-    """Train one step, as `mnist-drill run` does, and return its Run (docs/python.md has the arguments). Raises a
-    DrillError (one line) for what cannot be done."""
+    """Train one step, as `mnist-drill run` does, and return its Run (docs/python.md has the arguments)."""
     if seed is not None and seeds is not None:
         raise UsageError("pass seed or seeds, not both")
     items = override_items(overrides, epochs=epochs, seed=seed, device=device)
@@ -232,8 +226,7 @@ class Sweep:
     runs: list[Run]
 
     def show(self) -> None:
-        """sweep.md and sweep.png inline in a notebook, else their paths."""
-        _display([f for f in (self.dir / "sweep.md", self.dir / "sweep.png") if f.is_file()], f"{self.dir}: empty")
+        _display([self.dir / "sweep.md", self.dir / "sweep.png"], f"{self.dir}: empty")
 
     def __repr__(self) -> str:
         return f"Sweep({self.dir.name}, {len(self.runs)} trials, dir={_shown(self.dir)!r})"
@@ -286,13 +279,13 @@ def sweep(
 
 @dataclass(frozen=True)
 class Comparison:
-    """What `compare` wrote: `text`, the markdown of `dir`/compare.md, and their curves in `dir`/compare.png."""
+    """What `compare` wrote: `text`, the markdown of `dir`/compare.md (curves in compare.png)."""
 
     dir: Path
     text: str
 
     def show(self) -> None:
-        _display([f for f in (self.dir / "compare.md", self.dir / "compare.png") if f.is_file()], f"{self.dir}: empty")
+        _display([self.dir / "compare.md", self.dir / "compare.png"], f"{self.dir}: empty")
 
     def __repr__(self) -> str:
         return self.text

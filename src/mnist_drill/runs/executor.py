@@ -43,8 +43,7 @@ def available_cpus() -> int:
 
 
 def default_threads(workers: int) -> int:
-    """Torch threads per worker: $OMP_NUM_THREADS when set (the usual way to say threads per process), else the
-    CPUs shared out among the workers, at least 1."""
+    """Torch threads per worker: $OMP_NUM_THREADS when set, else the CPUs shared out among the workers, at least 1."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) >= 1:
         return int(env)
@@ -63,10 +62,9 @@ def run_trials(
     echo: Echo = print,
     on_end: Callable[[TrialEnd], None] = lambda end: None,
 ) -> list[TrialEnd]:
-    """Train `trials` and return how each ended, in their order (those never started left out): in this process
-    (1 worker), in N worker processes of `threads` torch threads, or as Ray tasks of `threads` CPUs (`address`
-    None: a local Ray). `on_end` sees each end as it comes; after an interrupted trial none starts, and a signal
-    is raised again once the workers saved. Without keep_going a user error in a trial is raised at the end."""
+    """Train `trials` in this process, in worker processes, or as Ray tasks (`address` None: a local Ray) and
+    return how each ended, in their order (those never started left out); `on_end` sees each end as it comes.
+    After an interrupted trial none starts. Without keep_going a user error in a trial is raised at the end."""
     if executor == "ray":
         ends = _run_ray(trials, data_dir, threads or 1, address, echo, on_end)
     elif min(workers, len(trials)) <= 1:  # a process of its own would only add torch's start-up time
@@ -101,14 +99,13 @@ def _announce(end: TrialEnd, echo: Echo, on_end: Callable[[TrialEnd], None]) -> 
 
 
 def _train(trial: Trial, data_dir, echo):
-    """One trial through run_step, wherever it runs (this process, a worker, a Ray task)."""
     how = {"overwrite": trial.overwrite, "resume": trial.resume, "previous": trial.previous, "written": trial.written}
     return run_step(trial.cfg, trial.run_dir, data_dir, echo=echo, **how)
 
 
 def _message(trial: Trial, data_dir: str | None, cancelled: str, setup: Callable[[], None] = lambda: None) -> tuple:
     """How a trial in a worker or a Ray task ended, for the parent: (status, exit code, note, the user error or
-    None). `setup` prepares the process; `cancelled` is the note for a Ctrl-C."""
+    None). `cancelled` is the note for a Ctrl-C."""
     try:
         setup()
         result = _train(trial, data_dir, lambda line: print(f"[{trial.label}] {line}", flush=True))
@@ -163,7 +160,7 @@ def _stop_once(signum, frame):
 
 def _worker(trial: Trial, data_dir: str | None, threads: int, gpu: str, conn) -> None:
     """A worker process: train one trial, send _message's tuple back, exit. `gpu` is the one GPU it may see ('' for
-    none, so a CPU trial cannot create a CUDA context); CUDA reads CUDA_VISIBLE_DEVICES later, as it starts."""
+    none, so a CPU trial cannot create a CUDA context)."""
     signal.signal(signal.SIGINT, _stop_once)
     signal.signal(signal.SIGTERM, _stop_once)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # for anything this worker starts; torch is told below
@@ -219,8 +216,8 @@ def _signals_ignored(*signums: int, blocked: bool = False):
 
 
 def check_local(data_dir: str | None, cfgs: list[Config]) -> None:
-    """What every local trial needs, checked once before any worker starts (one error line, not one failed trial
-    each): the devices asked for, and MNIST (found or downloaded once, and verified)."""
+    """The devices and MNIST every local trial needs, checked once before any worker starts (one error line, not
+    one failed trial each)."""
     for device in dict.fromkeys(c.train.device for c in cfgs):
         choose_device(device)
     for root in dict.fromkeys(resolve_dir(data_dir, c.data.dir) for c in cfgs):
@@ -238,8 +235,7 @@ def visible_gpus() -> list[str]:
 
 
 def gpu_for(cfg: Config, gpus: list[str], running) -> str:
-    """The GPU a new worker for `cfg` sees: none for a CPU trial, else the one the fewest running workers use
-    (N workers on a machine of N GPUs get one each, rather than N contexts on the first)."""
+    """The GPU a new worker for `cfg` sees: none for a CPU trial, else the one the fewest running workers use."""
     if cfg.train.device == "cpu" or not gpus:
         return ""
     in_use = [r.gpu for r in running]
@@ -291,8 +287,8 @@ def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd
 
 
 def _stop_all(runs: list[_Running], sig: int, deadline: float = STOP_DEADLINE_SECONDS) -> None:
-    """Signal every worker until it has exited: one still starting up ignores SIGINT until it can save. One
-    still alive after `deadline` seconds (hung, or ignoring signals) is killed, so Ctrl-C always ends."""
+    """Signal every worker until it has exited (one still starting up ignores SIGINT until it can save); one still
+    alive after `deadline` seconds is killed, so Ctrl-C always ends."""
     alive = {r.process.sentinel: r for r in runs}
     give_up = time.monotonic() + deadline
     while alive:
@@ -339,8 +335,8 @@ def import_ray():
 
 def _ray_trial(trial: Trial, mnist: dict[str, bytes], threads: int, files: dict[str, bytes]):
     """A Ray task: train the trial in a temporary folder on whichever node runs it and return _message's tuple and
-    the files it made, whatever ended it. `mnist`: the driver's four MNIST files (a node needs neither the driver's
-    folders nor the internet); `files`: the run folder's, when it resumes."""
+    the files it made. `mnist`: the driver's MNIST files (a node needs neither its folders nor the internet);
+    `files`: the run folder's, when it resumes."""
     import torch
 
     torch.set_num_threads(threads)
@@ -373,8 +369,8 @@ def _write_back(run_dir: Path, files: dict[str, bytes]) -> None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None):
-    """Ray, connected to the cluster at `address` (None: a local instance, started here) for the block and shut
-    down after it; within a session already open, that one. A cluster that does not answer is one error line."""
+    """Ray, connected to the cluster at `address` (None: a local one) for the block; within an open session, that
+    one. A cluster that does not answer is one error line."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray

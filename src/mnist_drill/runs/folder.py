@@ -25,10 +25,8 @@ ATTEMPT = "attempt_"  # each run of a step gets a folder of its own: <out>/<step
 
 def attempts(parent: Path) -> list[Path]:
     """The attempt folders in `parent`, oldest first (by number)."""
-    numbered = [
-        (int(p.name[len(ATTEMPT) :]), p) for p in parent.glob(f"{ATTEMPT}*") if p.name[len(ATTEMPT) :].isdigit()
-    ]
-    return [p for _, p in sorted(numbered)]
+    found = [p for p in parent.glob(f"{ATTEMPT}*") if p.name[len(ATTEMPT) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(ATTEMPT) :]))
 
 
 def run_folders(path: Path) -> list[Path]:
@@ -46,8 +44,8 @@ def unfinished(folder: Path) -> bool:
 
 
 def attempt_dir(parent: Path, resume: bool) -> Path:
-    """Where a run of the step whose attempts live in `parent` goes: a new attempt, so none changes an earlier run;
-    with --resume the newest unfinished attempt (else the newest: reused when it is the same config)."""
+    """A new attempt in `parent`, so none changes an earlier run; with --resume the newest unfinished one (else
+    the newest: reused when it is the same config)."""
     found = attempts(parent)
     if resume and found:
         return next((p for p in reversed(found) if unfinished(p)), found[-1])
@@ -56,8 +54,7 @@ def attempt_dir(parent: Path, resume: bool) -> Path:
 
 
 def run_again(run_dir: Path) -> str:
-    """How to train `run_dir`'s run afresh: a new attempt trains beside an attempt; an --exact folder that holds
-    a run needs --overwrite."""
+    """How to train `run_dir`'s run afresh: an --exact folder that holds a run needs --overwrite."""
     in_attempt = any(part.startswith(ATTEMPT) for part in run_dir.parts)
     return "run it again" + (" with --overwrite" if holds_run(run_dir) and not in_attempt else "")
 
@@ -77,8 +74,8 @@ def holds_run(path: Path) -> bool:
 
 
 def prepare_run_dir(path: Path, overwrite: bool, resume: bool) -> None:
-    """Create the run folder; refuse to write into a previous run unless asked to. --overwrite
-    empties it, but never while another process holds a lock in it (lock.py)."""
+    """Create the run folder; refuse to write into a previous run unless asked to. --overwrite empties it, but
+    never while another process holds a lock in it."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path}: exists and is not a folder")
     if resume:
@@ -121,8 +118,8 @@ def outcome(cfg: Config, rows: list[dict]) -> analysis.Outcome:
 def read_analysis(
     run_dir: Path, previous: markdown.Previous = None, step: Config | None = None, written: Config | None = None
 ) -> str:
-    """The analysis.md today's code writes for the run in `run_dir`, from its files alone (no weights, no training).
-    `step`: the step config whose descriptive keys it shows (see `described`); `written`: as in `run.run_step`."""
+    """The analysis.md today's code writes for the run in `run_dir`, from its files alone (no weights, no training);
+    `step` as in `described`."""
     info = read_run_json(run_dir / "run.json")
     if info is None:
         raise UsageError(f"{run_dir}: no run.json, so how the run ended is unknown")
@@ -136,8 +133,8 @@ def read_analysis(
 
 
 def described(cfg: Config, run_dir: Path, step: Config | None = None) -> Config:
-    """`cfg` with the descriptive keys (name, change, reason, expect) of `step`, or, without one, named after the
-    step its run folder belongs to (`<step>/` or `<step>/seed_<n>/`), as the runner names it."""
+    """`cfg` with the descriptive keys of `step`, or, without one, named after the step its run folder belongs to
+    (`<step>/` or `<step>/seed_<n>/`), as the runner names it."""
     if step is not None:
         return dataclasses.replace(cfg, **{key: getattr(step, key) for key in DESCRIPTIVE_KEYS})
     return dataclasses.replace(cfg, name=(run_dir.parent if run_dir.name.startswith("seed_") else run_dir).name)
@@ -150,9 +147,8 @@ def refuse_contradiction(overwrite: bool, resume: bool) -> None:
 
 def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tuple[Plan, analysis.Outcome | None]:
     """--resume: a finished run of the same config is reused, a checkpoint is continued, an empty or missing folder
-    is trained afresh; a completed run of another config, a folder another process trains into, or a damaged
-    run.json, config.yaml or metrics.csv is refused. Without --resume the run trains (prepare_run_dir refuses a
-    folder that holds a run, unless --overwrite)."""
+    is trained afresh; a completed run of another config, a folder in use or a damaged file is refused. Without
+    --resume the run trains (prepare_run_dir refuses a folder that holds a run, unless --overwrite)."""
     refuse_contradiction(overwrite, resume)
     if not resume:
         return "run", None

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config.loader import find_config, load_config
 from ..config.schema import Config, config_changes, flatten, to_dict, yaml_value
 from ..errors import DrillError, UsageError
+from ..reporting.analysis import Outcome
 from ..storage.files import read_run_json
 from ..storage.lock import LOCK_NAME, lock_holder
 from .folder import ATTEMPT, run_folders
@@ -19,7 +20,7 @@ from .steps import read_step
 
 @dataclass(frozen=True)
 class RunLine:
-    """One run as `mnist-drill runs` lists it; accuracies in percent, means over its seeds."""
+    """One run as `mnist-drill runs` lists it; `outcomes`: its seeds' that finished an epoch."""
 
     dir: Path
     step: str
@@ -28,14 +29,8 @@ class RunLine:
     status: str  # running | finished | interrupted | failed | diverged
     seeds: tuple[int, ...]
     changes: tuple[str, ...]  # key=value where the run differs from configs/<step>.yaml
-    params: int | None
-    epochs: str  # finished of planned, e.g. '2/15'
-    best_test_acc: float | None
-    final_test_acc: float | None
-    gap: float | None  # final train_acc - test_acc, percentage points
-    verdict: str
-    targets: str  # seeds that met every target, e.g. '2/3'
-    cfg: Config | None
+    cfg: Config
+    outcomes: tuple[Outcome, ...]
 
 
 def _status(run_dirs: list[Path]) -> str:
@@ -72,29 +67,10 @@ def read_line(unit: Path, configs: Path) -> RunLine | None:
         cfg, outcomes = found.cfg, list(found.outcomes.values())
     except DrillError:  # no epoch finished yet
         cfg, outcomes = load_config(run_dirs[0] / "config.yaml"), []
-    seeds = [load_config(d / "config.yaml").train.seed for d in run_dirs]
-    info = read_run_json(run_dirs[0] / "run.json") or {}
-
-    def mean(values):
-        return statistics.fmean(values) if values else None
-
-    return RunLine(
-        dir=unit,
-        step=step,
-        attempt=attempt,
-        started=str(info.get("started", "")),
-        status=_status(run_dirs),
-        seeds=tuple(seeds),
-        changes=_changes(step, cfg, configs),
-        params=outcomes[0].params if outcomes else None,
-        epochs=f"{min((o.epochs for o in outcomes), default=0)}/{cfg.train.epochs}",
-        best_test_acc=mean([o.best_test_acc for o in outcomes]),
-        final_test_acc=mean([o.final_test_acc for o in outcomes]),
-        gap=mean([o.gap for o in outcomes]),
-        verdict=Counter(o.verdict for o in outcomes).most_common(1)[0][0] if outcomes else "",
-        targets=f"{sum(o.all_met for o in outcomes)}/{len(run_dirs)}",
-        cfg=cfg,
-    )
+    seeds = tuple(load_config(d / "config.yaml").train.seed for d in run_dirs)
+    started = str((read_run_json(run_dirs[0] / "run.json") or {}).get("started", ""))
+    changes = _changes(step, cfg, configs)
+    return RunLine(unit, step, attempt, started, _status(run_dirs), seeds, changes, cfg, tuple(outcomes))
 
 
 def list_runs(root: Path, configs: Path = Path("configs"), step: str | None = None, where: tuple[str, ...] = ()):
@@ -121,34 +97,36 @@ def _split(where: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _cells(line: RunLine) -> tuple[str, ...]:
+    """A run's row: accuracies and gap the means over its seeds, the verdict the most common, the targets how many
+    seeds met every one."""
+    done = line.outcomes
+    means = [
+        f"{statistics.fmean(getattr(o, key) for o in done):{spec}}" if done else "-"
+        for key, spec in (("best_test_acc", ".2f"), ("final_test_acc", ".2f"), ("gap", "+.2f"))
+    ]
+    return (
+        line.started[:16].replace("T", " ") or "-",
+        line.step,
+        line.attempt or "(exact)",
+        line.status,
+        ",".join(map(str, line.seeds)),
+        f"{done[0].params:,}" if done else "-",
+        f"{min((o.epochs for o in done), default=0)}/{line.cfg.train.epochs}",
+        *means,
+        Counter(o.verdict for o in done).most_common(1)[0][0] if done else "-",
+        f"{sum(o.all_met for o in done)}/{len(line.seeds)}",
+        " ".join(line.changes) or "-",
+    )
+
+
 def runs_table(lines: list[RunLine]) -> str:
     """The lines as a fixed-width table, one run a line."""
-
-    def pct(value):
-        return f"{value:.2f}" if value is not None else "-"
-
     header = ("started", "step", "attempt", "status", "seeds", "params", "epochs", "best", "final", "gap", "verdict",
               "targets", "changes")  # fmt: skip
-    rows = [
-        (
-            line.started[:16].replace("T", " ") or "-",
-            line.step,
-            line.attempt or "(exact)",
-            line.status,
-            ",".join(map(str, line.seeds)),
-            f"{line.params:,}" if line.params is not None else "-",
-            line.epochs,
-            pct(line.best_test_acc),
-            pct(line.final_test_acc),
-            f"{line.gap:+.2f}" if line.gap is not None else "-",
-            line.verdict or "-",
-            line.targets,
-            " ".join(line.changes) or "-",
-        )
-        for line in lines
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows])
+    rows = [header, *map(_cells, lines)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def expand_runs(names: list[str], runs_dir: Path, reference: Path | None = None) -> dict[str, Path]:

@@ -56,14 +56,13 @@ class Trial:
 
 @dataclass(frozen=True)
 class TrialEnd:
-    """How a run ended: status completed | reused | interrupted | diverged | failed, its exit code, why it did not
-    complete, its wall time (s), and its outcome when an epoch finished."""
+    """How a run ended; `outcome` when an epoch finished."""
 
     trial: Trial
-    status: str
+    status: str  # completed | reused | interrupted | diverged | failed
     exit_code: int
-    note: str = ""
-    seconds: float = 0.0
+    note: str = ""  # why it did not complete
+    seconds: float = 0.0  # wall time
     outcome: analysis.Outcome | None = None
     error: DrillError | None = None  # the user error that stopped it before training, if that is what did
 
@@ -109,10 +108,9 @@ def run_step(
     written: Config | None = None,
     echo: Echo = print,
 ) -> TrialEnd:
-    """Train one run into `run_dir`, holding its lock (storage/lock.py). User errors (config, data, device, folder)
-    raise before anything is written; interruptions and divergence are reported in the result, outputs written.
-    A full disk, a lost permission (StorageError) or running out of memory stops the run like Ctrl-C, its finished
-    epochs kept, and raises one line saying what to do next. `previous`, `written`: for analysis.md, as in Trial."""
+    """Train one run into `run_dir`, holding its lock. User errors raise before anything is written; interruptions
+    and divergence are reported in the result. A full disk or running out of memory stops the run like Ctrl-C,
+    its finished epochs kept, and raises one line saying what to do next."""
     with run_lock(run_dir, echo):
         try:
             return _run_step(cfg, run_dir, data_dir, overwrite, resume, previous, written, echo)
@@ -194,8 +192,8 @@ def _run_step(cfg, run_dir, data_dir, overwrite, resume, previous, written, echo
 
 
 def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> tuple[list[dict], int]:
-    """Write the run's config.yaml and summary.txt and, resuming, load its checkpoint: the rows finished so far
-    and the torch thread count to train with (recorded in run.json, for a --resume to continue with)."""
+    """Write config.yaml and summary.txt and, resuming, load the checkpoint: the rows finished so far and the
+    torch thread count to train with."""
     write_text(run_dir / "config.yaml", to_yaml(cfg))
     write_text(run_dir / "summary.txt", summary_text(cfg, t.model, t.layers))
     rows, threads = [], torch.get_num_threads()
@@ -226,8 +224,8 @@ def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> 
 
 
 def _train(cfg: Config, run_dir: Path, t: Training, rows: list[dict], log: Echo, finished: Callable[[dict], None]):
-    """Train the remaining epochs, appending each to `rows` once its row and checkpoint are on disk. Returns (status,
-    exit code, note, the last epoch's evaluation, the storage or memory fault that stopped it)."""
+    """Train the remaining epochs, appending each to `rows` once it is on disk. Returns (status, exit code, note,
+    the last epoch's evaluation, the storage or memory fault that stopped it)."""
     status, exit_code, note, last_eval, fault = "completed", 0, "", None, None
     try:
         for epoch in range(len(rows) + 1, cfg.train.epochs + 1):

@@ -36,6 +36,10 @@ class StepReport:
         return {r.trial.cfg.train.seed: r.outcome for r in self.results if r.outcome is not None}
 
     @property
+    def status(self) -> str:  # the first seed's that did not complete, else completed
+        return next((r.status for r in self.results if r.status not in ("completed", "reused")), "completed")
+
+    @property
     def exit_code(self) -> int:
         return EXIT_FAILED if self.error else max((r.exit_code for r in self.results), default=0)
 
@@ -58,11 +62,9 @@ def run_steps(
     exact: bool = False,
     echo: Echo = print,
 ) -> list[StepReport]:
-    """Run (or reuse, or resume: folder.plan_run) each step config, once per seed into `seed_<n>/` when seeds are
-    given, and write the step's seed table and, with `progression` (run-all), progression.md over the steps.
-    Each call is a new attempt, `out/<name>/attempt_<n>/` (run-all: `out/run-all/attempt_<n>/<name>/`); with
-    `exact` the step goes to `out/<name>/` itself. With several steps a step that fails is reported and the next
-    one runs; with one, its error is raised. Ctrl-C or SIGTERM stops everything."""
+    """Run (or reuse, or resume) each step config, once per seed into `seed_<n>/` when seeds are given, as a new
+    attempt `out/<name>/attempt_<n>/` (run-all: `out/run-all/attempt_<n>/<name>/`; `exact`: `out/<name>/`). With
+    several steps a step that fails is reported and the next one runs; with one, its error is raised."""
     if overwrite and not exact:
         raise UsageError("--overwrite replaces a run in an --exact folder; without it every run is a new attempt")
     root = out if exact or not progression else attempt_dir(out / "run-all", resume)
@@ -122,55 +124,43 @@ def _run_one_step(
         label = f"{cfg.name}/{run_dir.name}" if seeds else cfg.name
         how = {"resume": plan == "resume", "overwrite": overwrite, "previous": previous, "written": step.written}
         trials.append(Trial(label, job_cfg, run_dir, **how))
-
-    def ended(end: TrialEnd) -> None:
-        ends[end.trial.run_dir] = end
-
     if min(workers, len(trials)) > 1:
         check_local(data_dir, [trial.cfg for trial in trials])  # once, before any worker starts
     try:  # seeds run in parallel with workers > 1; a signal there is raised again once the workers saved
-        run_trials(trials, data_dir, workers=workers, echo=echo, on_end=ended)
+        run_trials(
+            trials, data_dir, workers=workers, echo=echo, on_end=lambda end: ends.update({end.trial.run_dir: end})
+        )
     finally:
         step.results += [ends[run_dir] for _, run_dir in jobs if run_dir in ends]
         finished = step.outcomes()
         if seeds and finished:
             rows = {s: read_metrics(step_dir / f"seed_{s}" / "metrics.csv") for s in finished}
-            text = markdown.step_markdown(cfg, finished, rows, previous, _step_status(step), written=step.written)
+            text = markdown.step_markdown(cfg, finished, rows, previous, step.status, written=step.written)
             write_text(step_dir / "analysis.md", text)
             echo(f"wrote {step_dir / 'analysis.md'}")
 
 
 def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None:
-    """progression.md and .png over the steps that ran (or were reused); none when nothing did, so a
-    run-all that was refused everywhere never replaces an earlier table."""
+    """progression.md and .png over the steps that ran; none when nothing did, so a run-all that was refused
+    everywhere never replaces an earlier table."""
     if not any(r.results for r in reports):
         echo("no step ran, so no progression was written")
         return
     # A step that could not train keeps its row, with no results: no step is compared across a missing one.
-    ran = [(r.cfg, r.outcomes() or None, _step_status(r) if r.results else "failed") for r in reports if r.cfg]
+    ran = [(r.cfg, r.outcomes() or None, r.status if r.results else "failed") for r in reports if r.cfg]
     missing = [(r.source, r.error or "not run") for r in reports if not r.results]
     text = markdown.progression_markdown(ran)
     if missing:
         text += "\nDid not train: " + "; ".join(f"{s} ({why})" for s, why in missing) + "\n"
     write_text(out / "progression.md", text)
-    done = [(c, o, s) for c, o, s in ran if o is not None]
+    done = [(c, list(o.values())) for c, o, _ in ran if o is not None]
     if done:
         points = [
-            plots.StepPoint(
-                c.name,
-                next(iter(o.values())).params,
-                [x.best_train_acc for x in o.values()],
-                [x.best_test_acc for x in o.values()],
-            )
-            for c, o, _ in done
+            plots.StepPoint(c.name, o[0].params, [x.best_train_acc for x in o], [x.best_test_acc for x in o])
+            for c, o in done
         ]
         plots.progression(points, out / "progression.png", done[-1][0].target.test_acc)
     echo(f"wrote {out / 'progression.md'}")
-
-
-def _step_status(step: StepReport) -> str:
-    """The step's status for the progression: the first seed that did not complete, else completed."""
-    return next((r.status for r in step.results if r.status not in ("completed", "reused")), "completed")
 
 
 # ---------------------------------------------------------------- reading finished runs
@@ -178,7 +168,7 @@ def _step_status(step: StepReport) -> str:
 
 @dataclass
 class FinishedStep:
-    """A step's finished runs read back from disk: one run folder, or one per seed_<n>/ inside it."""
+    """A step's finished runs read back from disk, by seed."""
 
     cfg: Config
     outcomes: dict[int, analysis.Outcome]
@@ -186,8 +176,8 @@ class FinishedStep:
 
 
 def read_step(path: Path, configs: Path | None = None) -> FinishedStep:
-    """The finished runs in a run folder or a step folder of seed_<n>/ runs; names what is missing. With `configs`,
-    its config described by the step config there named after `path`, as the runner describes it."""
+    """The finished runs in a run folder or a step folder of seed_<n>/ runs; with `configs`, described by the step
+    config there named after `path`, as the runner describes it."""
     if not path.is_dir():
         raise UsageError(f"{path}: no such run folder")
     outcomes, rows, cfg = {}, {}, None
@@ -211,7 +201,7 @@ def parent_results(
     source: Path, out: Path, overrides: list[str] = (), exact: bool = True, configs: Path | None = None
 ) -> markdown.Previous:
     """The step that `source` extends, as (Config, {seed: Outcome}), if a run of it finished in `out`: in
-    `out/<name>/` itself when `exact`, else in its newest attempt that finished an epoch (read_step, with `configs`)."""
+    `out/<name>/` itself when `exact`, else in its newest attempt that finished an epoch."""
     parent = extends_path(source) if source.is_file() else None
     if parent is None:
         return None
@@ -229,16 +219,13 @@ def parent_results(
 
 
 def _step_config(step_dir: Path, configs: Path) -> Config | None:
-    """The config in `configs` that the step in `step_dir` is named after, if there is one."""
     source = configs / f"{step_dir.name}.yaml"
     return load_config(source) if source.is_file() else None
 
 
 def reports_from_files(out: Path, configs: Path) -> dict[Path, str]:
     """Every analysis.md and progression.md that today's code writes for the runs under `out`, from their files
-    alone (config.yaml, metrics.csv, run.json: no weights, no training), described by the step configs in
-    `configs`: each run's and each step's analysis against the step before beside it, and progression.md over the
-    step folders beside the one that is there. What `run`, `run --seeds` and `run-all` with --resume write again."""
+    alone (no weights, no training), described by the step configs in `configs`, each against the step before it."""
     texts: dict[Path, str] = {}
     for config in sorted(out.rglob("config.yaml")):
         run_dir = config.parent
@@ -261,8 +248,8 @@ def reports_from_files(out: Path, configs: Path) -> dict[Path, str]:
 
 
 def compare_runs(runs: dict[str, Path], out: Path) -> str:
-    """`mnist-drill compare`: the runs ({label: folder}) side by side, their differing config keys and results as
-    markdown (returned, and written to out/compare.md) and their curves overlaid in out/compare.png."""
+    """`mnist-drill compare`: the runs ({label: folder}) side by side as markdown (returned, and written to
+    out/compare.md) and their curves overlaid in out/compare.png."""
     if len(runs) < 2:
         raise UsageError(f"compare needs at least two runs (found {len(runs)}: {', '.join(runs) or 'none'})")
     labels, steps = list(runs), [read_step(p) for p in runs.values()]

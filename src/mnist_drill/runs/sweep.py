@@ -1,6 +1,5 @@
 """Sweeps: a grid of config variants x seeds in one command, each trial an ordinary run folder
-(`<point>/seed_<n>/`), and the tables that compare them: sweep.csv, sweep.md, sweep.png (docs/cli.md).
-"""
+(`<point>/seed_<n>/`), and the tables that compare them: sweep.csv, sweep.md, sweep.png (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from ..storage.files import read_metrics, read_run_json, write_text
 from ..training.checkpoint import CHECKPOINT
 from ..training.loop import METRIC_COLUMNS
 from .executor import Executor, available_cpus, check_local, default_threads, import_ray, ray_session, run_trials
-from .folder import outcome, plan_run, prepare_run_dir, refuse_contradiction
+from .folder import holds_run, outcome, plan_run, prepare_run_dir, refuse_contradiction
 from .run import Trial, TrialEnd
 from .steps import with_seed
 
@@ -37,8 +36,6 @@ TRIAL_COLUMNS = (  # sweep.csv's columns after the point and its varied keys
 
 @dataclass(frozen=True)
 class Vary:
-    """One --vary: the dotted key and its values as YAML texts, in the order given."""
-
     arg: str  # as given, for error messages: 'model.dropout=0,0.05'
     key: str
     texts: tuple[str, ...]
@@ -77,12 +74,6 @@ def parse_vary(arg: str) -> Vary:
     if key in NOT_VARIED:
         raise ConfigError(f"--vary {arg}: {key} cannot be varied ({NOT_VARIED[key]})")
     return Vary(arg, key, tuple(texts))
-
-
-def _value(cfg: Config, key: str, text: str) -> object:
-    """The value `key` has in the built config (typed: 0 -> 0.0 for a float key), else the YAML of `text`."""
-    flat = flatten(to_dict(cfg))
-    return flat[key] if key in flat else set_path(f"{key}={text}")[1]
 
 
 def _short_key(key: str) -> str:
@@ -127,10 +118,11 @@ def expand(config: Path, varies: list[Vary], overrides: list[str] = ()) -> list[
         items = []
         for text in vary.texts:
             item = f"{vary.key}={text}"
-            try:
-                value = _value(load_config(config, [*overrides, item]), vary.key, text)
+            try:  # the value as the built config holds it (typed: 0 -> 0.0 for a float key), else the YAML of text
+                flat = flatten(to_dict(load_config(config, [*overrides, item])))
             except ConfigError as err:
                 raise _vary_error(err, [item], [vary.arg]) from None
+            value = flat[vary.key] if vary.key in flat else set_path(item)[1]
             if yaml_value(value) in seen:
                 raise ConfigError(f"--vary {vary.arg}: {text} is the same value as {seen[yaml_value(value)]}")
             seen[yaml_value(value)] = text
@@ -156,16 +148,11 @@ def _acc(value: float | None) -> str:
 
 
 def trial_threads(info: dict) -> int | None:
-    """The torch threads a trial trained with: run.json's `threads`, else (an older run.json) the count its
-    device_name ends with ('..., 1 thread')."""
+    """The torch threads a trial trained with: run.json's `threads`, else (an older run.json) its device_name's."""
     if isinstance(info.get("threads"), int):
         return info["threads"]
     found = re.search(r", (\d+) threads?$", str(info.get("device_name", "")))
     return int(found[1]) if found else None
-
-
-def csv_columns(keys: list[str]) -> list[str]:
-    return ["point", *keys, *TRIAL_COLUMNS]
 
 
 def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]) -> str:
@@ -174,7 +161,7 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
     keys = list(points[0].values)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(csv_columns(keys))
+    writer.writerow(["point", *keys, *TRIAL_COLUMNS])
     for (p, s), end in sorted(ends.items()):
         o, info = end.outcome, read_run_json(end.trial.run_dir / "run.json", strict=False) or {}
         writer.writerow(
@@ -203,7 +190,6 @@ def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds:
 
 
 def _completed(ends: dict[tuple[int, int], TrialEnd], p: int, seeds: list[int]) -> dict[int, Outcome]:
-    """The outcomes of point p's completed trials, by seed."""
     return {
         seed: e.outcome
         for s, seed in enumerate(seeds)
@@ -216,13 +202,11 @@ def _against_best(stats: StepStats, best: StepStats, is_best: bool) -> str:
     if is_best:
         return "best"
     d = difference("test accuracy", best.final_test_acc, stats.final_test_acc)
-    if d.direction:
-        return f"**{d.delta:+.2f}** (beyond noise ±{d.threshold:.2f})"
-    return f"{d.delta:+.2f} (within noise ±{d.threshold:.2f})"
+    change = f"**{d.change}**" if d.direction else d.change
+    return f"{change} ({'beyond' if d.direction else 'within'} noise ±{d.threshold:.2f})"
 
 
 def _threads_line(ends: dict[tuple[int, int], TrialEnd]) -> list[str]:
-    """Which torch thread counts the trials trained with (run.json), and why it may not be `run`'s."""
     infos = [read_run_json(e.trial.run_dir / "run.json", strict=False) or {} for e in ends.values()]
     counts = sorted({n for info in infos if (n := trial_threads(info))})
     if not counts:
@@ -311,7 +295,6 @@ class SweepPlan:
         self.write_tables()
 
     def write_tables(self) -> None:
-        """sweep.csv, sweep.md and (once a trial completed) sweep.png, each written atomically."""
         points, ends, seeds = self.points, self.done, self.seeds
         figure = [
             plots.SweepPoint(
@@ -339,12 +322,9 @@ class SweepPlan:
         return [e for e in self.ends if e.status in ("failed", "diverged")]
 
     @property
-    def stopped(self) -> int:
-        """EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0."""
-        for e in self.ends:
-            if e.status == "interrupted" and e.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
-                return e.exit_code
-        return 0
+    def stopped(self) -> int:  # EXIT_SIGINT / EXIT_SIGTERM when a trial was interrupted, else 0
+        stops = [e.exit_code for e in self.ends if e.status == "interrupted"]
+        return next((code for code in stops if code in (EXIT_SIGINT, EXIT_SIGTERM)), 0)
 
 
 def _trial(sweep_dir: Path, point: Point, seed: int) -> Trial:
@@ -354,13 +334,12 @@ def _trial(sweep_dir: Path, point: Point, seed: int) -> Trial:
 def sweep_markdown_from_files(
     sweep_dir: Path, config: Path, vary_args: list[str], overrides: list[str], seeds: list[int]
 ) -> str:
-    """The sweep.md that `sweep --resume` writes for the sweep in `sweep_dir`, from its trial folders' files alone
-    (config.yaml, metrics.csv, run.json: no weights); the arguments are the sweep command's."""
+    """The sweep.md that `sweep --resume` writes for the sweep in `sweep_dir`, from its trial folders' files alone;
+    the arguments are the sweep command's."""
     points, ends = expand(config, [parse_vary(a) for a in vary_args], overrides), {}
     for (p, point), (s, seed) in itertools.product(enumerate(points), enumerate(seeds)):
         trial = _trial(sweep_dir, point, seed)
-        info = read_run_json(trial.run_dir / "run.json", strict=False)
-        if info is not None:
+        if (info := read_run_json(trial.run_dir / "run.json", strict=False)) is not None:
             rows = read_metrics(trial.run_dir / "metrics.csv", METRIC_COLUMNS)
             result = outcome(trial.cfg, rows) if rows else None
             ends[(p, s)] = TrialEnd(trial, info.get("status", "failed"), 0, info.get("note", ""), 0.0, result)
@@ -372,12 +351,8 @@ def sweep_markdown_from_files(
 
 def _unfinished_without_epochs(run_dir: Path) -> bool:
     """A trial folder that was started but finished no epoch (stopped or killed early): nothing in it to keep."""
-    return (
-        run_dir.is_dir()
-        and any(run_dir.iterdir())
-        and not (run_dir / CHECKPOINT).is_file()
-        and (read_run_json(run_dir / "run.json", strict=False) or {}).get("status") != "completed"
-    )
+    status = (read_run_json(run_dir / "run.json", strict=False) or {}).get("status")
+    return holds_run(run_dir) and not (run_dir / CHECKPOINT).is_file() and status != "completed"
 
 
 def plan_sweep(
@@ -393,9 +368,8 @@ def plan_sweep(
     with --resume a trial stopped before its first epoch trains afresh). Writes nothing."""
     refuse_contradiction(overwrite, resume)
     varies = [parse_vary(a) for a in vary_args]
-    base = load_config(config, overrides)
     points = expand(config, varies, overrides)
-    seeds = seeds or [base.train.seed]
+    seeds = seeds or [points[0].cfg.train.seed]  # train.seed is never varied
     if not resume and not overwrite and sweep_dir.is_dir() and any(sweep_dir.iterdir()):
         raise UsageError(
             f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
@@ -459,8 +433,7 @@ def run_sweep(
     echo: Echo = print,
 ) -> SweepPlan:
     """Train every (grid point, seed) into `out/<name>/<point>/seed_<n>/` and write the sweep's tables. A user's
-    mistake raises before anything is written; a failed trial is recorded and the others go on; Ctrl-C or
-    SIGTERM keeps what finished (and is raised again)."""
+    mistake raises before anything is written; a failed trial is recorded and the others go on."""
     name = name or f"sweep_{Path(config).stem}"
     _check_options(name, workers, threads, executor, address)
     plan = plan_sweep(config, vary_args, out / name, overrides, seeds, overwrite, resume)

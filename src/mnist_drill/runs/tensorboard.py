@@ -13,12 +13,11 @@ from ..storage.files import as_written
 
 SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")  # metrics.csv's columns, its spelling
 METRICS = ("best_test_acc", "final_test_acc")  # the hparams' metrics, analysis.Outcome's fields
-EVENTS_GLOB = "events.out.tfevents.*"
 
 
 def hparams(cfg: Config) -> dict[str, float | int | str | bool]:
-    """The config's flattened keys that say what trained (not name, change, reason, expect's prose), values
-    TensorBoard can show: lists as their YAML text; unset (null) keys left out, as TensorBoard leaves them."""
+    """The config's flattened keys that say what trained (not the descriptive prose): lists as their YAML text,
+    unset (null) keys left out, as TensorBoard leaves them."""
     flat = flatten(to_dict(cfg))
     return {
         key: yaml_value(value) if isinstance(value, list) else value
@@ -62,8 +61,8 @@ class Board:
 
 
 def open_board(run_dir: Path, cfg: Config, rows: list[dict]) -> Board:
-    """The run's Board (one that writes nothing without the package), its hparams written and the epochs in `rows`
-    (finished before a --resume) replayed into a new event file in place of the old ones: each epoch once."""
+    """The run's Board, its hparams written and the epochs in `rows` (finished before a --resume) replayed into a
+    new event file in place of the old ones: each epoch once."""
     try:
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
@@ -72,7 +71,7 @@ def open_board(run_dir: Path, cfg: Config, rows: list[dict]) -> Board:
     except ImportError:  # the tensorboard extra is not installed
         return Board()
     try:
-        for old in run_dir.glob(EVENTS_GLOB):
+        for old in run_dir.glob("events.out.tfevents.*"):
             old.unlink()
     except OSError:
         return Board()
