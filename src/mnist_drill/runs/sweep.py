@@ -23,7 +23,7 @@ from ..storage.files import read_metrics, read_run_json, write_text
 from ..training.checkpoint import CHECKPOINT
 from ..training.loop import METRIC_COLUMNS
 from .executor import Executor, available_cpus, check_local, default_threads, import_ray, ray_session, run_trials
-from .folder import holds_run, outcome, plan_run, prepare_run_dir, refuse_contradiction
+from .folder import outcome, plan_run, prepare_run_dir, refuse_contradiction
 from .run import Trial, TrialEnd
 from .steps import with_seed
 
@@ -339,7 +339,8 @@ def sweep_markdown_from_files(
     points, ends = expand(config, [parse_vary(a) for a in vary_args], overrides), {}
     for (p, point), (s, seed) in itertools.product(enumerate(points), enumerate(seeds)):
         trial = _trial(sweep_dir, point, seed)
-        if (info := read_run_json(trial.run_dir / "run.json", strict=False)) is not None:
+        info = read_run_json(trial.run_dir / "run.json", strict=False)
+        if info is not None:
             rows = read_metrics(trial.run_dir / "metrics.csv", METRIC_COLUMNS)
             result = outcome(trial.cfg, rows) if rows else None
             ends[(p, s)] = TrialEnd(trial, info.get("status", "failed"), 0, info.get("note", ""), 0.0, result)
@@ -351,8 +352,12 @@ def sweep_markdown_from_files(
 
 def _unfinished_without_epochs(run_dir: Path) -> bool:
     """A trial folder that was started but finished no epoch (stopped or killed early): nothing in it to keep."""
-    status = (read_run_json(run_dir / "run.json", strict=False) or {}).get("status")
-    return holds_run(run_dir) and not (run_dir / CHECKPOINT).is_file() and status != "completed"
+    return (
+        run_dir.is_dir()
+        and any(run_dir.iterdir())
+        and not (run_dir / CHECKPOINT).is_file()
+        and (read_run_json(run_dir / "run.json", strict=False) or {}).get("status") != "completed"
+    )
 
 
 def plan_sweep(
