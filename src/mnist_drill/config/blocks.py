@@ -77,11 +77,6 @@ class ConvSpec(BlockSpec, kind="conv"):
     dropout: float | None = None  # null: the model's `dropout`
     relu: bool = True
 
-    def layer_args(self) -> dict:
-        """The keyword arguments its module takes, shared by `conv` and `sepconv`."""
-        keys = ("padding", "stride", "dilation", "bias", "bn", "relu", "dropout")
-        return {k: getattr(self, k) for k in keys}
-
     def shape(self, cin: int, size: int) -> Shape:
         return conv_shape(
             cin, self.out, size, Op(self.kernel, self.stride, self.dilation, self.padding), self.bias, self.bn
@@ -239,10 +234,6 @@ def layout(cfg) -> list[LayerInfo]:
 
 def has_fc(cfg) -> bool:
     return any(isinstance(b, LinearSpec) for b in cfg.blocks)
-
-
-def input_shape(cfg) -> tuple[int, int, int]:
-    return cfg.in_channels, cfg.input_size, cfg.input_size
 
 
 def macs_per_image(layers: list[LayerInfo]) -> int:

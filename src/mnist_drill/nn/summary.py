@@ -10,7 +10,7 @@ import io
 import torch
 from torchsummary import summary as torchsummary
 
-from ..config.blocks import BlockSpec, LayerInfo, has_fc, input_shape, macs_per_image
+from ..config.blocks import BlockSpec, LayerInfo, has_fc, macs_per_image
 from ..config.schema import Config
 from .model import Net, count_params
 
@@ -47,13 +47,13 @@ def layer_table(cfg: Config, layers: list[LayerInfo]) -> str:
 def summary_text(cfg: Config, model: Net, layers: list[LayerInfo]) -> str:
     total, trainable = count_params(model)
     macs = macs_per_image(layers)
-    buf = io.StringIO()
+    buf, c, s = io.StringIO(), cfg.model.in_channels, cfg.model.input_size
     # torchsummary runs a forward pass on random input: do it on a copy, in eval mode, with the RNG
     # state restored afterwards, so writing a summary never changes the run that follows.
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buf):
         torchsummary(
             copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval(),
-            input_shape(cfg.model),
+            (c, s, s),
             device="cpu",
         )
     return "\n".join(

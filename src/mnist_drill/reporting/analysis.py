@@ -7,6 +7,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from ..config.blocks import has_fc
 from ..config.schema import Config
 
 GAP_TOLERANCE = 0.3  # percentage points of train-minus-test accuracy still called healthy
@@ -196,7 +197,7 @@ def features(cfg: Config, params: int) -> Features:
         augmentation=cfg.augment.enabled,
         scheduler=cfg.scheduler.name,
         gap=any(b.TYPE == "gap" for b in blocks),
-        fc=any(b.TYPE == "linear" for b in blocks),
+        fc=has_fc(cfg.model),
         headroom=cfg.target.max_params - params,
     )
 
