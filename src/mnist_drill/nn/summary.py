@@ -35,10 +35,10 @@ def layer_table(cfg: Config, layers: list[LayerInfo]) -> str:
     lines = [header, "-" * len(header)]
     c, s = cfg.model.in_channels, cfg.model.input_size
     lines.append(f"{'':>3}  {'input':<24} {f'{c}x{s}x{s}':>12} {'':>9} {1:>4} {1:>4} {'':>11}")
-    for layer in layers:
+    for i, layer in enumerate(layers):
         shape = "x".join(map(str, layer.out_shape))
         lines.append(
-            f"{layer.index:>3}  {_describe(layer.spec):<24} {shape:>12} {layer.params:>9,} "
+            f"{i:>3}  {_describe(layer.spec):<24} {shape:>12} {layer.params:>9,} "
             f"{layer.rf:>4} {layer.jump:>4} {layer.macs:>11,}"
         )
     return "\n".join(lines)
