@@ -155,16 +155,7 @@ def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None
     write_text(out / "progression.md", text)
     done = [(c, o, s) for c, o, s in ran if o is not None]
     if done:
-        points = [
-            plots.StepPoint(
-                c.name,
-                next(iter(o.values())).params,
-                [x.best_train_acc for x in o.values()],
-                [x.best_test_acc for x in o.values()],
-            )
-            for c, o, _ in done
-        ]
-        plots.progression(points, out / "progression.png", done[-1][0].target.test_acc)
+        plots.progression([(c.name, o) for c, o, _ in done], out / "progression.png", done[-1][0].target.test_acc)
     echo(f"wrote {out / 'progression.md'}")
 
 
