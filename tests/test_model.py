@@ -19,7 +19,6 @@ from mnist_drill.config.blocks import (
     SepConvSpec,
     TransitionSpec,
     has_fc,
-    input_shape,
     macs_per_image,
 )
 from mnist_drill.config.loader import load_config
@@ -30,6 +29,10 @@ from mnist_drill.nn.model import build_model, count_params
 REPO = Path(__file__).resolve().parents[1]
 STEPS = {p.stem: p for p in sorted((REPO / "configs").glob("step*.yaml"))}
 FINISH = (GapSpec(), HeadSpec(out=10))
+
+
+def input_shape(cfg: ModelConfig) -> tuple[int, int, int]:
+    return cfg.in_channels, cfg.input_size, cfg.input_size
 
 
 def model(*blocks, **kw) -> ModelConfig:

@@ -4,7 +4,7 @@ and MACs without torch (nn/layers.py builds their modules), and the one registry
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 from ..errors import ConfigError
@@ -76,11 +76,6 @@ class ConvSpec(BlockSpec, kind="conv"):
     bn: bool | None = None  # null: the model's `bn`
     dropout: float | None = None  # null: the model's `dropout`
     relu: bool = True
-
-    def layer_args(self) -> dict:
-        """The keyword arguments its module takes, shared by `conv` and `sepconv`."""
-        keys = ("padding", "stride", "dilation", "bias", "bn", "relu", "dropout")
-        return {k: getattr(self, k) for k in keys}
 
     def shape(self, cin: int, size: int) -> Shape:
         return conv_shape(
@@ -188,15 +183,13 @@ class LinearSpec(BlockSpec, kind="linear"):
 
 @dataclass(frozen=True)
 class LayerInfo:
-    index: int
-    type: str
     out_shape: tuple[int, ...]  # (C, H, W), or (F,) after a linear layer
     params: int
     rf: int  # receptive field at the output, pixels
     jump: int  # input pixels between neighbouring outputs
     macs: int  # multiply-accumulates per image
-    spec: BlockSpec = field(default=None, repr=False, compare=False)  # with the model's bn/dropout filled in
-    in_shape: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)  # (channels, size) it receives
+    spec: BlockSpec  # with the model's bn/dropout filled in
+    in_shape: tuple[int, int]  # (channels, size) it receives
 
 
 def with_model_defaults(spec: BlockSpec, cfg) -> BlockSpec:
@@ -228,7 +221,7 @@ def layout(cfg) -> list[LayerInfo]:
             jump *= op.stride
         channels, flat = shape.out_channels, shape.flat
         out_shape = (channels,) if flat else (channels, size, size)
-        layers.append(LayerInfo(i, spec.TYPE, out_shape, shape.params, rf, jump, shape.macs, spec, in_shape))
+        layers.append(LayerInfo(out_shape, shape.params, rf, jump, shape.macs, spec, in_shape))
     if channels != cfg.num_classes or size != 1:
         raise ConfigError(
             f"model.blocks: the last block must output {cfg.num_classes} channels at 1x1 "
@@ -239,10 +232,6 @@ def layout(cfg) -> list[LayerInfo]:
 
 def has_fc(cfg) -> bool:
     return any(isinstance(b, LinearSpec) for b in cfg.blocks)
-
-
-def input_shape(cfg) -> tuple[int, int, int]:
-    return cfg.in_channels, cfg.input_size, cfg.input_size
 
 
 def macs_per_image(layers: list[LayerInfo]) -> int:

@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 
 from ..errors import ConfigError, UsageError
 from .blocks import BLOCK_SPECS, BlockSpec
-from .schema import DESCRIPTIVE_KEYS, Config, flatten, to_dict
+from .schema import DESCRIPTIVE_KEYS, SCHEDULER_KEYS, Config, flatten, to_dict
 from .yaml_reader import load_yaml_text, read_yaml
 
 
@@ -191,13 +191,6 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     return cfg
 
 
-_SCHEDULER_KEYS = {
-    "step": ("step_size", "gamma"),
-    "onecycle": ("max_lr", "pct_start", "div_factor", "final_div_factor"),
-    "plateau": ("factor", "patience"),
-}
-
-
 def unused_settings(cfg: Config) -> list[str]:
     """'key: why' for each setting that differs from its default but has no effect under the options
     chosen. `--set` of such a key is refused; one that comes from a file is noted in the run's log."""
@@ -209,7 +202,7 @@ def unused_settings(cfg: Config) -> list[str]:
         "optim.momentum": cfg.optim.name != "sgd" and "adam has no momentum setting",
         "optim.nesterov": cfg.optim.name != "sgd" and "adam has no nesterov setting",
     }
-    for name, keys in _SCHEDULER_KEYS.items():
+    for name, keys in SCHEDULER_KEYS.items():
         why |= {f"scheduler.{k}": cfg.scheduler.name != name and f"used only by scheduler.name {name}" for k in keys}
     flat, default = flatten(to_dict(cfg)), flatten(to_dict(Config()))
     return [f"{key}: {text}" for key, text in why.items() if text and flat[key] != default[key]]

@@ -130,6 +130,13 @@ class SchedulerConfig:
         _check(self.patience >= 0, "patience", "must be >= 0")
 
 
+SCHEDULER_KEYS = {  # the settings each scheduler uses, named as its torch class's arguments
+    "step": ("step_size", "gamma"),
+    "onecycle": ("max_lr", "pct_start", "div_factor", "final_div_factor"),
+    "plateau": ("factor", "patience"),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 15

@@ -44,9 +44,9 @@ def build_block(spec: BlockSpec, cin: int, size: int) -> nn.Module:
     if s.TYPE == "linear":  # flattened: the fully connected layer of the heavy early steps
         linear = nn.Linear(cin * size * size, s.out, bias=s.bias)
         return _then(nn.Flatten(), linear, relu=s.relu, dropout=s.dropout, inplace=False)
-    if s.TYPE == "conv":
-        return conv_bn_relu(cin, s.out, s.kernel, **s.layer_args())
     pointwise = {"bias": s.bias, "bn": s.bn, "relu": s.relu, "dropout": s.dropout}
+    if s.TYPE == "conv":
+        return conv_bn_relu(cin, s.out, s.kernel, padding=s.padding, stride=s.stride, dilation=s.dilation, **pointwise)
     if s.TYPE == "sepconv":  # a depthwise k x k conv (one filter per channel), then a pointwise one
         depthwise = nn.Conv2d(
             cin, cin, s.kernel, stride=s.stride, padding=s.padding, dilation=s.dilation, groups=cin, bias=False

@@ -10,7 +10,7 @@ import io
 import torch
 from torchsummary import summary as torchsummary
 
-from ..config.blocks import BlockSpec, LayerInfo, has_fc, input_shape, macs_per_image
+from ..config.blocks import BlockSpec, LayerInfo, has_fc, macs_per_image
 from ..config.schema import Config
 from .model import Net, count_params
 
@@ -35,10 +35,10 @@ def layer_table(cfg: Config, layers: list[LayerInfo]) -> str:
     lines = [header, "-" * len(header)]
     c, s = cfg.model.in_channels, cfg.model.input_size
     lines.append(f"{'':>3}  {'input':<24} {f'{c}x{s}x{s}':>12} {'':>9} {1:>4} {1:>4} {'':>11}")
-    for layer in layers:
+    for i, layer in enumerate(layers):
         shape = "x".join(map(str, layer.out_shape))
         lines.append(
-            f"{layer.index:>3}  {_describe(layer.spec):<24} {shape:>12} {layer.params:>9,} "
+            f"{i:>3}  {_describe(layer.spec):<24} {shape:>12} {layer.params:>9,} "
             f"{layer.rf:>4} {layer.jump:>4} {layer.macs:>11,}"
         )
     return "\n".join(lines)
@@ -47,13 +47,13 @@ def layer_table(cfg: Config, layers: list[LayerInfo]) -> str:
 def summary_text(cfg: Config, model: Net, layers: list[LayerInfo]) -> str:
     total, trainable = count_params(model)
     macs = macs_per_image(layers)
-    buf = io.StringIO()
+    buf, c, s = io.StringIO(), cfg.model.in_channels, cfg.model.input_size
     # torchsummary runs a forward pass on random input: do it on a copy, in eval mode, with the RNG
     # state restored afterwards, so writing a summary never changes the run that follows.
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(buf):
         torchsummary(
             copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval(),
-            input_shape(cfg.model),
+            (c, s, s),
             device="cpu",
         )
     return "\n".join(

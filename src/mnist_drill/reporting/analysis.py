@@ -7,6 +7,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from ..config.blocks import has_fc, with_model_defaults
 from ..config.schema import Config
 
 GAP_TOLERANCE = 0.3  # percentage points of train-minus-test accuracy still called healthy
@@ -179,24 +180,15 @@ class Features:
     headroom: int  # target.max_params - params; <= 0: over budget
 
 
-def _effective(block, key: str, model_default):
-    """A block's own setting, the model's default where it leaves it unset, None if it has no such layer."""
-    if not hasattr(block, key):
-        return None
-    value = getattr(block, key)
-    return model_default if value is None else value
-
-
 def features(cfg: Config, params: int) -> Features:
-    blocks = cfg.model.blocks
-    rates = [_effective(b, "dropout", cfg.model.dropout) or 0.0 for b in blocks]
+    blocks = [with_model_defaults(b, cfg.model) for b in cfg.model.blocks]
     return Features(
-        dropout=max(rates, default=0.0),
-        bn=any(_effective(b, "bn", cfg.model.bn) for b in blocks),
+        dropout=max((getattr(b, "dropout", None) or 0.0 for b in blocks), default=0.0),
+        bn=any(getattr(b, "bn", False) for b in blocks),
         augmentation=cfg.augment.enabled,
         scheduler=cfg.scheduler.name,
         gap=any(b.TYPE == "gap" for b in blocks),
-        fc=any(b.TYPE == "linear" for b in blocks),
+        fc=has_fc(cfg.model),
         headroom=cfg.target.max_params - params,
     )
 

@@ -135,27 +135,22 @@ def _reading(train: int, test: int, gap: int, cause: str) -> str:
         if gap > 0:
             return f"{fit}, more over-fitting"
         return f"{fit}, and the test set gains from it" if test > 0 else f"{fit}, not (yet) seen on the test set"
-    if train < 0:
-        harder = cause == "regularisation"
+    if train < 0:  # each pair: (the reading of a regularisation, of any other change)
         if test < 0:
-            return (
-                "too much regularisation: both sets fit worse"
-                if harder
-                else "less capacity: the model now fits both sets worse"
+            pair = ("too much regularisation: both sets fit worse", "less capacity: the model now fits both sets worse")
+        elif test > 0:
+            pair = ("harder training, better generalisation", "a looser fit, better generalisation")
+        elif gap < 0:
+            pair = (
+                "regularisation at work: a harder fit and a smaller gap at no measurable test cost",
+                "less capacity to memorise: a smaller gap at no measurable test cost",
             )
-        if test > 0:
-            return "harder training, better generalisation" if harder else "a looser fit, better generalisation"
-        if gap < 0:
-            return (
-                "regularisation at work: a harder fit and a smaller gap at no measurable test cost"
-                if harder
-                else "less capacity to memorise: a smaller gap at no measurable test cost"
+        else:
+            pair = (
+                "harder training data, at no measurable test cost",
+                "less capacity to fit the training set, at no measurable test cost",
             )
-        return (
-            "harder training data, at no measurable test cost"
-            if harder
-            else "less capacity to fit the training set, at no measurable test cost"
-        )
+        return pair[cause != "regularisation"]
     if test:
         return "better generalisation at the same fit" if test > 0 else "worse generalisation at the same fit"
     if gap:

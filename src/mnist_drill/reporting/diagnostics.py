@@ -32,7 +32,6 @@ DIAGNOSTIC_NAMES = (
 class Diagnostic:
     name: str  # one of DIAGNOSTIC_NAMES
     sentence: str
-    numbers: dict[str, float]  # what triggered it
 
 
 def short_run(rows: list[dict], planned: int) -> Diagnostic | None:
@@ -50,7 +49,6 @@ def short_run(rows: list[dict], planned: int) -> Diagnostic | None:
         "short run",
         f"only {len(rows)} of {planned} planned epochs ran: the test accuracy went {first:.2f} → {last:.2f} and is "
         f"{trend}; too short to judge the curves as a finished run's (run the {planned} epochs, or --resume).",
-        {"epochs": len(rows), "planned": planned, "last_rise": rise},
     )
 
 
@@ -76,7 +74,6 @@ def still_improving(rows: list[dict], cfg: Config) -> Diagnostic | None:
         "still improving",
         f"over epochs {tail[0]['epoch']}-{tail[-1]['epoch']} the test accuracy moves {acc:+.2f} "
         f"points/epoch and the test loss {loss:+.1%}/epoch: {pay}.",
-        {"test_acc_slope": acc, "test_loss_slope": loss},
     )
 
 
@@ -96,7 +93,6 @@ def bouncing(rows: list[dict], cfg: Config) -> Diagnostic | None:
         "bouncing",
         f"the test accuracy swings by up to {max(swings):.2f} points between epochs "
         f"{tail[0]['epoch']}-{tail[-1]['epoch']} ({path}): {fix}.",
-        {"largest_swing": max(swings), "end_lr": tail[-1]["lr"]},
     )
 
 
@@ -118,7 +114,6 @@ def overfitting_onset(rows: list[dict]) -> Diagnostic | None:
         f"{len(after)} epochs after, while the train loss keeps falling "
         f"({rows[low]['train_loss']:.4f} → {after[-1]['train_loss']:.4f}): the model memorises from "
         f"epoch {epoch} on.",
-        {"epoch": epoch, "min_test_loss": floor, "mean_rise": rise, "end_rise": end_rise},
     )
 
 
@@ -143,7 +138,7 @@ def target_course(rows: list[dict], target_acc: float) -> Diagnostic | None:
     else:
         held = f"but dipped below it in epochs {dips}" if below else "and stayed at or above it in every epoch after"
         name, sentence = "target held", f"{first} {held}, and ends at or above it."
-    return Diagnostic(name, sentence, {"epoch_reached": epoch, "epochs_below_after": len(below)})
+    return Diagnostic(name, sentence)
 
 
 def diagnose(rows: list[dict], cfg: Config, planned: int | None = None) -> list[Diagnostic]:

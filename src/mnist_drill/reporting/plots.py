@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from ..storage.files import atomic_path  # noqa: E402
-from .analysis import stat  # noqa: E402
+from .analysis import Outcome, stat  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -26,20 +26,6 @@ LOG_SPAN = 10.0  # values spanning more than this factor get a log axis
 ERROR_FLOOR = 0.01  # pp: on the error-log accuracy axis 100 % is drawn at 99.99 % (the log of 0 has no place)
 MAX_VALUE_TICKS = 8  # a sweep's numeric values up to this many get a tick each
 ERROR_LOG_TICKS = [0, 50, 80, 90, 95, 98, 99, 99.5, 99.8, 99.9, 99.95, 99.98, 99.99]  # accuracies (%) labelled there
-
-
-@dataclass(frozen=True)
-class StepPoint:
-    """One step of the progression; `train_acc` and `test_acc` hold one value per seed (%), in the same seed order."""
-
-    name: str
-    params: int
-    train_acc: list[float]
-    test_acc: list[float]
-
-    def __post_init__(self):
-        if not self.test_acc or len(self.train_acc) != len(self.test_acc):
-            raise ValueError(f"{self.name}: train_acc and test_acc need one value per seed each")
 
 
 @dataclass(frozen=True)
@@ -186,24 +172,24 @@ def _errorbars(ax, x, per_seed: list[list[float]], **kwargs) -> list[float]:
     return [s.mean - s.sd for s in stats] + [s.mean + s.sd for s in stats]
 
 
-def progression(steps: list[StepPoint], path: Path, target_acc: float):
-    """Accuracy, train-test gap and parameters per step of the drill."""
+def progression(steps: list[tuple[str, dict[int, Outcome]]], path: Path, target_acc: float):
+    """Accuracy, train-test gap and parameters per step of the drill; `steps`: (name, seed -> Outcome) each."""
     fig, (ax_acc, ax_gap, ax_params) = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
-    x = list(range(len(steps)))
-    seeds = max(len(s.test_acc) for s in steps)
-    extremes = _errorbars(ax_acc, x, [s.train_acc for s in steps], fmt="-o", label="train")
-    extremes += _errorbars(ax_acc, x, [s.test_acc for s in steps], fmt="-s", label="test")
-    _errorbars(ax_gap, x, [[a - b for a, b in zip(s.train_acc, s.test_acc)] for s in steps], fmt="-o", color="C3")
+    x, runs = list(range(len(steps))), [list(outcomes.values()) for _, outcomes in steps]
+    seeds, params = max(map(len, runs)), [run[0].params for run in runs]
+    extremes = _errorbars(ax_acc, x, [[o.best_train_acc for o in run] for run in runs], fmt="-o", label="train")
+    extremes += _errorbars(ax_acc, x, [[o.best_test_acc for o in run] for run in runs], fmt="-s", label="test")
+    _errorbars(ax_gap, x, [[o.best_train_acc - o.best_test_acc for o in run] for run in runs], fmt="-o", color="C3")
     ax_gap.axhline(0, color="black", lw=0.8)
-    ax_params.bar(x, [s.params for s in steps], color="C7")
-    ax_params.bar_label(ax_params.containers[0], labels=[f"{s.params:,}" for s in steps], fontsize=8)
+    ax_params.bar(x, params, color="C7")
+    ax_params.bar_label(ax_params.containers[0], labels=[f"{p:,}" for p in params], fontsize=8)
     _log_axis(ax_params)
     spread = f"mean ± sd over {seeds} seeds" if seeds > 1 else "one seed"
     _style(ax_acc, f"accuracy per step ({spread})", "accuracy (%)", xlabel="", target=target_acc, accuracies=extremes)
     _style(ax_gap, "train - test gap (pp)", "gap (pp): > 0 over-fitting", xlabel="")
     _style(ax_params, "parameters per step", "parameters", xlabel="")
     for ax in (ax_acc, ax_gap, ax_params):
-        ax.set_xticks(x, [s.name for s in steps], rotation=30, ha="right")
+        ax.set_xticks(x, [name for name, _ in steps], rotation=30, ha="right")
     return _save(fig, path)
 
 

@@ -153,13 +153,9 @@ def _write_progression(out: Path, reports: list[StepReport], echo: Echo) -> None
     if missing:
         text += "\nDid not train: " + "; ".join(f"{s} ({why})" for s, why in missing) + "\n"
     write_text(out / "progression.md", text)
-    done = [(c, list(o.values())) for c, o, _ in ran if o is not None]
+    done = [(c, o) for c, o, _ in ran if o is not None]
     if done:
-        points = [
-            plots.StepPoint(c.name, o[0].params, [x.best_train_acc for x in o], [x.best_test_acc for x in o])
-            for c, o in done
-        ]
-        plots.progression(points, out / "progression.png", done[-1][0].target.test_acc)
+        plots.progression([(c.name, o) for c, o in done], out / "progression.png", done[-1][0].target.test_acc)
     echo(f"wrote {out / 'progression.md'}")
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config.blocks import LayerInfo
-from ..config.schema import Config
+from ..config.schema import SCHEDULER_KEYS, Config
 from ..errors import ConfigError
 from ..nn.model import Net, build_model
 from ..training.augment import augment_batch
@@ -89,21 +89,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoc
             f"scheduler.pct_start: {s.pct_start} of {cfg.train.epochs * steps_per_epoch} steps leaves "
             "one-cycle less than 2 warm-up steps; raise pct_start, epochs or the training set"
         )
-    if s.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.name == "none":
+        return None
+    kwargs = {key: getattr(s, key) for key in SCHEDULER_KEYS[s.name]}
     if s.name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=s.max_lr,
-            epochs=cfg.train.epochs,
-            steps_per_epoch=steps_per_epoch,
-            pct_start=s.pct_start,
-            div_factor=s.div_factor,
-            final_div_factor=s.final_div_factor,
-        )
-    if s.name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=s.factor, patience=s.patience)
-    return None
+        kwargs |= {"epochs": cfg.train.epochs, "steps_per_epoch": steps_per_epoch}
+    schedulers = torch.optim.lr_scheduler
+    kind = {"step": schedulers.StepLR, "onecycle": schedulers.OneCycleLR, "plateau": schedulers.ReduceLROnPlateau}
+    return kind[s.name](optimizer, **kwargs)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
