@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_drill.cli import COMMANDS, build_parser
+from mnist_drill.cli import main
 from mnist_drill.config.loader import load_config
 from mnist_drill.errors import UsageError
 from mnist_drill.inference import prepare_digit, read_image
@@ -352,10 +352,7 @@ def subset_run(tmp_path_factory, data_dir) -> Path:
 def test_eval_scores_the_test_subset_the_run_was_tested_on_or_with_full_all_of_it(
     subset_run, data_dir, tmp_path, capsys, flags, images, test_set, which
 ):
-    args = build_parser().parse_args(
-        [*map(str, ["eval", subset_run, "--data-dir", data_dir, "--out", tmp_path]), *flags]
-    )
-    assert COMMANDS["eval"](args) == 0
+    assert main([*map(str, ["eval", subset_run, "--data-dir", data_dir, "--out", tmp_path]), *flags]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     assert (report["test_set"], report["images"], sum(c["images"] for c in report["per_class"])) == (
         test_set,

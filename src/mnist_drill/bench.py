@@ -21,7 +21,7 @@ from .config.schema import Config
 from .nn.fast_dropout import FastDropout
 from .nn.model import build_model, count_params
 from .storage.files import provenance
-from .training.data import FILES, MEAN, STD, Split, load_cached, locate, read_bytes
+from .training.data import FILES, MEAN, STD, Split, locate, read_bytes
 from .training.loop import evaluate, make_optimizer, setup, train_epoch
 from .training.runtime import device_name
 
@@ -108,10 +108,9 @@ class NoSchedule:
         pass
 
 
-def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict:
+def run_bench(cfg: Config, data_dir: Path, repeats: int = 2) -> dict:
     """Time both pipelines on cfg's model and data (data.train_subset / test_subset shrink the sets)."""
-    load_cached(data_dir, cfg.data.train_subset, cfg.data.test_subset)  # verify (or download) before any timing
-    ours = setup(cfg, data_dir)
+    ours = setup(cfg, data_dir)  # verifies (or downloads) the data before any timing
     device, train, test, net, ours_opt = ours.device, ours.train, ours.test, ours.net, ours.optimizer
     train_loader, test_loader = classic_loaders(cfg, data_dir, device)
     classic_model = with_torch_dropout(build_model(cfg.model)[0].to(device))
@@ -128,7 +127,7 @@ def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict
         times["classic_train"].append(_timed(device, classic_train, classic_model, train_loader, classic_opt, device))
         times["ours_test"].append(_timed(device, evaluate, net, test, cfg, device))
         times["classic_test"].append(_timed(device, classic_test, classic_model, test_loader, device))
-        echo(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+        print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
 
     macs = macs_per_image(ours.layers)
     images = {"train": len(train), "test": len(test)}
@@ -140,15 +139,10 @@ def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict
         "threads": torch.get_num_threads(),
         "params": count_params(ours.model)[0],
         "macs_per_image": macs,
-        "train_images": images["train"],
-        "test_images": images["test"],
+        **{f"{part}_images": n for part, n in images.items()},
         "repeats": repeats,
-        "precision": cfg.train.precision,
-        "channels_last": cfg.train.channels_last,
-        "compile": cfg.train.compile,
-        "fast_batchnorm": cfg.train.fast_batchnorm,
-        "batch_size": cfg.data.batch_size,
-        "test_batch_size": cfg.data.test_batch_size,
+        **{k: getattr(cfg.train, k) for k in ("precision", "channels_last", "compile", "fast_batchnorm")},
+        **{k: getattr(cfg.data, k) for k in ("batch_size", "test_batch_size")},
         "seconds": times,
         # ours_train_img_s, classic_train_img_s, ours_test_img_s, classic_test_img_s: from the median time
         **{f"{k}_img_s": images[k.split("_")[1]] / statistics.median(v) for k, v in times.items()},
@@ -163,16 +157,14 @@ def run_bench(cfg: Config, data_dir: Path, repeats: int = 2, echo=print) -> dict
 
 
 def report(r: dict) -> str:
-    return "\n".join(
-        [
-            f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch']}; "
-            f"{r['params']:,} params, {r['macs_per_image']:,} MACs/image; "
-            f"{r['repeats']} interleaved repeats, medians",
-            f"train epoch ({r['train_images']:,} images): mnist-drill {r['ours_train_img_s']:,.0f} img/s, "
-            f"classic {r['classic_train_img_s']:,.0f} img/s -> {r['train_ratio']:.2f}x "
-            f"(~{r['ours_train_flop_s'] / 1e9:.1f} GFLOP/s achieved)",
-            f"test pass ({r['test_images']:,} images):  mnist-drill {r['ours_test_img_s']:,.0f} img/s, "
-            f"classic {r['classic_test_img_s']:,.0f} img/s -> {r['test_ratio']:.2f}x "
-            f"(~{r['ours_test_flop_s'] / 1e9:.1f} GFLOP/s achieved)",
-        ]
-    )
+    lines = [
+        f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch']}; {r['params']:,} params, "
+        f"{r['macs_per_image']:,} MACs/image; {r['repeats']} interleaved repeats, medians"
+    ]
+    for part, what, gap in (("train", "train epoch", " "), ("test", "test pass", "  ")):  # gap: columns align
+        ours, classic = r[f"ours_{part}_img_s"], r[f"classic_{part}_img_s"]
+        lines.append(
+            f"{what} ({r[f'{part}_images']:,} images):{gap}mnist-drill {ours:,.0f} img/s, classic {classic:,.0f} img/s "
+            f"-> {r[f'{part}_ratio']:.2f}x (~{r[f'ours_{part}_flop_s'] / 1e9:.1f} GFLOP/s achieved)"
+        )
+    return "\n".join(lines)

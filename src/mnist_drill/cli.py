@@ -200,12 +200,12 @@ def step_configs(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _run(args, sources: list[Path], progression: bool):
+def _run(args, sources: list[Path], progression: bool) -> int:
     if args.exact and args.out == DEFAULT_OUT:
         raise UsageError(f"--exact writes into a folder of your choice: pass --out DIR ({DEFAULT_OUT}/ holds attempts)")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: must be >= 1")
-    return run_steps(
+    reports = run_steps(
         sources,
         Path(args.out),
         args.data_dir,
@@ -214,39 +214,35 @@ def _run(args, sources: list[Path], progression: bool):
         progression=progression,
         **{option: getattr(args, option) for option in ("overwrite", "resume", "workers", "exact")},
     )
+    if reports and reports[0].dir is not None:  # one step: its folder; run-all: the folder of the steps
+        print(f"wrote {reports[0].dir.parent if progression else reports[0].dir}/")
+    return exit_code(reports)
 
 
 def cmd_run(args) -> int:
-    reports = _run(args, [find_config(args.config)], progression=False)
-    print(f"wrote {reports[0].dir}/")
-    return exit_code(reports)
+    return _run(args, [find_config(args.config)], progression=False)
 
 
 def cmd_run_all(args) -> int:
-    reports = _run(args, step_configs(Path(args.configs)), progression=True)
-    if reports and reports[0].dir is not None:
-        print(f"wrote {reports[0].dir.parent}/")
-    return exit_code(reports)
+    return _run(args, step_configs(Path(args.configs)), progression=True)
 
 
-def cmd_runs(args) -> int:
+def cmd_runs(args) -> None:
     from .runs.listing import list_runs, runs_table
 
     lines = list_runs(Path(args.dir), Path(args.configs), args.step, tuple(args.where))
     print(runs_table(lines) if lines else f"no runs in {args.dir}/" + (" match" if args.step or args.where else ""))
-    return 0
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args) -> None:
     from .runs.listing import expand_runs
 
     runs = expand_runs(args.runs, Path(args.runs_dir), REFERENCE if args.reference else None)
     print(compare_runs(runs, Path(args.out)))
     print(f"wrote {Path(args.out) / 'compare.md'} and compare.png")
-    return 0
 
 
-def cmd_sweep(args) -> int:
+def cmd_sweep(args) -> int | None:
     from .runs.sweep import run_sweep
 
     as_given = ("name", "data_dir", "workers", "threads", "executor", "address", "overwrite", "resume")
@@ -268,33 +264,29 @@ def cmd_sweep(args) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    return 0
 
 
-def cmd_summary(args) -> int:
+def cmd_summary(args) -> None:
     cfg = load_config(find_config(args.config), args.overrides)
     print(summary_text(cfg, *build_model(cfg.model)))
-    return 0
 
 
-def cmd_show(args) -> int:
+def cmd_show(args) -> None:
     cfg = load_config(find_config(args.config), args.overrides)
     blocks = tuple(with_model_defaults(b, cfg.model) for b in cfg.model.blocks)  # what `bn: null` resolves to
     resolved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, blocks=blocks))
     print(to_yaml(resolved), end="")
     for line in unused_settings(cfg):
         print(f"# note: {line}")
-    return 0
 
 
-def cmd_diff(args) -> int:
+def cmd_diff(args) -> None:
     old, new = load_config(find_config(args.old), args.overrides), load_config(find_config(args.new), args.overrides)
     print(f"--- {args.old} ({old.name})\n+++ {args.new} ({new.name}): {new.change or '(no change note)'}")
     print("\n".join(config_changes(old, new)) or "(no change)")
-    return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args) -> None:
     from . import bench
     from .training.data import resolve_dir
 
@@ -306,18 +298,17 @@ def cmd_bench(args) -> int:
     if args.json:
         write_json(Path(args.json), result)
         print(f"wrote {args.json}")
-    return 0
 
 
-def cmd_eval(args) -> int:
+def cmd_eval(args) -> None:
     from .inference import evaluate_run
     from .reporting import plots
 
     result = evaluate_run(Path(args.run_dir), args.data_dir, args.device, args.full)
-    which = "the full test set"
+    title, which = f"{result['config']}: {result['images']:,} test images", "the full test set"
     if result["test_set"] != "full":
         which = f"the first {result['images']:,}, data.test_subset as in training; --full scores them all"
-    print(f"{result['config']}: {result['images']:,} test images ({which}) on {result['device']}")
+    print(f"{title} ({which}) on {result['device']}")
     print(f"test_acc {result['test_acc']:.2f} %  test_loss {result['test_loss']:.4f}")
     print("digit  images  correct   acc %")
     for c in result["per_class"]:
@@ -330,10 +321,8 @@ def cmd_eval(args) -> int:
     name = f"{run.parent.name}_{run.name}" if run.name.startswith("seed_") else run.name  # step7_..._seed_1
     folder = Path(args.out or Path(DEFAULT_OUT, "eval", name))
     write_json(folder / "eval.json", result)  # a failed write: StorageError (atomic_path), exit 74
-    title = f"{result['config']}: {result['images']:,} test images"
     plots.confusion_matrix(result["confusion"], folder / "confusion.png", title)
     print(f"wrote {folder / 'eval.json'} and {folder / 'confusion.png'}")
-    return 0
 
 
 def cmd_predict(args) -> int:
@@ -354,7 +343,8 @@ def cmd_predict(args) -> int:
     return EXIT_USAGE if failed else 0
 
 
-# Each cmd_<name> above is the command <name>, with a hyphen for the underscore (cmd_run_all: run-all).
+# Each cmd_<name> above is the command <name>, with a hyphen for the underscore (cmd_run_all: run-all); one that
+# returns None succeeded.
 COMMANDS = {name[4:].replace("_", "-"): fn for name, fn in list(globals().items()) if name.startswith("cmd_")}
 
 
@@ -366,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_terminated)  # so SIGTERM unwinds like Ctrl-C: files stay whole
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except DrillError as err:
         return report(err)
     except KeyboardInterrupt:

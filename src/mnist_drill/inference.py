@@ -7,6 +7,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
@@ -16,9 +17,9 @@ from .config.schema import Config
 from .errors import DataError, UsageError, first_line
 from .nn.model import build_model
 from .training.checkpoint import CHECKPOINT, WEIGHTS, load_weights
-from .training.data import load_mnist, load_split, normalize, resolve_dir, to_device
-from .training.loop import evaluate
-from .training.runtime import autocast, configure, place
+from .training.data import load_mnist, load_split, resolve_dir, to_device
+from .training.loop import _forward, evaluate
+from .training.runtime import configure, place
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a digit needs far fewer, a decompression bomb claims more
 SIZE, BOX = 28, 20  # px: MNIST fitted each digit into a 20x20 box, then centred it by mass in 28x28
@@ -111,8 +112,7 @@ def _grayscale(image: Image.Image) -> torch.Tensor:
 
 
 def _tensor(image: Image.Image) -> torch.Tensor:
-    dtype = torch.float32 if image.mode == "F" else torch.uint8
-    values = torch.frombuffer(bytearray(image.tobytes()), dtype=dtype).reshape(image.height, image.width).float()
+    values = torch.from_numpy(np.array(image)).float()  # (H, W): uint8 for mode L, float32 for mode F
     return values if image.mode == "F" else values / 255
 
 
@@ -145,9 +145,5 @@ def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def classify(model: torch.nn.Module, cfg: Config, device: torch.device, digits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, classes) for prepared digits (N, 28, 28) in [0, 1], normalised as in training."""
-    x = normalize(digits[:, None].to(device))
-    if cfg.train.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(device, cfg.train.precision):
-        return model(x).float().exp().cpu()
+    """Class probabilities (N, classes) for prepared digits (N, 28, 28) in [0, 1], fed as in training."""
+    return _forward(model, digits[:, None].to(device), cfg, device).exp().cpu()

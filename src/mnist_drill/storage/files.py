@@ -34,7 +34,6 @@ TEMP_SUFFIX = ".tmp"  # atomic_path's temporary files: .<name>.<random>.tmp besi
 
 
 def storage_error(path: Path, err: BaseException) -> StorageError:
-    """The one line for an output that could not be written: the file, the cause, what to do."""
     if isinstance(err, FileExistsError) and not path.parent.is_dir():  # mkdir of a folder a file replaced
         err = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
     cause = getattr(err, "strerror", None) or first_line(err)
@@ -61,7 +60,11 @@ def atomic_path(path: Path):
         os.close(fd)
         tmp = Path(name)
         yield tmp
-        _sync(tmp)
+        # Readable as a plain file is, and on the disk before the rename: a full disk that only tells at flush
+        # time fails here, while the old file is still whole.
+        os.chmod(tmp, _file_mode())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None:
@@ -70,14 +73,6 @@ def atomic_path(path: Path):
         if isinstance(err, OSError):
             raise storage_error(path, err) from None
         raise
-
-
-def _sync(path: Path) -> None:
-    """Readable as a plain file is, and on the disk before the rename: a full disk that only tells at flush time
-    fails here, while the old file is still whole."""
-    os.chmod(path, _file_mode())
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -104,7 +99,6 @@ def save_torch(path: Path, obj) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line to a log file (train.log); a failed write raises StorageError."""
     try:
         with open(path, "a", encoding="utf-8") as f:
             f.write(line + "\n")

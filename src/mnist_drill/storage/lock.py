@@ -11,7 +11,6 @@ import socket
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from ..errors import UsageError
 from .files import TEMP_SUFFIX
@@ -22,6 +21,7 @@ except ImportError:  # Windows: no flock; runs go unlocked there
     fcntl = None
 
 LOCK_NAME = ".mnist-drill.lock"
+NO_DETAILS = "a process that left no details"
 _HELD: set[Path] = set()  # lock files this process holds: lock_holder() does not report them
 
 
@@ -45,7 +45,7 @@ def run_lock(run_dir: Path, echo: Callable[[str], None] = print):
     _HELD.add(path.resolve())
     try:
         if left_by is not None:
-            echo(f"{run_dir}: took over the lock left by {_describe(left_by)}, which no longer runs")
+            echo(f"{run_dir}: took over the lock left by {left_by}, which no longer runs")
         _record(fd)
         for tmp in run_dir.glob(f".*{TEMP_SUFFIX}"):  # atomic writes a killed run left; nobody else writes here now
             with contextlib.suppress(OSError):
@@ -83,14 +83,14 @@ def lock_holder(path: Path) -> str | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken: nobody holds it (closing the file releases it)
     except OSError as err:
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return _describe(_read(fd))
+            return _holder(fd) or NO_DETAILS
     finally:
         os.close(fd)
     return None
 
 
-def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
-    """Open and flock `path`; returns the fd and what a dead holder recorded in it (None if nothing),
+def _acquire(path: Path, run_dir: Path) -> tuple[int | None, str | None]:
+    """Open and flock `path`; returns the fd and who a dead holder was (None if it recorded nothing),
     or (None, why) where the file system has no locks."""
     if fcntl is None:
         return None, "no file locks on this system"
@@ -99,10 +99,10 @@ def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            holder = _read(fd)
+            holder = _holder(fd)
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise in_use(run_dir, _describe(holder)) from None
+                raise in_use(run_dir, holder or NO_DETAILS) from None
             if holder is None:  # the empty file this call created
                 with contextlib.suppress(OSError):
                     os.unlink(path)
@@ -111,7 +111,7 @@ def _acquire(path: Path, run_dir: Path) -> tuple[int | None, Any]:
         # flock, we hold a file nobody else will open: start again with the file now at `path`.
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd, _read(fd)
+                return fd, _holder(fd)
         os.close(fd)
 
 
@@ -123,19 +123,17 @@ def _record(fd: int) -> None:
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
 
 
-def _read(fd: int) -> dict | None:
-    """What the holder recorded; {} for what is not our record, None for an empty or unreadable file."""
+def _holder(fd: int) -> str | None:
+    """Who the holder recorded it was; None for an empty or unreadable file, NO_DETAILS for what is not our record."""
     try:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
         info = json.loads(text) if text else None
     except OSError:
         return None
     except ValueError:
-        return {}
-    return info if isinstance(info, dict) or not text else {}
-
-
-def _describe(info: dict | None) -> str:
-    if not info:
-        return "a process that left no details"
+        return NO_DETAILS
+    if not text:
+        return None
+    if not isinstance(info, dict) or not info:
+        return NO_DETAILS
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('since', '?')}"
