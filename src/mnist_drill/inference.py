@@ -18,7 +18,7 @@ from .errors import DataError, UsageError, first_line
 from .nn.model import build_model
 from .training.checkpoint import CHECKPOINT, WEIGHTS, load_weights
 from .training.data import load_mnist, load_split, resolve_dir, to_device
-from .training.loop import _forward, evaluate
+from .training.loop import evaluate, forward
 from .training.runtime import configure, place
 
 MAX_PIXELS = 40_000_000  # larger images are refused: a digit needs far fewer, a decompression bomb claims more
@@ -146,4 +146,4 @@ def prepare_digit(gray: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def classify(model: torch.nn.Module, cfg: Config, device: torch.device, digits: torch.Tensor) -> torch.Tensor:
     """Class probabilities (N, classes) for prepared digits (N, 28, 28) in [0, 1], fed as in training."""
-    return _forward(model, digits[:, None].to(device), cfg, device).exp().cpu()
+    return forward(model, digits[:, None].to(device), cfg, device).exp().cpu()

@@ -103,7 +103,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return (n + batch_size - 1) // batch_size
 
 
-def _forward(model: nn.Module, images: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
+def forward(model: nn.Module, images: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
     """The model's fp32 log-probabilities of a batch of [0, 1] images, in the config's layout and precision."""
     x = normalize(images)
     if cfg.train.channels_last:
@@ -142,7 +142,7 @@ def train_epoch(
     with _progress(batches, f"epoch {epoch}") as bar:
         for i in range(batches):
             idx = order[i * bs : (i + 1) * bs]
-            out = _forward(model, augment_batch(data.images[idx], cfg.augment), cfg, device)
+            out = forward(model, augment_batch(data.images[idx], cfg.augment), cfg, device)
             y = data.labels[idx]
             loss = training_loss(out, y, cfg.train.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -172,7 +172,7 @@ def evaluate(model: nn.Module, data: Split, cfg: Config, device: torch.device) -
     total_loss = torch.zeros((), device=device)
     predictions, bs = [], cfg.data.test_batch_size
     for start in range(0, len(data), bs):
-        out = _forward(model, data.images[start : start + bs], cfg, device)
+        out = forward(model, data.images[start : start + bs], cfg, device)
         total_loss += F.nll_loss(out, data.labels[start : start + bs], reduction="sum")
         predictions.append(out.argmax(1))
     predictions = torch.cat(predictions)
