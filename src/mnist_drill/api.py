@@ -14,10 +14,12 @@ from typing import Any
 from .config.loader import find_config, load_config
 from .config.schema import Config, yaml_value
 from .errors import ConfigError, UsageError
+from .inference import load_run as load_model
 from .reporting import analysis
 from .runs.folder import ATTEMPT, run_folders
 from .runs.folder import outcome as assess
 from .runs.steps import compare_runs, run_steps
+from .runs.sweep import run_sweep
 from .storage.files import DEFAULT_OUT, read_metrics, read_run_json
 
 
@@ -78,8 +80,6 @@ class Run:
             return runs[seed if seed is not None else self.seeds[0].config.train.seed].model()
         if seed is not None and seed != self.config.train.seed:
             raise UsageError(f"{self.dir}: one run, of seed {self.config.train.seed}, not {seed}")
-        from .inference import load_run as load_model  # torch: only when a model is asked for
-
         return load_model(self.dir, "cpu")[1]
 
     def show(self) -> None:
@@ -159,19 +159,12 @@ def config_path(config: str | Path) -> Path:
     return find_config(str(config), folder)
 
 
-def override_items(
-    overrides: Mapping[str, Any] | None,
-    *,
-    epochs: int | None = None,
-    seed: int | None = None,
-    device: str | None = None,
-) -> list[str]:
-    """{'model.dropout': 0.05} -> ['model.dropout=0.05'] (what --set reads), then --epochs, --seed and --device's."""
+def override_items(overrides: Mapping[str, Any] | None, **train: Any) -> list[str]:
+    """{'model.dropout': 0.05} -> ['model.dropout=0.05'] (what --set reads), then train.<key>=<value> per `train`'s."""
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ConfigError(f"overrides {overrides!r}: expected a dict such as {{'model.dropout': 0.05}}")
     items = [f"{key}={yaml_value(value)}" for key, value in (overrides or {}).items()]
-    extra = {"epochs": epochs, "seed": seed, "device": device}
-    return items + [f"train.{k}={yaml_value(v)}" for k, v in extra.items() if v is not None]
+    return items + [f"train.{k}={yaml_value(v)}" for k, v in train.items() if v is not None]
 
 
 def _seed_list(seeds: Sequence[int] | None) -> list[int] | None:
@@ -250,8 +243,6 @@ def sweep(
 ) -> Sweep:
     """Train a grid, as `mnist-drill sweep` does: `vary` {'model.dropout': [0, 0.05]} is --vary model.dropout=0,0.05
     (several keys: their product, the first slowest). Returns the Sweep; a trial that failed is in its rows."""
-    from .runs.sweep import run_sweep
-
     if not isinstance(vary, Mapping) or not vary:
         raise ConfigError("vary: expected a dict of key -> values, e.g. {'model.dropout': [0, 0.05]}")
     vary_args = []

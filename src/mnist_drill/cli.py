@@ -10,16 +10,20 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, bench
 from .config.blocks import with_model_defaults
 from .config.loader import find_config, load_config, unused_settings
 from .config.schema import config_changes, to_yaml
 from .errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, DrillError, Terminated, UsageError, report
+from .inference import classify, evaluate_run, load_run, prepare_digit, read_image
 from .nn.model import build_model
 from .nn.summary import summary_text
+from .reporting import plots
+from .runs.listing import expand_runs, list_runs, runs_table
 from .runs.steps import compare_runs, exit_code, run_steps
+from .runs.sweep import run_sweep
 from .storage.files import DEFAULT_OUT, write_json
-from .training.data import LOOKUP_ORDER
+from .training.data import LOOKUP_ORDER, resolve_dir
 
 
 class Parser(argparse.ArgumentParser):
@@ -228,23 +232,17 @@ def cmd_run_all(args) -> int:
 
 
 def cmd_runs(args) -> None:
-    from .runs.listing import list_runs, runs_table
-
     lines = list_runs(Path(args.dir), Path(args.configs), args.step, tuple(args.where))
     print(runs_table(lines) if lines else f"no runs in {args.dir}/" + (" match" if args.step or args.where else ""))
 
 
 def cmd_compare(args) -> None:
-    from .runs.listing import expand_runs
-
     runs = expand_runs(args.runs, Path(args.runs_dir), REFERENCE if args.reference else None)
     print(compare_runs(runs, Path(args.out)))
     print(f"wrote {Path(args.out) / 'compare.md'} and compare.png")
 
 
 def cmd_sweep(args) -> int | None:
-    from .runs.sweep import run_sweep
-
     as_given = ("name", "data_dir", "workers", "threads", "executor", "address", "overwrite", "resume")
     result = run_sweep(
         find_config(args.config),
@@ -287,9 +285,6 @@ def cmd_diff(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from . import bench
-    from .training.data import resolve_dir
-
     cfg = load_config(find_config(args.config), _overrides(args))
     if args.repeats < 1:
         raise UsageError(f"--repeats {args.repeats}: must be >= 1")
@@ -301,9 +296,6 @@ def cmd_bench(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .inference import evaluate_run
-    from .reporting import plots
-
     result = evaluate_run(Path(args.run_dir), args.data_dir, args.device, args.full)
     title, which = f"{result['config']}: {result['images']:,} test images", "the full test set"
     if result["test_set"] != "full":
@@ -327,8 +319,6 @@ def cmd_eval(args) -> None:
 
 def cmd_predict(args) -> int:
     """One line per image; one that cannot be read gets a `path: error: ...` line on stderr, the others an answer."""
-    from .inference import classify, load_run, prepare_digit, read_image
-
     cfg, model, device = load_run(Path(args.run_dir), args.device)
     failed = 0
     for path in map(Path, args.images):
@@ -359,11 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args) or 0
     except DrillError as err:
         return report(err)
-    except KeyboardInterrupt:
-        print("mnist-drill: interrupted", file=sys.stderr)
-        return EXIT_SIGINT
-    except Terminated:
-        print("mnist-drill: terminated", file=sys.stderr)
-        return EXIT_SIGTERM
+    except (KeyboardInterrupt, Terminated) as err:
+        sigterm = isinstance(err, Terminated)
+        print(f"mnist-drill: {'terminated' if sigterm else 'interrupted'}", file=sys.stderr)
+        return EXIT_SIGTERM if sigterm else EXIT_SIGINT
     except BrokenPipeError:
         return 1
