@@ -193,18 +193,16 @@ def run(
     """Train one step, as `mnist-drill run` does, and return its Run (docs/python.md has the arguments)."""
     if seed is not None and seeds is not None:
         raise UsageError("pass seed or seeds, not both")
-    items = override_items(overrides, epochs=epochs, seed=seed, device=device)
-    reports = run_steps(
+    (step,) = run_steps(
         [config_path(config)],
         Path(out if out is not None else DEFAULT_OUT),
         None if data_dir is None else str(data_dir),
-        overrides=items,
+        overrides=override_items(overrides, epochs=epochs, seed=seed, device=device),
         seeds=_seed_list(seeds),
         overwrite=overwrite,
         resume=resume,
         workers=workers,
     )
-    step = reports[0]
     if not step.results:
         raise UsageError(step.error or f"{step.source}: nothing ran")
     return load_run(step.dir)  # where the runner put the step, never rebuilt here

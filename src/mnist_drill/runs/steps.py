@@ -3,6 +3,7 @@ finished steps back (for `compare`, `runs` and the reports)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from dataclasses import dataclass
@@ -206,11 +207,9 @@ def parent_results(
     except DrillError:
         return None
     for folder in [step_dir] if exact else reversed(attempts(step_dir)):
-        try:
+        with contextlib.suppress(DrillError):  # none finished an epoch there: the attempt before
             found = read_step(folder, configs)
-        except DrillError:
-            continue
-        return found.cfg, found.outcomes
+            return found.cfg, found.outcomes
     return None
 
 

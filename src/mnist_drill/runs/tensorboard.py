@@ -68,12 +68,10 @@ def open_board(run_dir: Path, cfg: Config, rows: list[dict]) -> Board:
         from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.summary.writer.record_writer import RecordWriter
         from torch.utils.tensorboard.summary import hparams as hparams_summary
-    except ImportError:  # the tensorboard extra is not installed
-        return Board()
-    try:
+
         for old in run_dir.glob("events.out.tfevents.*"):
             old.unlink()
-    except OSError:
+    except (ImportError, OSError):  # the tensorboard extra is not installed, or the old events cannot go
         return Board()
     board = Board(run_dir / f"events.out.tfevents.{int(time.time()):010d}.mnist-drill", (Event, Summary, RecordWriter))
     board.write(0, file_version="brain.Event:2")
