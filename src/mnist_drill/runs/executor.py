@@ -21,6 +21,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from ..config.schema import Config
 from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Echo, Terminated, UsageError, first_line
 from ..storage.files import atomic_path, read_metrics, read_run_json
@@ -170,7 +172,6 @@ def _worker(trial: Trial, data_dir: str | None, threads: int, gpu: str, conn) ->
         # The parent blocks SIGINT while it starts a worker, and a child may inherit that mask: a signal that
         # came in meanwhile is delivered here, to the handler above.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-        import torch
         from tqdm import tqdm
 
         torch.set_num_threads(threads)
@@ -228,8 +229,6 @@ def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [g.strip() for g in listed.split(",") if g.strip()]
-    import torch
-
     return [str(i) for i in range(torch.cuda.device_count())]  # counts devices; creates no context
 
 

@@ -197,19 +197,6 @@ def _against_best(stats: StepStats, best: StepStats, is_best: bool) -> str:
     return f"{change} ({'beyond' if d.direction else 'within'} noise ±{d.threshold:.2f})"
 
 
-def _threads_line(ends: dict[tuple[int, int], TrialEnd]) -> list[str]:
-    infos = [read_run_json(e.trial.run_dir / "run.json", strict=False) or {} for e in ends.values()]
-    counts = sorted({n for info in infos if (n := trial_threads(info))})
-    if not counts:
-        return []
-    return [
-        "",
-        f"Torch threads per trial: {', '.join(map(str, counts))} (each trial's run.json; `sweep.csv` has it per "
-        "trial). A sweep's worker processes share the CPUs, so a trial may train on fewer threads than `run` "
-        "does (timings differ; docs/cli.md).",
-    ]
-
-
 def sweep_markdown(
     title: str, config: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int], figure: bool
 ) -> str:
@@ -253,7 +240,14 @@ def sweep_markdown(
         lines += ["", f"Fewest parameters {holds} on every seed: {name} ({params:,} params)."]
     elif not missing:
         lines += ["", f"No point {holds} on every seed."]
-    lines += _threads_line(ends)
+    infos = [read_run_json(e.trial.run_dir / "run.json", strict=False) or {} for e in ends.values()]
+    if counts := sorted({n for info in infos if (n := trial_threads(info))}):
+        lines += [
+            "",
+            f"Torch threads per trial: {', '.join(map(str, counts))} (each trial's run.json; `sweep.csv` has it "
+            "per trial). A sweep's worker processes share the CPUs, so a trial may train on fewer threads than "
+            "`run` does (timings differ; docs/cli.md).",
+        ]
     unfinished = [e for _, e in sorted(ends.items()) if e.status != "completed"]
     not_done = [f"{e.trial.label} ({e.status}{': ' + e.note if e.note else ''})" for e in unfinished]
     if missing:
@@ -361,18 +355,6 @@ def _check_options(name: str, workers: int | None, threads: int | None, executor
         raise UsageError("--address is for --executor ray")
 
 
-def _placement(executor: Executor, data_dir: str | None, trials: list[Trial], workers: int | None, threads: int | None):
-    """(workers, threads, how it reads in the sweep's first line); a local sweep checks its data first."""
-    if executor != "local":
-        return workers, threads, f"as Ray tasks of {threads or 1} CPU(s)"
-    check_local(data_dir, [t.cfg for t in trials])
-    workers = max(1, min(workers or available_cpus(), len(trials)))  # never more workers than trials
-    threads = threads or (default_threads(workers) if workers > 1 else None)
-    if workers > 1:
-        return workers, threads, f"{workers} worker processes x {threads} torch thread(s)"
-    return workers, threads, "in this process" + (f", {threads} torch thread(s)" if threads else "")
-
-
 def run_sweep(
     config: Path,
     vary_args: list[str],
@@ -416,7 +398,16 @@ def run_sweep(
         else:
             plan.to_train[(p, s)] = dataclasses.replace(trial, resume=how == "resume")
     trials = list(plan.to_train.values())
-    workers, threads, how = _placement(executor, data_dir, trials, workers, threads)
+    if executor == "ray":
+        where = f"as Ray tasks of {threads or 1} CPU(s)"
+    else:  # a local sweep checks its devices and data first
+        check_local(data_dir, [t.cfg for t in trials])
+        workers = max(1, min(workers or available_cpus(), len(trials)))  # never more workers than trials
+        threads = threads or (default_threads(workers) if workers > 1 else None)
+        if workers > 1:
+            where = f"{workers} worker processes x {threads} torch thread(s)"
+        else:
+            where = "in this process" + (f", {threads} torch thread(s)" if threads else "")
     # Ray is connected before anything is written: a cluster that is not there is one line
     with ray_session(address) if executor == "ray" else contextlib.nullcontext():
         if resume:
@@ -426,7 +417,7 @@ def run_sweep(
         echo(
             f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = {plan.trials} trials"
             + (f", {len(plan.done)} already complete" if plan.done else "")
-            + f"; {len(trials)} to train {how}"
+            + f"; {len(trials)} to train {where}"
         )
         plan.write_tables()  # the reused trials, if any
         try:
