@@ -201,7 +201,7 @@ def test_ctrl_c_kills_a_worker_that_does_not_stop_within_the_deadline():
     process = context.Process(target=ignore_sigint_and_sleep, args=(ready,))
     process.start()
     assert ready.wait(60)
-    run = executor._Running(0, None, process, None, time.perf_counter(), "")
+    run = executor._Running(None, process, None, time.perf_counter(), "")
     started = time.monotonic()
     executor._stop_all([run], signal.SIGINT, deadline=1.0)
     process.join(5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import os
 import re
 import signal
@@ -34,9 +33,9 @@ from mnist_drill.runs.sweep import (
     point_names,
     run_sweep,
     split_values,
-    sweep_csv,
     sweep_markdown,
     trial_threads,
+    write_sweep_csv,
 )
 from mnist_drill.storage.files import write_json
 
@@ -283,7 +282,8 @@ def test_sweep_md_says_which_thread_count_trained_the_trials(tmp_path):
     write_json(tmp_path / "a" / "seed_1" / "run.json", {"status": "completed", "threads": 2})
     md = sweep_markdown("sweep_x", Path("x.yaml"), [point], {(0, 0): end}, [1], figure=False)
     assert "Torch threads per trial: 2 (each trial's run.json" in md
-    csv_rows = list(csv.DictReader(io.StringIO(sweep_csv([point], {(0, 0): end}, [1]))))
+    write_sweep_csv(tmp_path / "sweep.csv", [point], {(0, 0): end}, [1])
+    csv_rows = rows(tmp_path)
     assert csv_rows[0]["threads"] == "2" and csv_rows[0]["verdict"] == "healthy" and csv_rows[0]["gap"] == "0"
 
 

@@ -21,12 +21,14 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from ..config.schema import Config
 from ..errors import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, DrillError, Echo, Terminated, UsageError, first_line
 from ..storage.files import atomic_path, read_metrics, read_run_json
 from ..storage.lock import run_lock
 from ..training.data import FILES, load_cached, locate, resolve_dir
-from ..training.runtime import choose_device
+from ..training.runtime import choose_device, torch_threads
 from .folder import outcome, prepare_run_dir
 from .run import Trial, TrialEnd, run_step
 
@@ -63,14 +65,20 @@ def run_trials(
     on_end: Callable[[TrialEnd], None] = lambda end: None,
 ) -> list[TrialEnd]:
     """Train `trials` in this process, in worker processes, or as Ray tasks (`address` None: a local Ray) and
-    return how each ended, in their order (those never started left out); `on_end` sees each end as it comes.
+    return how each ended, as they ended (those never started left out); `on_end` sees each end as it comes.
     After an interrupted trial none starts. Without keep_going a user error in a trial is raised at the end."""
+    ends: list[TrialEnd] = []
+
+    def ended(end: TrialEnd) -> None:
+        ends.append(end)
+        on_end(end)
+
     if executor == "ray":
-        ends = _run_ray(trials, data_dir, threads or 1, address, echo, on_end)
+        _run_ray(trials, data_dir, threads or 1, address, echo, ended)
     elif min(workers, len(trials)) <= 1:  # a process of its own would only add torch's start-up time
-        ends = _run_here(trials, data_dir, threads, keep_going, echo, on_end)
+        _run_here(trials, data_dir, threads, keep_going, echo, ended)
     else:
-        ends = _run_pool(trials, data_dir, workers, threads or default_threads(workers), echo, on_end)
+        _run_pool(trials, data_dir, workers, threads or default_threads(workers), echo, ended)
     errors = [e.error for e in ends if e.error is not None]
     if errors and not keep_going:
         raise errors[0]
@@ -123,28 +131,22 @@ def _message(trial: Trial, data_dir: str | None, cancelled: str, setup: Callable
 # ---------------------------------------------------------------- in this process
 
 
-def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> list[TrialEnd]:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    ends = []
-    for trial in trials:
-        started = time.perf_counter()
-        try:
-            result = _train(trial, data_dir, echo)
-            end = _ended(trial, started, result.status, result.exit_code, result.note, result=result.outcome)
-        except Exception as err:  # a crash in one trial of a sweep is that trial's failure, not the sweep's
-            if not keep_going:
-                raise
-            user = err if isinstance(err, DrillError) else None
-            note = str(err) if user else first_line(err, named=True)
-            end = _ended(trial, started, "failed", EXIT_FAILED, note, user)
-        ends.append(end)
-        on_end(end)
-        if end.status == "interrupted":
-            break
-    return ends
+def _run_here(trials, data_dir, threads, keep_going, echo, on_end) -> None:
+    with torch_threads(threads):
+        for trial in trials:
+            started = time.perf_counter()
+            try:
+                result = _train(trial, data_dir, echo)
+                end = _ended(trial, started, result.status, result.exit_code, result.note, result=result.outcome)
+            except Exception as err:  # a crash in one trial of a sweep is that trial's failure, not the sweep's
+                if not keep_going:
+                    raise
+                user = err if isinstance(err, DrillError) else None
+                note = str(err) if user else first_line(err, named=True)
+                end = _ended(trial, started, "failed", EXIT_FAILED, note, user)
+            on_end(end)
+            if end.status == "interrupted":
+                break
 
 
 # ---------------------------------------------------------------- local worker processes
@@ -170,7 +172,6 @@ def _worker(trial: Trial, data_dir: str | None, threads: int, gpu: str, conn) ->
         # The parent blocks SIGINT while it starts a worker, and a child may inherit that mask: a signal that
         # came in meanwhile is delivered here, to the handler above.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-        import torch
         from tqdm import tqdm
 
         torch.set_num_threads(threads)
@@ -189,7 +190,6 @@ def _worker(trial: Trial, data_dir: str | None, threads: int, gpu: str, conn) ->
 
 @dataclass
 class _Running:
-    index: int  # in the list of trials
     trial: Trial
     process: multiprocessing.Process
     conn: object  # the reading end of the worker's pipe
@@ -229,8 +229,6 @@ def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [g.strip() for g in listed.split(",") if g.strip()]
-    import torch
-
     return [str(i) for i in range(torch.cuda.device_count())]  # counts devices; creates no context
 
 
@@ -242,19 +240,18 @@ def gpu_for(cfg: Config, gpus: list[str], running) -> str:
     return min(gpus, key=in_use.count)
 
 
-def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd]:
+def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> None:
     # At most `workers` processes of the spawn context (forking a process that has started torch's threads is
     # unsafe) alive at once. Not concurrent.futures: its process pool breaks as a whole when one worker dies.
     gpus = visible_gpus() if any(t.cfg.train.device != "cpu" for t in trials) else []
     context = multiprocessing.get_context("spawn")
-    pending = list(reversed(list(enumerate(trials))))
+    pending = list(reversed(trials))
     running: dict[int, _Running] = {}  # by the process's sentinel
-    ends: dict[int, TrialEnd] = {}  # by the trial's index in `trials`
     stop = False
     try:
         while running or (pending and not stop):
             while pending and not stop and len(running) < workers:
-                i, trial = pending.pop()
+                trial = pending.pop()
                 gpu = gpu_for(trial.cfg, gpus, running.values())
                 reader, writer = context.Pipe(duplex=False)
                 process = context.Process(
@@ -265,14 +262,14 @@ def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd
                 with _signals_ignored(signal.SIGINT, blocked=True):
                     process.start()
                 writer.close()  # the worker holds the writing end; the parent sees EOF if it dies
-                running[process.sentinel] = _Running(i, trial, process, reader, time.perf_counter(), gpu)
+                running[process.sentinel] = _Running(trial, process, reader, time.perf_counter(), gpu)
                 echo(
                     f"[{trial.label}] started in worker process {process.pid}, {threads} torch "
                     f"thread{'s' if threads > 1 else ''}" + (f", GPU {gpu}" if gpu else "")
                 )
             for sentinel in wait(list(running)):
                 run = running.pop(sentinel)
-                end = ends[run.index] = _announce(_collect(run, stopping=False), echo, on_end)
+                end = _announce(_collect(run, stopping=False), echo, on_end)
                 stop = stop or end.status == "interrupted"
     except (KeyboardInterrupt, Terminated) as err:
         sig = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
@@ -283,7 +280,6 @@ def _run_pool(trials, data_dir, workers, threads, echo, on_end) -> list[TrialEnd
             for run in running.values():
                 _announce(_collect(run, stopping=True), echo, on_end)
         raise
-    return [ends[i] for i in sorted(ends)]
 
 
 def _stop_all(runs: list[_Running], sig: int, deadline: float = STOP_DEADLINE_SECONDS) -> None:
@@ -337,10 +333,7 @@ def _ray_trial(trial: Trial, mnist: dict[str, bytes], threads: int, files: dict[
     """A Ray task: train the trial in a temporary folder on whichever node runs it and return _message's tuple and
     the files it made. `mnist`: the driver's MNIST files (a node needs neither its folders nor the internet);
     `files`: the run folder's, when it resumes."""
-    import torch
-
-    torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="mnist-drill-") as tmp:
+    with torch_threads(threads), tempfile.TemporaryDirectory(prefix="mnist-drill-") as tmp:
         data_dir = Path(tmp) / "mnist"
         run_dir = Path(tmp) / trial.run_dir.name
         for folder, contents in ((data_dir, mnist), (run_dir, files)):
@@ -388,7 +381,7 @@ def ray_session(address: str | None):
         ray.shutdown()
 
 
-def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]:
+def _run_ray(trials, data_dir, threads, address, echo, on_end) -> None:
     mnist = {}  # each MNIST folder the trials read, verified (or downloaded once) here, as its four files' bytes
     for root in dict.fromkeys(resolve_dir(data_dir, t.cfg.data.dir) for t in trials):
         load_cached(root, 1, 1)
@@ -400,31 +393,29 @@ def _run_ray(trials, data_dir, threads, address, echo, on_end) -> list[TrialEnd]
         mnist_refs = {root: ray.put(files) for root, files in mnist.items()}  # sent once, read by every task
         gpus = ray.cluster_resources().get("GPU", 0)
         task = ray.remote(_ray_trial)
-        refs = {}  # each task's ref -> (its trial's index, when it was sent)
-        for i, trial in enumerate(trials):
+        refs = {}  # each task's ref -> (its trial, when it was sent)
+        for trial in trials:
             device = trial.cfg.train.device
             num_gpus = 1 if device == "cuda" or (device == "auto" and gpus) else 0
             files = _read_files(trial.run_dir) if trial.resume else {}
             data = mnist_refs[resolve_dir(data_dir, trial.cfg.data.dir)]
             ref = task.options(num_cpus=threads, num_gpus=num_gpus).remote(trial, data, threads, files)
-            refs[ref] = (i, time.perf_counter())
+            refs[ref] = (trial, time.perf_counter())
             gpu = ", 1 GPU" if num_gpus else ""
             echo(f"[{trial.label}] sent to Ray ({threads} CPU{'s' if threads > 1 else ''}{gpu})")
-        ends = {}
         try:
             while refs:
                 (ref,), _ = ray.wait(list(refs), num_returns=1)
-                i, started = refs.pop(ref)
+                trial, started = refs.pop(ref)
                 try:
                     *message, files = ray.get(ref)
-                    _write_back(trials[i].run_dir, files)
-                    end = _ended(trials[i], started, *message)
+                    _write_back(trial.run_dir, files)
+                    end = _ended(trial, started, *message)
                 except ray.exceptions.RayError as err:  # the task crashed, or its node went away
-                    end = _ended(trials[i], started, "failed", EXIT_FAILED, first_line(err, named=True))
-                ends[i] = _announce(end, echo, on_end)
+                    end = _ended(trial, started, "failed", EXIT_FAILED, first_line(err, named=True))
+                _announce(end, echo, on_end)
         except (KeyboardInterrupt, Terminated):
             echo(f"stopping: cancelling {len(refs)} Ray task(s); their epochs are lost, the finished trials are kept")
             for ref in refs:
                 ray.cancel(ref)
             raise
-        return [ends[i] for i in sorted(ends)]

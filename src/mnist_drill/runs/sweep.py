@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import itertools
 import re
 from collections import Counter
@@ -19,7 +17,7 @@ from ..errors import EXIT_SIGINT, EXIT_SIGTERM, ConfigError, Echo, Terminated, U
 from ..reporting import plots
 from ..reporting.analysis import NOISE_Z, Outcome, StepStats, aggregate
 from ..reporting.comparison import difference
-from ..storage.files import read_metrics, read_run_json, write_text
+from ..storage.files import read_metrics, read_run_json, write_metrics, write_text
 from ..training.checkpoint import CHECKPOINT
 from ..training.loop import METRIC_COLUMNS
 from .executor import Executor, available_cpus, check_local, default_threads, import_ray, ray_session, run_trials
@@ -78,8 +76,7 @@ def parse_vary(arg: str) -> Vary:
 
 def _short_key(key: str) -> str:
     """'model.dropout' -> 'dropout', 'model.blocks[1].out' -> 'blocks1.out': the key without its section."""
-    parts = key.split(".")
-    return re.sub(r"[\[\]]", "", ".".join(parts[1:] if len(parts) > 1 else parts))
+    return re.sub(r"[\[\]]", "", key.partition(".")[2] or key)
 
 
 def _safe(text: str) -> str:
@@ -143,10 +140,6 @@ def expand(config: Path, varies: list[Vary], overrides: list[str] = ()) -> list[
 # ---------------------------------------------------------------- the tables
 
 
-def _acc(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
-
-
 def trial_threads(info: dict) -> int | None:
     """The torch threads a trial trained with: run.json's `threads`, else (an older run.json) its device_name's."""
     if isinstance(info.get("threads"), int):
@@ -155,38 +148,36 @@ def trial_threads(info: dict) -> int | None:
     return int(found[1]) if found else None
 
 
-def sweep_csv(points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]) -> str:
+def write_sweep_csv(path: Path, points: list[Point], ends: dict[tuple[int, int], TrialEnd], seeds: list[int]):
     """A row per trial that ended, in grid order. min_last_test_acc: the lowest test_acc of the last
     target.consistent_epochs epochs; seconds: the run's training time (run.json), or the trial's wall time."""
     keys = list(points[0].values)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["point", *keys, *TRIAL_COLUMNS])
+    columns = ["point", *keys, *TRIAL_COLUMNS]
+    rows = []
     for (p, s), end in sorted(ends.items()):
         o, info = end.outcome, read_run_json(end.trial.run_dir / "run.json", strict=False) or {}
-        writer.writerow(
-            [
-                points[p].name,
-                *(yaml_value(points[p].values[k]) for k in keys),
-                seeds[s],
-                end.status,
-                o.params if o else info.get("params", ""),
-                info.get("macs_per_image", ""),
-                o.epochs if o else "",
-                _acc(o and o.best_test_acc),
-                _acc(o and o.final_test_acc),
-                _acc(o and min(o.last_test_accs)),
-                _acc(o and o.final_train_acc),
-                f"{o.gap:.4g}" if o else "",
-                o.verdict if o else "",
-                f"{sum(o.targets.values())}/{len(o.targets)}" if o else "",
-                str(o.all_met).lower() if o else "",
-                trial_threads(info) or "",
-                info.get("seconds_total", end.seconds),
-                end.note,
-            ]
-        )
-    return buf.getvalue()
+        values = [
+            points[p].name,
+            *(yaml_value(points[p].values[k]) for k in keys),
+            seeds[s],
+            end.status,
+            o.params if o else info.get("params", ""),
+            info.get("macs_per_image", ""),
+            o.epochs if o else "",
+            o and o.best_test_acc,
+            o and o.final_test_acc,
+            o and min(o.last_test_accs),
+            o and o.final_train_acc,
+            f"{o.gap:.4g}" if o else "",
+            o.verdict if o else "",
+            f"{sum(o.targets.values())}/{len(o.targets)}" if o else "",
+            str(o.all_met).lower() if o else "",
+            trial_threads(info) or "",
+            str(info.get("seconds_total", end.seconds)),  # as written, not to 6 digits
+            end.note,
+        ]
+        rows.append(dict(zip(columns, values)))
+    write_metrics(path, rows, columns)
 
 
 def _completed(ends: dict[tuple[int, int], TrialEnd], p: int, seeds: list[int]) -> dict[int, Outcome]:
@@ -204,19 +195,6 @@ def _against_best(stats: StepStats, best: StepStats, is_best: bool) -> str:
     d = difference("test accuracy", best.final_test_acc, stats.final_test_acc)
     change = f"**{d.change}**" if d.direction else d.change
     return f"{change} ({'beyond' if d.direction else 'within'} noise ±{d.threshold:.2f})"
-
-
-def _threads_line(ends: dict[tuple[int, int], TrialEnd]) -> list[str]:
-    infos = [read_run_json(e.trial.run_dir / "run.json", strict=False) or {} for e in ends.values()]
-    counts = sorted({n for info in infos if (n := trial_threads(info))})
-    if not counts:
-        return []
-    return [
-        "",
-        f"Torch threads per trial: {', '.join(map(str, counts))} (each trial's run.json; `sweep.csv` has it per "
-        "trial). A sweep's worker processes share the CPUs, so a trial may train on fewer threads than `run` "
-        "does (timings differ; docs/cli.md).",
-    ]
 
 
 def sweep_markdown(
@@ -256,23 +234,26 @@ def sweep_markdown(
             f"{s.held}/{s.n} | {s.all_met}/{s.n} | {_against_best(s, stats[top], p == top)} |"
         )
     holding = [(s.params, points[p].name) for p, s in stats.items() if s.n == len(seeds) and s.held == s.n]
+    missing = len(points) * len(seeds) - len(ends)
     if holding:
         params, name = min(holding)
         lines += ["", f"Fewest parameters {holds} on every seed: {name} ({params:,} params)."]
-    elif len(ends) == len(points) * len(seeds):
+    elif not missing:
         lines += ["", f"No point {holds} on every seed."]
-    lines += _threads_line(ends)
-    unfinished = [ends[k] for k in sorted(ends) if ends[k].status != "completed"]
-    missing = len(points) * len(seeds) - len(ends)
-    if unfinished or missing:
+    infos = [read_run_json(e.trial.run_dir / "run.json", strict=False) or {} for e in ends.values()]
+    if counts := sorted({n for info in infos if (n := trial_threads(info))}):
         lines += [
             "",
-            "Not completed: "
-            + "; ".join(
-                [f"{e.trial.label} ({e.status}{': ' + e.note if e.note else ''})" for e in unfinished]
-                + ([f"{missing} trial(s) not run yet"] if missing else [])
-            ),
+            f"Torch threads per trial: {', '.join(map(str, counts))} (each trial's run.json; `sweep.csv` has it "
+            "per trial). A sweep's worker processes share the CPUs, so a trial may train on fewer threads than "
+            "`run` does (timings differ; docs/cli.md).",
         ]
+    unfinished = [e for _, e in sorted(ends.items()) if e.status != "completed"]
+    not_done = [f"{e.trial.label} ({e.status}{': ' + e.note if e.note else ''})" for e in unfinished]
+    if missing:
+        not_done.append(f"{missing} trial(s) not run yet")
+    if not_done:
+        lines += ["", "Not completed: " + "; ".join(not_done)]
     if figure:
         lines += ["", "![sweep](sweep.png)"]
     return "\n".join(lines) + "\n"
@@ -305,7 +286,7 @@ class SweepPlan:
         ]
         if figure:
             plots.sweep(figure, self.sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
-        write_text(self.sweep_dir / "sweep.csv", sweep_csv(points, ends, seeds))
+        write_sweep_csv(self.sweep_dir / "sweep.csv", points, ends, seeds)
         md = sweep_markdown(self.sweep_dir.name, self.config, points, ends, seeds, bool(figure))
         write_text(self.sweep_dir / "sweep.md", md)
 
@@ -360,40 +341,6 @@ def _unfinished_without_epochs(run_dir: Path) -> bool:
     )
 
 
-def plan_sweep(
-    config: Path,
-    vary_args: list[str],
-    sweep_dir: Path,
-    overrides: list[str],
-    seeds: list[int] | None,
-    overwrite,
-    resume,
-) -> SweepPlan:
-    """Check every trial's config and decide per trial folder: train, resume, reuse or refuse (folder.plan_run;
-    with --resume a trial stopped before its first epoch trains afresh). Writes nothing."""
-    refuse_contradiction(overwrite, resume)
-    varies = [parse_vary(a) for a in vary_args]
-    points = expand(config, varies, overrides)
-    seeds = seeds or [points[0].cfg.train.seed]  # train.seed is never varied
-    if not resume and not overwrite and sweep_dir.is_dir() and any(sweep_dir.iterdir()):
-        raise UsageError(
-            f"{sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
-            "it, or --name/--out to write elsewhere"
-        )
-    plan = SweepPlan(config, sweep_dir, points, seeds, {}, {})
-    for (p, point), (s, seed) in itertools.product(enumerate(points), enumerate(seeds)):
-        trial = _trial(sweep_dir, point, seed)
-        if resume and _unfinished_without_epochs(trial.run_dir):
-            plan.to_train[(p, s)] = dataclasses.replace(trial, overwrite=True)
-            continue
-        how, done = plan_run(trial.cfg, trial.run_dir, overwrite=False, resume=resume)
-        if how == "reuse":
-            plan.done[(p, s)] = TrialEnd(trial, "completed", 0, "", 0.0, done)
-        else:
-            plan.to_train[(p, s)] = dataclasses.replace(trial, resume=how == "resume")
-    return plan
-
-
 def _check_options(name: str, workers: int | None, threads: int | None, executor: Executor, address: str | None):
     if "/" in name or name in ("", ".", ".."):
         raise UsageError(f"--name {name}: must be a plain folder name")
@@ -406,18 +353,6 @@ def _check_options(name: str, workers: int | None, threads: int | None, executor
         import_ray()
     elif address is not None:
         raise UsageError("--address is for --executor ray")
-
-
-def _placement(executor: Executor, data_dir: str | None, trials: list[Trial], workers: int | None, threads: int | None):
-    """(workers, threads, how it reads in the sweep's first line); a local sweep checks its data first."""
-    if executor != "local":
-        return workers, threads, f"as Ray tasks of {threads or 1} CPU(s)"
-    check_local(data_dir, [t.cfg for t in trials])
-    workers = max(1, min(workers or available_cpus(), len(trials)))  # never more workers than trials
-    threads = threads or (default_threads(workers) if workers > 1 else None)
-    if workers > 1:
-        return workers, threads, f"{workers} worker processes x {threads} torch thread(s)"
-    return workers, threads, "in this process" + (f", {threads} torch thread(s)" if threads else "")
 
 
 def run_sweep(
@@ -441,9 +376,38 @@ def run_sweep(
     mistake raises before anything is written; a failed trial is recorded and the others go on."""
     name = name or f"sweep_{Path(config).stem}"
     _check_options(name, workers, threads, executor, address)
-    plan = plan_sweep(config, vary_args, out / name, overrides, seeds, overwrite, resume)
+    refuse_contradiction(overwrite, resume)
+    points = expand(config, [parse_vary(a) for a in vary_args], overrides)
+    seeds = seeds or [points[0].cfg.train.seed]  # train.seed is never varied
+    plan = SweepPlan(config, out / name, points, seeds, {}, {})
+    if not resume and not overwrite and plan.sweep_dir.is_dir() and any(plan.sweep_dir.iterdir()):
+        raise UsageError(
+            f"{plan.sweep_dir}: already holds a sweep; pass --resume to finish it, --overwrite to replace "
+            "it, or --name/--out to write elsewhere"
+        )
+    # Per trial folder: train, resume, reuse or refuse (folder.plan_run), still writing nothing; with --resume a
+    # trial stopped before its first epoch trains afresh.
+    for (p, point), (s, seed) in itertools.product(enumerate(points), enumerate(seeds)):
+        trial = _trial(plan.sweep_dir, point, seed)
+        if resume and _unfinished_without_epochs(trial.run_dir):
+            plan.to_train[(p, s)] = dataclasses.replace(trial, overwrite=True)
+            continue
+        how, done = plan_run(trial.cfg, trial.run_dir, overwrite=False, resume=resume)
+        if how == "reuse":
+            plan.done[(p, s)] = TrialEnd(trial, "completed", 0, "", 0.0, done)
+        else:
+            plan.to_train[(p, s)] = dataclasses.replace(trial, resume=how == "resume")
     trials = list(plan.to_train.values())
-    workers, threads, how = _placement(executor, data_dir, trials, workers, threads)
+    if executor == "ray":
+        where = f"as Ray tasks of {threads or 1} CPU(s)"
+    else:  # a local sweep checks its devices and data first
+        check_local(data_dir, [t.cfg for t in trials])
+        workers = max(1, min(workers or available_cpus(), len(trials)))  # never more workers than trials
+        threads = threads or (default_threads(workers) if workers > 1 else None)
+        if workers > 1:
+            where = f"{workers} worker processes x {threads} torch thread(s)"
+        else:
+            where = "in this process" + (f", {threads} torch thread(s)" if threads else "")
     # Ray is connected before anything is written: a cluster that is not there is one line
     with ray_session(address) if executor == "ray" else contextlib.nullcontext():
         if resume:
@@ -453,7 +417,7 @@ def run_sweep(
         echo(
             f"sweep {name}: {len(plan.points)} point(s) x {len(plan.seeds)} seed(s) = {plan.trials} trials"
             + (f", {len(plan.done)} already complete" if plan.done else "")
-            + f"; {len(trials)} to train {how}"
+            + f"; {len(trials)} to train {where}"
         )
         plan.write_tables()  # the reused trials, if any
         try:
