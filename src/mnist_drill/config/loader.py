@@ -3,6 +3,7 @@ each `--set` is checked on its own before merging, so an error names it and the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import re
@@ -41,10 +42,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     bad = ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(tp):
-            try:
+            with contextlib.suppress(ConfigError):
                 return _convert(value, arg, path)
-            except ConfigError:
-                pass
         raise bad
     if origin is Literal:
         if value not in typing.get_args(tp):

@@ -144,12 +144,10 @@ def curves(rows: list[dict], path: Path, title: str, target_acc: float):
     return _save(fig, path)
 
 
-def misclassified(
-    images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, path: Path, title: str, limit: int = 40
-) -> int:
-    """Grid of up to `limit` misclassified test images (true -> predicted); returns how many were wrong."""
+def misclassified(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, path: Path, title: str) -> int:
+    """Grid of the first 40 misclassified test images (true -> predicted); returns how many were wrong."""
     wrong = (predictions != labels).nonzero().flatten()
-    shown = wrong[:limit].cpu()
+    shown = wrong[:40].cpu()
     cols = 10
     rows = max(1, (len(shown) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
