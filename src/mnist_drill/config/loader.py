@@ -91,17 +91,6 @@ def _dataclass(cls: type, raw: dict, path: str) -> Any:
         raise ConfigError(f"{prefix}{err}") from None
 
 
-def read_saved_config(path: Path) -> dict:
-    """A run folder's config.yaml, read strictly; a damaged or missing one is a UsageError that says what to do."""
-    try:
-        return read_yaml(path)
-    except ConfigError as err:
-        raise UsageError(
-            f"{err}; it is the config of the run in {path.parent}: restore it, or pass --overwrite "
-            "to train the run afresh"
-        ) from None
-
-
 def _merge(base: dict, over: dict) -> dict:
     return base | {
         k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v for k, v in over.items()
@@ -207,12 +196,17 @@ def unused_settings(cfg: Config) -> list[str]:
     return [f"{key}: {text}" for key, text in why.items() if text and flat[key] != default[key]]
 
 
-def trains_alike(saved: Any, cfg: Config) -> bool:
-    """Whether a run folder's saved config (read_saved_config) trains exactly what `cfg` trains (the
-    DESCRIPTIVE_KEYS may differ: they describe the step, they don't change a number). The saved config is
-    validated afresh, so a key added to mnist-drill since, with its default, does not count as a change."""
-    if not isinstance(saved, dict):
-        return False
+def trains_alike(path: Path, cfg: Config) -> bool:
+    """Whether a run folder's config.yaml trains exactly what `cfg` trains (the DESCRIPTIVE_KEYS may differ: they
+    describe the step, they don't change a number). It is validated afresh, so a key added to mnist-drill since, with
+    its default, does not count as a change; a damaged or missing one is a UsageError that says what to do."""
+    try:
+        saved = read_yaml(path)
+    except ConfigError as err:
+        raise UsageError(
+            f"{err}; it is the config of the run in {path.parent}: restore it, or pass --overwrite "
+            "to train the run afresh"
+        ) from None
     try:
         saved = _validate({k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS}, "config.yaml")
     except ConfigError:
