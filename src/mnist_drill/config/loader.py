@@ -180,8 +180,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 
 def unused_settings(cfg: Config) -> list[str]:
-    """'key: why' for each setting that differs from its default but has no effect under the options
-    chosen. `--set` of such a key is refused; one that comes from a file is noted in the run's log."""
+    """'key: why' for each setting that differs from its default but has no effect under the options chosen:
+    refused with `--set`, noted by `mnist-drill show` (docs/config.md)."""
     start = cfg.scheduler.max_lr / cfg.scheduler.div_factor
     why = {  # each setting's reason it has no effect, or False where it has one
         "optim.lr": cfg.scheduler.name == "onecycle"
