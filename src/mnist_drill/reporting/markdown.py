@@ -228,12 +228,11 @@ def step_markdown(
     rows: dict[int, list[dict]] | None = None,
     previous: Previous = None,
     status: str = "completed",
-    note: str = "",
     written: Config | None = None,
 ) -> str:
     """The step's analysis.md over several seeds: per-seed table, mean ± sd, verdict, curves, the step before."""
     t = cfg.target
-    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written, status, note)
+    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written, status, "")
     planned = (written or cfg).train.epochs
     stats = aggregate(cfg, outcomes)
     lines += [
