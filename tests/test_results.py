@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_drill.config.loader import load_config, read_saved_config, trains_alike
+from mnist_drill.config.loader import load_config, trains_alike
 from mnist_drill.runs.steps import with_seed
 from mnist_drill.runs.sweep import expand, parse_vary
 
@@ -80,7 +80,7 @@ def test_every_frontier_trial_is_a_committed_config_and_its_sets(folder):
     for run in sorted((RESULTS / "frontier_cpu" / "trials" / folder).glob("seed_*")):
         seed = int(run.name.removeprefix("seed_"))
         cfg = load_config(REPO / config, [*sets, "train.device=cpu", f"train.seed={seed}"])
-        assert trains_alike(read_saved_config(run / "config.yaml"), cfg), f"{run} is not {config} {sets}"
+        assert trains_alike(run / "config.yaml", cfg), f"{run} is not {config} {sets}"
 
 
 def test_every_committed_sweep_is_listed_with_its_command():
@@ -102,4 +102,4 @@ def test_every_trial_of_a_committed_sweep_is_its_point_of_the_grid(sweep):
         assert [r.name for r in runs] == [f"seed_{n}" for n in OTHER_SEEDS.get(sweep, "1,2,3").split(",")]
         for run in runs:
             cfg = with_seed(point.cfg, int(run.name.removeprefix("seed_")))
-            assert trains_alike(read_saved_config(run / "config.yaml"), cfg), f"{run} is not point {point.name}"
+            assert trains_alike(run / "config.yaml", cfg), f"{run} is not point {point.name}"

@@ -3,6 +3,7 @@ each `--set` is checked on its own before merging, so an error names it and the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import re
@@ -41,10 +42,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     bad = ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(tp):
-            try:
+            with contextlib.suppress(ConfigError):
                 return _convert(value, arg, path)
-            except ConfigError:
-                pass
         raise bad
     if origin is Literal:
         if value not in typing.get_args(tp):
@@ -90,17 +89,6 @@ def _dataclass(cls: type, raw: dict, path: str) -> Any:
         return cls(**kwargs)
     except ValueError as err:  # raised by __post_init__ as "field: why"
         raise ConfigError(f"{prefix}{err}") from None
-
-
-def read_saved_config(path: Path) -> dict:
-    """A run folder's config.yaml, read strictly; a damaged or missing one is a UsageError that says what to do."""
-    try:
-        return read_yaml(path)
-    except ConfigError as err:
-        raise UsageError(
-            f"{err}; it is the config of the run in {path.parent}: restore it, or pass --overwrite "
-            "to train the run afresh"
-        ) from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -192,8 +180,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 
 def unused_settings(cfg: Config) -> list[str]:
-    """'key: why' for each setting that differs from its default but has no effect under the options
-    chosen. `--set` of such a key is refused; one that comes from a file is noted in the run's log."""
+    """'key: why' for each setting that differs from its default but has no effect under the options chosen:
+    refused with `--set`, noted by `mnist-drill show` (docs/config.md)."""
     start = cfg.scheduler.max_lr / cfg.scheduler.div_factor
     why = {  # each setting's reason it has no effect, or False where it has one
         "optim.lr": cfg.scheduler.name == "onecycle"
@@ -208,12 +196,17 @@ def unused_settings(cfg: Config) -> list[str]:
     return [f"{key}: {text}" for key, text in why.items() if text and flat[key] != default[key]]
 
 
-def trains_alike(saved: Any, cfg: Config) -> bool:
-    """Whether a run folder's saved config (read_saved_config) trains exactly what `cfg` trains (the
-    DESCRIPTIVE_KEYS may differ: they describe the step, they don't change a number). The saved config is
-    validated afresh, so a key added to mnist-drill since, with its default, does not count as a change."""
-    if not isinstance(saved, dict):
-        return False
+def trains_alike(path: Path, cfg: Config) -> bool:
+    """Whether a run folder's config.yaml trains exactly what `cfg` trains (the DESCRIPTIVE_KEYS may differ: they
+    describe the step, they don't change a number). It is validated afresh, so a key added to mnist-drill since, with
+    its default, does not count as a change; a damaged or missing one is a UsageError that says what to do."""
+    try:
+        saved = read_yaml(path)
+    except ConfigError as err:
+        raise UsageError(
+            f"{err}; it is the config of the run in {path.parent}: restore it, or pass --overwrite "
+            "to train the run afresh"
+        ) from None
     try:
         saved = _validate({k: v for k, v in saved.items() if k not in DESCRIPTIVE_KEYS}, "config.yaml")
     except ConfigError:

@@ -154,7 +154,7 @@ class TrainConfig:
         _check(self.seed >= 0, "seed", "must be >= 0")
 
 
-# What a step's `expect:` may list: effects checked against the step before it (analysis.check_expectations).
+# What a step's `expect:` may list: effects checked against the step before it (reporting.comparison).
 # Accuracies are the best epoch's, the gap is the final epoch's train - test accuracy (its size, either
 # sign), and a rise or fall counts only beyond seed noise (analysis.NOISE_Z).
 EXPECTATIONS = {

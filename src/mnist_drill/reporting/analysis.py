@@ -169,27 +169,21 @@ def aggregate(cfg: Config, outcomes: dict[int, Outcome]) -> StepStats:
 
 @dataclass(frozen=True)
 class Features:
-    """What a step already has, so advice does not prescribe it again."""
+    """What a step's blocks already have, so advice does not prescribe it again."""
 
     dropout: float  # the largest dropout rate of any block; 0: none
     bn: bool
-    augmentation: bool
-    scheduler: str  # none | step | onecycle | plateau
     gap: bool
     fc: bool  # a fully connected layer
-    headroom: int  # target.max_params - params; <= 0: over budget
 
 
-def features(cfg: Config, params: int) -> Features:
+def features(cfg: Config) -> Features:
     blocks = [with_model_defaults(b, cfg.model) for b in cfg.model.blocks]
     return Features(
         dropout=max((getattr(b, "dropout", None) or 0.0 for b in blocks), default=0.0),
         bn=any(getattr(b, "bn", False) for b in blocks),
-        augmentation=cfg.augment.enabled,
-        scheduler=cfg.scheduler.name,
         gap=any(b.TYPE == "gap" for b in blocks),
         fc=has_fc(cfg.model),
-        headroom=cfg.target.max_params - params,
     )
 
 
@@ -216,7 +210,8 @@ def verdict_reason(stats: StepStats, target_acc: float) -> str:
 
 def advice(cfg: Config, stats: StepStats) -> list[str]:
     """What to try next, given the verdict and what the step already has; the budget tips whatever the verdict."""
-    f, t = features(cfg, stats.params), cfg.target
+    f, t, headroom = features(cfg), cfg.target, cfg.target.max_params - stats.params
+    augmented, scheduler = cfg.augment.enabled, cfg.scheduler.name
     if stats.all_met == stats.n:
         one = stats.n == 1
         tips = [
@@ -230,7 +225,7 @@ def advice(cfg: Config, stats: StepStats) -> list[str]:
         return [tip for applies, tip in tips if applies]
     over, under = stats.verdict == "over-fitting", stats.verdict == "under-fitting"
     unheld = stats.verdict == "healthy" and stats.held < stats.n
-    room = f.headroom >= HEADROOM_FOR_CAPACITY * t.max_params
+    room = headroom >= HEADROOM_FOR_CAPACITY * t.max_params
     cut = (
         "fewer channels where the maps are large"
         if f.gap
@@ -240,46 +235,46 @@ def advice(cfg: Config, stats: StepStats) -> list[str]:
         (over and f.dropout, f"Dropout ({f.dropout:g}) is already on: raise it a little, or regularise another way."),
         (over and not f.dropout, "Add a small dropout (0.01-0.05) after every conv."),
         (
-            over and f.augmentation,
+            over and augmented,
             "Augmentation is already on: a little stronger (e.g. a few more degrees) is the next lever.",
         ),
         (
-            over and not f.augmentation,
+            over and not augmented,
             "Add augmentation (a random rotation of 5-7°): harder training data, no extra parameters.",
         ),
         (under and not f.bn, "Add BatchNorm after every conv: more effective capacity for a few parameters."),
         (
             under and room,
-            f"Add capacity: {f.headroom:,} parameters of headroom under the budget could go into "
+            f"Add capacity: {headroom:,} parameters of headroom under the budget could go into "
             f"channels after the transition{' or a layer after GAP' if f.gap else ''}.",
         ),
         (
-            under and 0 < f.headroom and not room,
-            f"Only {f.headroom:,} parameters of headroom: capacity has to come from elsewhere "
+            under and 0 < headroom and not room,
+            f"Only {headroom:,} parameters of headroom: capacity has to come from elsewhere "
             f"(BN, where the max-pool sits, the learning rate), not from more channels.",
         ),
         (under and f.dropout, f"Dropout ({f.dropout:g}) takes capacity from a small model: lower or remove it."),
         (
-            under and f.augmentation,
+            under and augmented,
             "Train accuracy is measured on augmented batches, so it reads low: judge the test accuracy.",
         ),
-        (under and f.scheduler == "none", "An LR schedule (one-cycle) trains further in the same number of epochs."),
+        (under and scheduler == "none", "An LR schedule (one-cycle) trains further in the same number of epochs."),
         (
             under and cfg.train.epochs < t.max_epochs,
             f"Train for up to {t.max_epochs} epochs (this step runs {cfg.train.epochs}).",
         ),
-        (unheld and not f.augmentation, "Add augmentation (a random rotation of 5-7°) to push the test accuracy."),
+        (unheld and not augmented, "Add augmentation (a random rotation of 5-7°) to push the test accuracy."),
         (
-            unheld and f.scheduler == "none",
+            unheld and scheduler == "none",
             "Add an LR schedule (one-cycle or step) so the last epochs settle on the target.",
         ),
         (
-            unheld and f.scheduler != "none",
+            unheld and scheduler != "none",
             "The schedule is on: look at its end LR and peak, or spend the parameter headroom.",
         ),
         (
-            f.headroom <= 0,
-            f"{stats.params:,} parameters, {-f.headroom:,} above the target of fewer than {t.max_params:,}: "
+            headroom <= 0,
+            f"{stats.params:,} parameters, {-headroom:,} above the target of fewer than {t.max_params:,}: "
             f"cut them ({cut}).",
         ),
         (f.fc and t.no_fc, "The fully connected layer breaks the no-FC target: GAP and a 1x1 head replace it."),

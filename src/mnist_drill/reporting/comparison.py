@@ -22,10 +22,6 @@ class Difference:
     label: str  # gain | loss | within seed noise
 
     @property
-    def delta(self) -> float:
-        return self.after - self.before
-
-    @property
     def values(self) -> str:
         """'99.10 → 99.40'; the gap's signed, '+0.30 → -0.10'."""
         digits = "+.2f" if self.noun == "gap" else ".2f"
@@ -34,7 +30,9 @@ class Difference:
     @property
     def change(self) -> str:
         """'+0.30'; the gap's is of its size, 'size -0.20'."""
-        return f"size {abs(self.after) - abs(self.before):+.2f}" if self.noun == "gap" else f"{self.delta:+.2f}"
+        if self.noun == "gap":
+            return f"size {abs(self.after) - abs(self.before):+.2f}"
+        return f"{self.after - self.before:+.2f}"
 
 
 def difference(noun: str, before: Stat, after: Stat, size: bool = False) -> Difference:
@@ -120,8 +118,8 @@ def _join(parts: list[str]) -> str:
 
 def _cause(before_cfg: Config, cfg: Config, before: StepStats, after: StepStats) -> str:
     """What kind of change this is, for the reading: capacity | regularisation | smaller | other."""
-    had, has = features(before_cfg, before.params), features(cfg, after.params)
-    if has.dropout > had.dropout or (has.augmentation and not had.augmentation):
+    had, has = features(before_cfg), features(cfg)
+    if has.dropout > had.dropout or (cfg.augment.enabled and not before_cfg.augment.enabled):
         return "regularisation"
     if after.params > before.params or (has.bn and not had.bn):
         return "capacity"

@@ -62,8 +62,7 @@ def change_lines(cfg: Config, previous: Previous, written: Config | None = None)
         touched = {line.split(": ", 1)[0] for line in ran}
         if unsaid := _values_not_run(cfg.change, ran):
             lines.append(f"**`change:` may not describe this run**: it names {unsaid}, which no changed setting has.")
-    overridden = _changes(written, cfg) if written is not None else []
-    if overridden:
+    if written is not None and (overridden := _changes(written, cfg)):
         if touched is None or touched & {line.split(": ", 1)[0] for line in overridden}:
             lines.append(
                 f"**`change:` may not describe this run**: it sets {_code(overridden)} over its step's file, "
@@ -229,12 +228,11 @@ def step_markdown(
     rows: dict[int, list[dict]] | None = None,
     previous: Previous = None,
     status: str = "completed",
-    note: str = "",
     written: Config | None = None,
 ) -> str:
     """The step's analysis.md over several seeds: per-seed table, mean ± sd, verdict, curves, the step before."""
     t = cfg.target
-    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written, status, note)
+    lines = _header(cfg, f"{cfg.name}: {len(outcomes)} seeds", previous, written, status, "")
     planned = (written or cfg).train.epochs
     stats = aggregate(cfg, outcomes)
     lines += [
@@ -358,10 +356,9 @@ def compare_markdown(runs: list[tuple[str, Config, dict[int, Outcome]]]) -> str:
         for _, cfg, _ in runs
     ]
     keys = [k for k in dict.fromkeys(k for f in flat for k in f) if len({repr(f.get(k, _ABSENT)) for f in flat}) > 1]
-    head = "| | " + " | ".join(labels) + " |"
     lines = [f"# Compare: {', '.join(labels)}", "", "## Config keys that differ", ""]
     if keys:
-        lines += ["| key | " + " | ".join(labels) + " |", "|---|" + "---|" * len(runs)]
+        lines += [f"| key | {' | '.join(labels)} |", "|---|" + "---|" * len(runs)]
         lines += [f"| {k} | " + " | ".join(_value(f.get(k, _ABSENT)) for f in flat) + " |" for k in keys]
     else:
         lines.append("None: the runs train the same config.")
@@ -378,7 +375,7 @@ def compare_markdown(runs: list[tuple[str, Config, dict[int, Outcome]]]) -> str:
         "verdict": [s.verdict for s in stats],
         "all targets met": [f"{s.all_met}/{s.n} seeds" for s in stats],
     }
-    lines += ["", "## Results", "", head, "|---|" + "---:|" * len(runs)]
+    lines += ["", "## Results", "", f"| | {' | '.join(labels)} |", "|---|" + "---:|" * len(runs)]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
     first_label, first_cfg, first_outcomes = runs[0]
     for label, cfg, outcomes in runs[1:]:

@@ -73,14 +73,6 @@ def _save(fig, path: Path):
     return fig
 
 
-def _log_axis(ax) -> None:
-    """A log y axis labelled at 1, 2 and 5 of each decade in plain numbers (0.02, 0.05, 2,000,000), not 2x10^-2."""
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,.10g}"))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-
-
 def _style(
     ax,
     title: str,
@@ -88,14 +80,20 @@ def _style(
     xlabel: str = "epoch",
     target: float | None = None,
     accuracies: list[float] | None = None,
+    log: bool = False,
 ) -> None:
-    """Cosmetics every panel shares: labels, grid, the dashed target line, a legend when something is labelled, and,
-    given the plotted `accuracies`, an accuracy axis fitted to them (error-log when their error rates span decades),
-    the target drawn (and listed in the legend) only when it falls on that axis."""
-    limits = None if accuracies is None else accuracy_limits(accuracies, target, accuracy_scale(accuracies))
+    """Cosmetics every panel shares: labels, grid, the dashed target line, a legend when something is labelled, a log
+    y axis with `log`, and, given the plotted `accuracies`, an accuracy axis fitted to them (error-log when their error
+    rates span decades), the target drawn (and listed in the legend) only when it falls on that axis."""
+    scale = "linear" if accuracies is None else accuracy_scale(accuracies)
+    limits = None if accuracies is None else accuracy_limits(accuracies, target, scale)
     if target is not None and (limits is None or limits[0] <= target <= limits[1]):
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:g} %")
-    scale = "linear" if accuracies is None else accuracy_scale(accuracies)
+    if log:  # labelled at 1, 2 and 5 of each decade in plain numbers (0.02, 0.05, 2,000,000), not 2x10^-2
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,.10g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     if scale == "error-log":
         ax.set_yscale(
             "function",
@@ -125,17 +123,14 @@ def curves(rows: list[dict], path: Path, title: str, target_acc: float):
     for split, style in (("train", "-o"), ("test", "-s")):
         ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], style, ms=3, label=split)
         ax_acc.plot(epochs, [r[f"{split}_acc"] for r in rows], style, ms=3, label=split)
-    _log_axis(ax_loss)
     lrs = [r["lr"] for r in rows]
     ax_lr.plot(epochs, lrs, "-o", ms=3, color="C2")
-    if scale_for(lrs) == "log":
-        _log_axis(ax_lr)
-    else:
+    if scale_for(lrs) == "linear":
         ax_lr.set_ylim(0, 1.15 * max(lrs))  # a constant rate reads as a level line, not as noise around it
-    _style(ax_loss, "loss", "NLL loss")
+    _style(ax_loss, "loss", "NLL loss", log=True)
     accuracies = [r[k] for r in rows for k in ("train_acc", "test_acc")]
     _style(ax_acc, "accuracy", "accuracy (%)", target=target_acc, accuracies=accuracies)
-    _style(ax_lr, "learning rate (start of epoch)", "learning rate")
+    _style(ax_lr, "learning rate (start of epoch)", "learning rate", log=scale_for(lrs) == "log")
     best = max(rows, key=lambda r: r["test_acc"])
     fig.suptitle(
         f"{title}: final test_acc {rows[-1]['test_acc']:.2f} %, best {best['test_acc']:.2f} % "
@@ -144,12 +139,10 @@ def curves(rows: list[dict], path: Path, title: str, target_acc: float):
     return _save(fig, path)
 
 
-def misclassified(
-    images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, path: Path, title: str, limit: int = 40
-) -> int:
-    """Grid of up to `limit` misclassified test images (true -> predicted); returns how many were wrong."""
+def misclassified(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, path: Path, title: str) -> int:
+    """Grid of the first 40 misclassified test images (true -> predicted); returns how many were wrong."""
     wrong = (predictions != labels).nonzero().flatten()
-    shown = wrong[:limit].cpu()
+    shown = wrong[:40].cpu()
     cols = 10
     rows = max(1, (len(shown) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
@@ -183,11 +176,10 @@ def progression(steps: list[tuple[str, dict[int, Outcome]]], path: Path, target_
     ax_gap.axhline(0, color="black", lw=0.8)
     ax_params.bar(x, params, color="C7")
     ax_params.bar_label(ax_params.containers[0], labels=[f"{p:,}" for p in params], fontsize=8)
-    _log_axis(ax_params)
     spread = f"mean ± sd over {seeds} seeds" if seeds > 1 else "one seed"
     _style(ax_acc, f"accuracy per step ({spread})", "accuracy (%)", xlabel="", target=target_acc, accuracies=extremes)
     _style(ax_gap, "train - test gap (pp)", "gap (pp): > 0 over-fitting", xlabel="")
-    _style(ax_params, "parameters per step", "parameters", xlabel="")
+    _style(ax_params, "parameters per step", "parameters", xlabel="", log=True)
     for ax in (ax_acc, ax_gap, ax_params):
         ax.set_xticks(x, [name for name, _ in steps], rotation=30, ha="right")
     return _save(fig, path)
@@ -201,10 +193,9 @@ def compare(runs: dict[str, list[dict]], path: Path, target_acc: float):
         for ax, column in ((ax_test, "test_acc"), (ax_train, "train_acc"), (ax_loss, "test_loss")):
             ax.plot(epochs, [r[column] for r in rows], "-o", ms=3, color=f"C{colour % 10}", label=label)
     accuracies = {column: [r[column] for rows in runs.values() for r in rows] for column in ("test_acc", "train_acc")}
-    _log_axis(ax_loss)
     _style(ax_test, "test accuracy", "test_acc (%)", target=target_acc, accuracies=accuracies["test_acc"])
     _style(ax_train, "train accuracy", "train_acc (%)", accuracies=accuracies["train_acc"])
-    _style(ax_loss, "test loss", "test_loss (NLL)")
+    _style(ax_loss, "test loss", "test_loss (NLL)", log=True)
     return _save(fig, path)
 
 

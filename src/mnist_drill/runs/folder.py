@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config.blocks import has_fc, layout
-from ..config.loader import load_config, read_saved_config, trains_alike
+from ..config.loader import load_config, trains_alike
 from ..config.schema import DESCRIPTIVE_KEYS, Config, config_changes
 from ..errors import UsageError
 from ..reporting import analysis, markdown
@@ -154,7 +154,7 @@ def plan_run(cfg: Config, run_dir: Path, *, overwrite: bool, resume: bool) -> tu
         return "run", None
     refuse_if_in_use(run_dir)
     if (read_run_json(run_dir / "run.json") or {}).get("status") == "completed":
-        if not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
+        if not trains_alike(run_dir / "config.yaml", cfg):
             raise UsageError(
                 f"{run_dir}: holds a finished run of a different config ({differing_keys(run_dir, cfg)}); "
                 "leave out --resume to train a new attempt beside it"

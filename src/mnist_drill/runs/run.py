@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config.blocks import macs_per_image
-from ..config.loader import read_saved_config, trains_alike
+from ..config.loader import trains_alike
 from ..config.schema import Config, to_yaml
 from ..errors import (
     EXIT_FAILED,
@@ -129,7 +129,7 @@ def run_step(
 def _run_step(cfg, run_dir, data_dir, overwrite, resume, previous, written, echo) -> TrialEnd:
     t = setup(cfg, resolve_dir(data_dir, cfg.data.dir))
     prepare_run_dir(run_dir, overwrite, resume)
-    if resume and not trains_alike(read_saved_config(run_dir / "config.yaml"), cfg):
+    if resume and not trains_alike(run_dir / "config.yaml", cfg):
         raise UsageError(
             f"{run_dir}: --resume needs the same config as the run it continues ({differing_keys(run_dir, cfg)})"
         )
