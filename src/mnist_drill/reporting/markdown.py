@@ -123,27 +123,6 @@ def comparison_lines(c: Comparison, target_acc: float, checks: bool = True, unch
     return lines + [NOISE_NOTE, ""]
 
 
-def _diagnostic_lines(cfg: Config, rows: dict[int, list[dict]], planned: int) -> list[str]:
-    """Each diagnostic once, with the seeds it fired on and the first such seed's sentence."""
-    fired: dict[str, list] = {}
-    for seed, seed_rows in rows.items():
-        for d in diagnose(seed_rows, cfg, planned):
-            fired.setdefault(d.name, []).append((seed, d))
-    if not fired:
-        return ["- Nothing stands out: the test accuracy neither still rises, nor bounces, nor turns over."]
-    lines = []
-    for name in sorted(fired, key=DIAGNOSTIC_NAMES.index):
-        hits = fired[name]
-        if len(rows) == 1:
-            where = ""
-        elif len(hits) == 1:
-            where = f" (seed {hits[0][0]} of {len(rows)})"
-        else:
-            where = f" (seeds {', '.join(str(seed) for seed, _ in hits)} of {len(rows)}; seed {hits[0][0]}'s numbers)"
-        lines.append(f"- **{name}**{where}: {hits[0][1].sentence}")
-    return lines
-
-
 def _analysis(
     cfg: Config,
     outcomes: dict[int, Outcome],
@@ -170,7 +149,26 @@ def _analysis(
         lines = [f"- Verdict: **{stats.verdict}**: {reason}.", "- Next:", *(f"  - {tip}" for tip in advice(cfg, stats))]
     lines.append("")
     if rows:
-        lines += ["### What the curves say", "", *_diagnostic_lines(cfg, rows, planned), ""]
+        # Each diagnostic once, with the seeds it fired on and the first such seed's sentence.
+        fired: dict[str, list] = {}
+        for seed, seed_rows in rows.items():
+            for d in diagnose(seed_rows, cfg, planned):
+                fired.setdefault(d.name, []).append((seed, d))
+        lines += ["### What the curves say", ""]
+        if not fired:
+            lines.append("- Nothing stands out: the test accuracy neither still rises, nor bounces, nor turns over.")
+        for name in sorted(fired, key=DIAGNOSTIC_NAMES.index):
+            hits = fired[name]
+            if len(rows) == 1:
+                where = ""
+            elif len(hits) == 1:
+                where = f" (seed {hits[0][0]} of {len(rows)})"
+            else:
+                where = (
+                    f" (seeds {', '.join(str(seed) for seed, _ in hits)} of {len(rows)}; seed {hits[0][0]}'s numbers)"
+                )
+            lines.append(f"- **{name}**{where}: {hits[0][1].sentence}")
+        lines.append("")
     if previous:
         unchecked = f"this run has {short}, so it does not show what the change does" if short else ""
         lines += [f"### Against the step before: {previous[0].name}", ""]

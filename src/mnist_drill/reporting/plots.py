@@ -215,8 +215,6 @@ def sweep(points: list[SweepPoint], path: Path, target_acc: float):
     """Mean final test_acc ± sd against each key that varies (numbers on a number axis, anything else as categories;
     a line per value of the other keys), and against parameters when they vary: the Pareto front (fewest
     parameters for the accuracy) drawn, points that hold the target on every seed filled, the others hollow."""
-    if any(p.values.keys() != points[0].values.keys() for p in points):
-        raise ValueError("sweep: every SweepPoint must name the same keys")
     keys = [k for k in points[0].values if len({repr(p.values[k]) for p in points}) > 1]
     columns = {k: [p.values[k] for p in points] for k in keys} or {"variant": [str(i + 1) for i in range(len(points))]}
     pareto = len({p.params for p in points}) > 1
