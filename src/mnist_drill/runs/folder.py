@@ -126,10 +126,8 @@ def read_analysis(
     rows = read_metrics(run_dir / "metrics.csv", METRIC_COLUMNS)
     cfg = described(load_config(run_dir / "config.yaml"), run_dir, step)
     result = outcome(cfg, rows) if rows else None
-    misclassified = info.get("misclassified") is not None
-    return markdown.run_markdown(
-        cfg, result, rows, info["status"], info.get("note", ""), misclassified, previous, written
-    )
+    wrong = info.get("misclassified") is not None
+    return markdown.run_markdown(cfg, result, rows, info["status"], info.get("note", ""), wrong, previous, written)
 
 
 def described(cfg: Config, run_dir: Path, step: Config | None = None) -> Config:

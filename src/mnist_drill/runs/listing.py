@@ -78,7 +78,12 @@ def list_runs(root: Path, configs: Path = Path("configs"), step: str | None = No
     `where` ('key=value', a dotted config key) the runs whose resolved config has that value."""
     if not root.is_dir():
         return []  # no run yet (runs/ appears with the first), said as such
-    wanted = [_split(w) for w in where]
+    wanted = []
+    for pair in where:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--where {pair}: expected KEY=VALUE, e.g. --where model.dropout=0.05")
+        wanted.append((key.strip(), value.strip()))
     units = {d.parent.parent if d.parent.name.startswith("seed_") else d.parent for d in root.rglob("config.yaml")}
     lines = [line for unit in units if (line := read_line(unit, configs)) is not None]
     lines = [
@@ -88,13 +93,6 @@ def list_runs(root: Path, configs: Path = Path("configs"), step: str | None = No
         and all(yaml_value(flatten(to_dict(line.cfg)).get(k)) == v for k, v in wanted)
     ]
     return sorted(lines, key=lambda line: (line.started, str(line.dir)), reverse=True)
-
-
-def _split(where: str) -> tuple[str, str]:
-    key, sep, value = where.partition("=")
-    if not sep or not key:
-        raise UsageError(f"--where {where}: expected KEY=VALUE, e.g. --where model.dropout=0.05")
-    return key.strip(), value.strip()
 
 
 def _cells(line: RunLine) -> tuple[str, ...]:

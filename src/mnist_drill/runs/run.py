@@ -115,10 +115,8 @@ def run_step(
         try:
             return _run_step(cfg, run_dir, data_dir, overwrite, resume, previous, written, echo)
         except StorageError as err:
-            if (run_dir / CHECKPOINT).is_file():
-                then = "continue with --resume (the finished epochs are kept)"
-            else:
-                then = run_again(run_dir)
+            resume_it = "continue with --resume (the finished epochs are kept)"
+            then = resume_it if (run_dir / CHECKPOINT).is_file() else run_again(run_dir)
             raise StorageError(f"{err}, then {then}") from None
         except (MemoryError, RuntimeError) as err:
             if not out_of_memory(err):
@@ -142,6 +140,11 @@ def _run_step(cfg, run_dir, data_dir, overwrite, resume, previous, written, echo
     t0 = time.perf_counter()
     info = dict(provenance())  # now: the code that trains, not what the checkout holds when it ends
     rows, threads = _start(cfg, run_dir, t, resume, log)
+    params, macs = sum(layer.params for layer in t.layers), macs_per_image(t.layers)
+    log(
+        f"{cfg.name}: {params:,} params, {macs:,} MACs/image, device {t.device}, seed {cfg.train.seed}, "
+        f"{cfg.train.epochs} epochs"
+    )
     board = open_board(run_dir, cfg, rows)  # TensorBoard's copy of metrics.csv, with the extra installed
     start_epoch = len(rows) + 1
     with torch_threads(threads):
@@ -170,8 +173,7 @@ def _run_step(cfg, run_dir, data_dir, overwrite, resume, previous, written, echo
     seconds = [r["seconds"] for r in rows[start_epoch - 1 :]]
     info |= {"config": cfg.name, "status": status, "note": note, "device": str(t.device)}
     info |= {"device_name": device_name(t.device), "seed": cfg.train.seed, "precision": cfg.train.precision}
-    info["threads"] = threads
-    info |= {"params": sum(layer.params for layer in t.layers), "macs_per_image": macs_per_image(t.layers)}
+    info |= {"threads": threads, "params": params, "macs_per_image": macs}
     info |= {"epochs_finished": len(rows), "misclassified": wrong, "started": started.isoformat(timespec="seconds")}
     info["seconds_total"] = round(time.perf_counter() - t0, 2)
     info["seconds_per_epoch"] = round(sum(seconds) / len(seconds), 2) if seconds else None
@@ -216,10 +218,6 @@ def _start(cfg: Config, run_dir: Path, t: Training, resume: bool, log: Echo) -> 
         elif t.device.type == "cpu" and recorded != threads:
             log(f"continuing with {recorded} torch thread(s), as the run started (not {threads})")
             threads = recorded
-    log(
-        f"{cfg.name}: {sum(layer.params for layer in t.layers):,} params, {macs_per_image(t.layers):,} MACs/image, "
-        f"device {t.device}, seed {cfg.train.seed}, {cfg.train.epochs} epochs"
-    )
     return rows, threads
 
 

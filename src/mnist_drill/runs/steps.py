@@ -123,8 +123,7 @@ def _run_one_step(
             ends[run_dir] = TrialEnd(Trial(job_cfg.name, job_cfg, run_dir), "reused", 0, outcome=done)
             continue
         label = f"{cfg.name}/{run_dir.name}" if seeds else cfg.name
-        how = {"resume": plan == "resume", "overwrite": overwrite, "previous": previous, "written": step.written}
-        trials.append(Trial(label, job_cfg, run_dir, **how))
+        trials.append(Trial(label, job_cfg, run_dir, plan == "resume", overwrite, previous, step.written))
     if min(workers, len(trials)) > 1:
         check_local(data_dir, [trial.cfg for trial in trials])  # once, before any worker starts
     try:  # seeds run in parallel with workers > 1; a signal there is raised again once the workers saved

@@ -74,11 +74,6 @@ def parse_vary(arg: str) -> Vary:
     return Vary(arg, key, tuple(texts))
 
 
-def _short_key(key: str) -> str:
-    """'model.dropout' -> 'dropout', 'model.blocks[1].out' -> 'blocks1.out': the key without its section."""
-    return re.sub(r"[\[\]]", "", key.partition(".")[2] or key)
-
-
 def _safe(text: str) -> str:
     """A value as a piece of a folder name: '[0.9, 1.1]' -> '0.9-1.1'."""
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text.strip("[]{}() ")) or "empty"
@@ -87,7 +82,7 @@ def _safe(text: str) -> str:
 def point_names(keys: list[str], grid: list[dict[str, object]]) -> list[str]:
     """A folder name per grid point from its values, e.g. 'dropout_0.02' or 'max_lr_0.05__batch_size_64':
     deterministic, filesystem-safe and unique (a clash gets the point's number appended)."""
-    short = [_short_key(k) for k in keys]
+    short = [re.sub(r"[\[\]]", "", k.partition(".")[2] or k) for k in keys]  # model.blocks[1].out: blocks1.out
     labels = [s if short.count(s) == 1 else _safe(k) for s, k in zip(short, keys)]
     names = ["__".join(f"{label}_{_safe(yaml_value(values[k]))}" for label, k in zip(labels, keys)) for values in grid]
     clashes = Counter(names)
@@ -276,18 +271,17 @@ class SweepPlan:
         self.write_tables()
 
     def write_tables(self) -> None:
-        points, ends, seeds = self.points, self.done, self.seeds
         figure = [
             plots.SweepPoint(
                 point.values, done[0].params, [o.final_test_acc for o in done], sum(o.consistent for o in done)
             )
-            for p, point in enumerate(points)
-            if (done := list(_completed(ends, p, seeds).values()))
+            for p, point in enumerate(self.points)
+            if (done := list(_completed(self.done, p, self.seeds).values()))
         ]
         if figure:
-            plots.sweep(figure, self.sweep_dir / "sweep.png", points[0].cfg.target.test_acc)
-        write_sweep_csv(self.sweep_dir / "sweep.csv", points, ends, seeds)
-        md = sweep_markdown(self.sweep_dir.name, self.config, points, ends, seeds, bool(figure))
+            plots.sweep(figure, self.sweep_dir / "sweep.png", self.points[0].cfg.target.test_acc)
+        write_sweep_csv(self.sweep_dir / "sweep.csv", self.points, self.done, self.seeds)
+        md = sweep_markdown(self.sweep_dir.name, self.config, self.points, self.done, self.seeds, bool(figure))
         write_text(self.sweep_dir / "sweep.md", md)
 
     @property

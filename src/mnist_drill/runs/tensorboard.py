@@ -18,10 +18,9 @@ METRICS = ("best_test_acc", "final_test_acc")  # the hparams' metrics, analysis.
 def hparams(cfg: Config) -> dict[str, float | int | str | bool]:
     """The config's flattened keys that say what trained (not the descriptive prose): lists as their YAML text,
     unset (null) keys left out, as TensorBoard leaves them."""
-    flat = flatten(to_dict(cfg))
     return {
         key: yaml_value(value) if isinstance(value, list) else value
-        for key, value in flat.items()
+        for key, value in flatten(to_dict(cfg)).items()
         if value is not None and (key == "name" or key not in DESCRIPTIVE_KEYS)
     }
 
