@@ -1,8 +1,6 @@
-"""The network: the modules of the block list (nn/layers.py) in sequence, then log-probabilities.
-
-The geometry (shapes, receptive field, parameters, MACs) is worked out from the specs alone
-(config/blocks.py), so a block that does not fit is named before any module is built.
-"""
+"""The network: the modules of the block list (nn/layers.py) in sequence, then log-probabilities. Its geometry
+(shapes, receptive field, parameters, MACs) comes from the specs alone (config/blocks.py), so a block that does not
+fit is named before any module is built."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Where trials train: in this process, in a pool of local worker processes, or as tasks on a Ray cluster.
-
-A trial is one run folder, and that folder is the only channel: a worker trains it with `run.run_step` and the
-parent reads the outcome back from metrics.csv and run.json, so nothing large crosses a process boundary.
-"""
+"""Where trials train: in this process, in a pool of local worker processes, or as tasks on a Ray cluster. A trial
+is one run folder, and that folder is the only channel: a worker trains it with `run.run_step` and the parent reads
+the outcome back from metrics.csv and run.json, so nothing large crosses a process boundary."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Batch augmentation on the training device.
-
-Each sample of a batch gets its own random rotation/affine and brightness/contrast, applied with one
-`affine_grid` + `grid_sample` call for the whole batch. The meaning is torchvision's: rotation about
-the image centre, translation in whole pixels, black fill, on [0, 1] images before normalisation
-(tests/test_augment.py checks this against torchvision on fixed parameters).
-"""
+"""Batch augmentation on the training device: each sample its own random rotation/affine and brightness/contrast, in
+one `affine_grid` + `grid_sample` call per batch. The meaning is torchvision's: rotation about the image centre,
+translation in whole pixels, black fill, on [0, 1] images before normalisation (tests/test_augment.py checks this
+against torchvision on fixed parameters)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Checkpoints and weights: what a run saves after every epoch and at the end, and how it is read back.
-
-Every file is read with PyTorch's weights-only loader (tensors, numbers, strings, containers; never pickled
-code), so a file from someone else cannot run anything here; one that is not ours is named in one line.
-"""
+"""Checkpoints and weights: what a run saves after every epoch and at the end, and how it is read back. Every file is
+read with PyTorch's weights-only loader (tensors, numbers, strings, containers; never pickled code), so a file from
+someone else cannot run anything here; one that is not ours is named in one line."""
 
 from __future__ import annotations
 

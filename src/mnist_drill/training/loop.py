@@ -1,8 +1,5 @@
-"""The training and evaluation loops over device-resident tensors.
-
-No host sync inside an epoch except when the progress bar is redrawn: losses and correct counts
-accumulate on the device and are read once per epoch.
-"""
+"""The training and evaluation loops over device-resident tensors. No host sync inside an epoch except when the
+progress bar is redrawn: losses and correct counts accumulate on the device and are read once per epoch."""
 
 from __future__ import annotations
 
