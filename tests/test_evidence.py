@@ -52,3 +52,20 @@ def test_each_committed_sweep_table_is_what_todays_code_writes(path, monkeypatch
     assert path.read_text(encoding="utf-8") == text, (
         f"{path.relative_to(REPO)} is not what today's code writes from its trial folders; rewrite it with `{REWRITE}`"
     )
+
+
+def test_a_step_before_without_a_finished_epoch_is_named_not_left_out_of_the_reports(tmp_path):
+    """Re-deriving step 3's report needs step 2's run: one that finished no epoch stops the rewrite with its name,
+    instead of a report that silently lost its "step before" section."""
+    from mnist_drill.errors import UsageError
+
+    for step in ("step2_bn", "step3_dropout"):
+        for name in ("config.yaml", "metrics.csv", "run.json"):
+            (tmp_path / step).mkdir(exist_ok=True)
+            (tmp_path / step / name).write_bytes((RESULTS / "drill" / step / "seed_1" / name).read_bytes())
+    report = reports_from_files(tmp_path, REPO / "configs")[tmp_path / "step3_dropout" / "analysis.md"]
+    assert "step2_bn" in report
+    metrics = tmp_path / "step2_bn" / "metrics.csv"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # the header, no epoch
+    with pytest.raises(UsageError, match="step2_bn: holds no run with a finished epoch"):
+        reports_from_files(tmp_path, REPO / "configs")

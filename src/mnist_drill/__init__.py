@@ -1,5 +1,5 @@
 """mnist-drill: a staged CNN design drill on MNIST. The Python API (`run`, `load_run`, `sweep`, `compare`, `Run`)
-lives in mnist_drill.api, imported on first use so that `import mnist_drill` (and `--version`) does not import torch."""
+lives in mnist_drill.api, imported on first use so that `import mnist_drill` does not import torch."""
 
 import importlib
 

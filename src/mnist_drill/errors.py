@@ -26,7 +26,7 @@ def first_line(err: BaseException, *, named: bool = False) -> str:
 
 
 class DrillError(Exception):
-    """Something the user asked for cannot be done; the message is one line, ready to print."""
+    """Something the user asked for cannot be done, in one line ready to print; built from that line alone (pickled)."""
 
     exit_code = EXIT_USAGE
 

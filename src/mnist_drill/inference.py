@@ -50,7 +50,7 @@ def evaluate_run(run_dir: Path, data_dir: str | None = None, device: str | None 
     """Test loss and accuracy, per digit too, and the confusion matrix, on the test images the run was tested on
     (data.test_subset) or with `full` on all 10,000; `test_set` says which: "full" or "subset"."""
     cfg, model, device = load_run(run_dir, device)
-    subset, root = None if full else cfg.data.test_subset, resolve_dir(data_dir, cfg.data.dir)
+    subset, root = (None if full else cfg.data.test_subset), resolve_dir(data_dir, cfg.data.dir)
     try:
         test = load_split(root, train=False, subset=subset)  # the test files alone: 0.1 s instead of 0.6 s
     except DataError:

@@ -117,7 +117,7 @@ def _style(
 
 
 def curves(rows: list[dict], path: Path, title: str, target_acc: float):
-    """Loss, accuracy and learning rate per epoch of one run; `rows` are metrics rows (train.METRIC_COLUMNS)."""
+    """Loss, accuracy and learning rate per epoch of one run; `rows` are metrics rows (training.loop.METRIC_COLUMNS)."""
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
     for split, style in (("train", "-o"), ("test", "-s")):

@@ -205,6 +205,9 @@ def parent_results(
         step_dir = out / load_config(parent, overrides).name
     except DrillError:
         return None
+    if configs is not None and step_dir.is_dir():  # re-deriving the evidence: a broken step before is named
+        found = read_step(step_dir, configs)
+        return found.cfg, found.outcomes
     for folder in [step_dir] if exact else reversed(attempts(step_dir)):
         with contextlib.suppress(DrillError):  # none finished an epoch there: the attempt before
             found = read_step(folder, configs)
