@@ -80,6 +80,17 @@ def test_trials_in_this_process_keep_going_past_a_failing_one(tmp_path, tiny, wr
         run_trials(trials[:1], str(data_dir), echo=lambda line: None)
 
 
+@pytest.mark.slow  # spawns worker processes
+def test_a_user_error_in_a_worker_reaches_the_parent_as_that_error(tmp_path, tiny, write_config, data_dir):
+    """Workers send a DrillError to the parent pickled: it must arrive typed, with its message (errors.py)."""
+    config = write_config("tiny.yaml", tiny)
+    bad = load_config(config, ["model.blocks[2].kernel=15"])  # does not fit its 13x13 map
+    trials = [Trial(f"bad{i}", bad, tmp_path / f"bad{i}") for i in (1, 2)]
+    ends = run_trials(trials, str(data_dir), workers=2, keep_going=True, echo=lambda line: None)
+    assert [e.status for e in ends] == ["failed", "failed"]
+    assert all(isinstance(e.error, ConfigError) and "does not fit" in str(e.error) for e in ends)
+
+
 @pytest.mark.parametrize(
     "env, cpus, workers, threads",
     [(None, 16, 4, 4), (None, 16, 3, 5), (None, 2, 4, 1), ("1", 16, 4, 1), ("3", 2, 2, 3), ("x", 8, 2, 4)],
